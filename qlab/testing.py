@@ -1,0 +1,20 @@
+"""Helpers shared by the kernel tests: one way to compare a kernel with its reference."""
+
+from __future__ import annotations
+
+
+def rel_rms_error(ref, out) -> float:
+    """||out - ref||_2 / ||ref||_2 over all elements, in fp64 (NaN if `out` has a NaN)."""
+    ref = ref.double()
+    out = out.double()
+    denom = ref.pow(2).mean().sqrt().item()
+    return (out - ref).pow(2).mean().sqrt().item() / max(denom, 1e-30)
+
+
+def assert_close(name: str, ref, out, rms_tol: float) -> None:
+    """Fail unless `out` matches `ref` in shape, has no NaN, and is within `rms_tol` relative RMS error."""
+    assert tuple(out.shape) == tuple(ref.shape), f"{name}: shape {tuple(out.shape)} != {tuple(ref.shape)}"
+    assert not out.isnan().any(), f"{name}: output has NaN (unwritten elements?)"
+    err = rel_rms_error(ref, out)
+    max_abs = (out.double() - ref.double()).abs().max().item()
+    assert err <= rms_tol, f"{name}: rel RMS {err:.3e} > {rms_tol:.1e} (max abs {max_abs:.3e})"
