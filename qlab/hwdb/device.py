@@ -38,6 +38,15 @@ class Device:
     aliases: tuple[str, ...] = ()
     sources: dict[str, str] = field(default_factory=dict, hash=False, compare=False)  # field -> source
     notes: str = ""
+    # Added by the hwdb loader (all optional, so code that builds a Device by hand keeps working):
+    memory_options_gb: tuple[float, ...] = ()  # every capacity sold; memory_gb is the one chosen (default: largest)
+    chip: str = ""                             # die / SKU code, e.g. "GA102-300"
+    fp16_fp16acc_tflops: float | None = None   # GeForce/RDNA tensor FP16 with FP16 accumulate (not the roof to use)
+    npu_tops: float | None = None              # on-package NPU (Apple Neural Engine, XDNA), not used by qlab kernels
+    confidence: str = ""                       # "high" | "medium" | "low" (hwdb research tables' grading)
+    value_notes: dict[str, str] = field(default_factory=dict, hash=False, compare=False)  # field -> remark
+    estimates: dict[str, str] = field(default_factory=dict, hash=False, compare=False)  # field -> recall|est|derived
+    origin: str = field(default="", compare=False)  # the file (or detector) this record came from
 
     @property
     def usable_memory_gb(self) -> float:
