@@ -1,0 +1,105 @@
+"""Runs the profile stages in order, saving the document atomically after each, with a progress display.
+
+A stage that fails (out of memory, a kernel error) is recorded with its error and the run goes on; Ctrl-C
+leaves the finished stages on disk, and `--resume FILE` continues from the first unfinished one.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from datetime import datetime, timezone
+from pathlib import Path
+
+from qlab import __version__
+from qlab.errors import QlabError
+from qlab.io import write_json_atomic
+from qlab.profile.environment import git_commit, software_versions
+from qlab.profile.options import ProfileOptions
+from qlab.profile.schema import SCHEMA_VERSION, load_profile, validate_profile
+from qlab.profile.stages import STAGE_WEIGHT, STAGES, Context
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def new_document(opts: ProfileOptions) -> dict:
+    return {
+        "schema_version": SCHEMA_VERSION, "qlab_version": __version__, "created": _now(), "updated": _now(),
+        "git_commit": git_commit(), "software": software_versions(), "options": opts.to_json(),
+        # filled by the detect stage; a placeholder that satisfies the schema until then
+        "device": {"id": "pending", "name": "pending", "kind": "cpu", "source": "pending", "known": False,
+                   "specs": {"mem_bandwidth_gbs": 1.0, "memory_gb": 1.0}, "details": {}},
+        "stages": {},
+    }
+
+
+def _resume_document(path: Path, opts: ProfileOptions) -> dict:
+    doc = load_profile(path)
+    if doc["options"].get("mode") != opts.mode or doc["options"].get("quants") != opts.quants \
+            or doc["options"].get("contexts") != opts.contexts:
+        raise QlabError(f"--resume {path}: that run was made with options {doc['options']}; "
+                        f"run with the same --quick/--full, --quants and --contexts, or start a new profile")
+    return doc
+
+
+def profile_path(opts: ProfileOptions, doc: dict) -> Path:
+    if opts.resume:
+        return opts.resume
+    stamp = doc["created"].replace("-", "").replace(":", "").rstrip("Z")
+    return Path(opts.out) / f"{doc['device']['id']}-{opts.mode}-{stamp}.json"
+
+
+def run_profile(opts: ProfileOptions, console=None) -> tuple[dict, Path]:
+    """Run (or resume) a profile; returns the document and the file it was written to."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    console = console or Console(stderr=True)
+    doc = _resume_document(opts.resume, opts) if opts.resume else new_document(opts)
+    ctx = Context(torch_device=doc["device"].get("torch_device", "cpu"), log=lambda m: console.print(f"[yellow]{m}"))
+    path: list[Path] = []  # known once the device is
+
+    def save() -> None:
+        if path:
+            doc["updated"] = _now()
+            write_json_atomic(path[0], validate_profile(doc, "profile being written"))
+
+    ctx.save = save
+    if doc["device"]["id"] != "pending":
+        path.append(profile_path(opts, doc))
+    started = time.monotonic()
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[status]}"),
+                  TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False) as progress:
+        total = progress.add_task("qlab profile", total=sum(STAGE_WEIGHT.values()), status="")
+        for name, stage in STAGES.items():
+            if doc["stages"].get(name, {}).get("status") == "done":
+                progress.advance(total, STAGE_WEIGHT[name])
+                continue
+            if opts.budget_s and time.monotonic() - started > opts.budget_s and name in ("tune", "decode"):
+                doc["stages"][name] = {"status": "skipped", "error": f"budget of {opts.budget_s:g} s spent"}
+                save()
+                progress.advance(total, STAGE_WEIGHT[name])
+                continue
+            progress.update(total, status=name)
+            t0 = time.monotonic()
+            try:
+                stage(doc, opts, ctx)
+                doc["stages"][name] = {"status": "done", "seconds": round(time.monotonic() - t0, 2)}
+            except QlabError:
+                raise
+            except KeyboardInterrupt:
+                save()
+                raise
+            except Exception as e:  # recorded in the profile; the run continues with the next stage
+                detail = traceback.format_exception_only(type(e), e)[-1].strip()
+                doc["stages"][name] = {"status": "failed", "seconds": round(time.monotonic() - t0, 2),
+                                       "error": detail[:500]}
+                console.print(f"[red]stage {name} failed: {detail}")
+            if name == "detect" and not path:
+                path.append(profile_path(opts, doc))
+            save()
+            progress.advance(total, STAGE_WEIGHT[name])
+        progress.update(total, status="done")
+    return doc, path[0]
