@@ -94,6 +94,8 @@ def run_profile(opts: ProfileOptions, console=None) -> tuple[dict, Path]:
                 raise
             except Exception as e:  # recorded in the profile; the run continues with the next stage
                 detail = traceback.format_exception_only(type(e), e)[-1].strip()
+                if name == "detect":  # without a device there is nothing to measure
+                    raise QlabError(f"device detection failed: {detail}") from e
                 doc["stages"][name] = {"status": "failed", "seconds": round(time.monotonic() - t0, 2),
                                        "error": detail[:500]}
                 console.print(f"[red]stage {name} failed: {detail}")
