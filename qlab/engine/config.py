@@ -1,0 +1,140 @@
+"""The shape of the model the decode loop runs: a frozen dataclass, one instance per preset, plus the two
+derived shapes qlab needs — a slice of N consecutive layers, and a narrower copy for quick tests.
+
+Torch-free, so the CLI and the memory accounting can import it cheaply. Facts come from DESIGN.md
+(Qwen3.6-27B = llama.cpp arch `qwen35`); where `qlab.models` has a preset for the id, its numbers win.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+from qlab.errors import QlabError, unknown
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "qwen3.6-27b"
+    n_layers: int = 64              # layers in this (possibly sliced) model
+    full_layers: int = 64           # layers of the whole model, for scaling a slice's timings
+    hidden: int = 5120
+    ffn: int = 17408                # SwiGLU intermediate size, every layer
+    vocab: int = 248320
+    rms_eps: float = 1e-6
+    full_attn_interval: int = 4     # layer i is attention when (i + 1) % interval == 0
+    # gated attention
+    n_heads: int = 24
+    n_kv_heads: int = 4
+    head_dim: int = 256
+    rope_dim: int = 64              # partial rotary: the first 64 of 256 dims (NEOX pairing)
+    rope_theta: float = 1e7
+    rope_sections: tuple[int, ...] = (11, 11, 10, 0)  # M-RoPE; text uses one position for all sections
+    # Gated DeltaNet
+    lin_k_heads: int = 16
+    lin_v_heads: int = 48
+    lin_k_dim: int = 128
+    lin_v_dim: int = 128
+    conv_kernel: int = 4
+    max_context: int = 262144
+    mtp_layers: int = 1
+
+    def __post_init__(self):
+        if self.n_heads % self.n_kv_heads:
+            raise ValueError(f"n_heads {self.n_heads} must be a multiple of n_kv_heads {self.n_kv_heads}")
+        if self.lin_v_heads % self.lin_k_heads:
+            raise ValueError(f"lin_v_heads {self.lin_v_heads} must be a multiple of lin_k_heads {self.lin_k_heads}")
+
+    # ---- derived shapes -------------------------------------------------------------------------------
+    def is_attention(self, i: int) -> bool:
+        return (i + 1) % self.full_attn_interval == 0
+
+    @property
+    def layer_types(self) -> tuple[str, ...]:
+        return tuple("attention" if self.is_attention(i) else "deltanet" for i in range(self.n_layers))
+
+    @property
+    def n_attention_layers(self) -> int:
+        return sum(self.is_attention(i) for i in range(self.n_layers))
+
+    @property
+    def n_deltanet_layers(self) -> int:
+        return self.n_layers - self.n_attention_layers
+
+    @property
+    def attn_scale(self) -> float:
+        return 1.0 / math.sqrt(self.head_dim)  # 1/16 for head_dim 256
+
+    @property
+    def q_dim(self) -> int:            # query width (the q projection emits twice this: query + gate)
+        return self.n_heads * self.head_dim
+
+    @property
+    def kv_dim(self) -> int:
+        return self.n_kv_heads * self.head_dim
+
+    @property
+    def key_dim(self) -> int:          # DeltaNet q and k width
+        return self.lin_k_heads * self.lin_k_dim
+
+    @property
+    def value_dim(self) -> int:        # DeltaNet v, z and output width
+        return self.lin_v_heads * self.lin_v_dim
+
+    @property
+    def conv_dim(self) -> int:         # channels through the causal conv: q, k, v
+        return 2 * self.key_dim + self.value_dim
+
+    def kv_cache_bytes(self, context: int, bytes_per_value: int = 2) -> int:
+        return self.n_attention_layers * 2 * self.kv_dim * context * bytes_per_value
+
+    def state_bytes(self) -> int:
+        """DeltaNet recurrent state (fp32) and conv state (fp32) of one sequence."""
+        rec = self.n_deltanet_layers * self.lin_v_heads * self.lin_k_dim * self.lin_v_dim * 4
+        conv = self.n_deltanet_layers * self.conv_dim * (self.conv_kernel - 1) * 4
+        return rec + conv
+
+    # ---- variants ---------------------------------------------------------------------------------------
+    def sliced(self, layers: int | None) -> "ModelConfig":
+        """The first `layers` layers (with embeddings and head); a multiple of the attention interval keeps
+        the 3:1 DeltaNet/attention ratio, so a slice's per-layer times scale to the whole model."""
+        if layers is None or layers == self.n_layers:
+            return self
+        if layers <= 0 or layers > self.n_layers:
+            raise QlabError(f"--layers {layers}: expected 1..{self.n_layers}")
+        if layers % self.full_attn_interval:
+            raise QlabError(f"--layers {layers}: expected a multiple of {self.full_attn_interval} "
+                            f"(keeps the 3:1 DeltaNet/attention pattern)")
+        return replace(self, n_layers=layers)
+
+    def width_scaled(self, factor: float, vocab: int | None = None) -> "ModelConfig":
+        """Every width divided by `factor` (head dims and the layer pattern kept). Hidden and FFN widths are
+        rounded to a multiple of 256 so every K-quant (256-weight super-blocks) still applies; head counts keep
+        the GQA group (6) and the DeltaNet value/key head ratio (3)."""
+        if factor <= 0:
+            raise QlabError(f"--width-scale {factor}: expected a positive number")
+
+        def width(w: int) -> int:
+            return max(256, 256 * round(w / factor / 256))
+
+        kv = max(1, round(self.n_kv_heads / factor))
+        group = self.n_heads // self.n_kv_heads
+        lin_k = max(1, round(self.lin_k_heads / factor))
+        return replace(self, hidden=width(self.hidden), ffn=width(self.ffn), n_kv_heads=kv, n_heads=kv * group,
+                       lin_k_heads=lin_k, lin_v_heads=lin_k * (self.lin_v_heads // self.lin_k_heads),
+                       vocab=vocab or self.vocab)
+
+
+QWEN36_27B = ModelConfig()
+PRESETS: dict[str, ModelConfig] = {
+    "qwen3.6-27b": QWEN36_27B,
+    "qwen3.5-27b": replace(QWEN36_27B, name="qwen3.5-27b"),
+}
+
+
+def get_config(model: str) -> ModelConfig:
+    """The engine's config for a model id. Only the qwen35-architecture dense models run in this loop."""
+    cfg = PRESETS.get(model.lower())
+    if cfg is None:
+        raise unknown("model for the decode loop", model, PRESETS)
+    return cfg

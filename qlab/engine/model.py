@@ -1,0 +1,207 @@
+"""Qwen3.6-27B (llama.cpp arch `qwen35`) in torch: 48 Gated DeltaNet + 16 gated-attention layers, dense SwiGLU.
+
+Conventions are GGUF's (what llama.cpp's converter writes, so real files and synthetic ones read alike):
+- RMSNorm is x / rms(x) · w: the converter already added Qwen3.5's +1 to every norm weight except ssm_norm.
+- ssm_a holds -exp(A_log); g = ssm_a · softplus(a + dt_bias), beta = sigmoid(b).
+- DeltaNet value heads are in *tiled* order: value head j reads key head j % H (the converter reorders the
+  Hugging Face grouped order so ggml can broadcast). The kernels (flash-linear-attention layout) read key head
+  j // (HV / H), so v, g, beta are permuted into grouped order before the scan and o back after it.
+- q_proj emits per head [query (256) | gate (256)]; RoPE is NEOX-paired on the first 64 dims, theta 1e7.
+
+Layer: h = x + mixer(norm(x)); out = h + ffn(post_norm(h)). Head: logits = output · norm(x).
+`prefill`, `decode_one_token`, `decode_n_tokens` are the loop; none of them waits on the device.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from qlab.engine.config import ModelConfig
+from qlab.engine.ops import Backend, Ops, OpTimer, default_backend
+from qlab.engine.weights import Weights
+from qlab.errors import QlabError
+
+
+@dataclass
+class DecodeState:
+    """Everything a sequence carries between tokens: KV caches of attention layers, conv and recurrent states
+    of DeltaNet layers, and the number of tokens already in them."""
+    pos: int
+    max_context: int
+    k_cache: dict[int, torch.Tensor]    # layer -> [B, HKV, S, D]
+    v_cache: dict[int, torch.Tensor]
+    conv: dict[int, torch.Tensor]       # layer -> [B, conv_dim, W - 1]
+    rec: dict[int, torch.Tensor]        # layer -> [B, HV, K, V] fp32
+
+    def nbytes(self) -> dict[str, int]:
+        kv = sum(t.numel() * t.element_size() for d in (self.k_cache, self.v_cache) for t in d.values())
+        st = sum(t.numel() * t.element_size() for d in (self.conv, self.rec) for t in d.values())
+        return {"kv_cache": kv, "state": st}
+
+
+def _gva_perm(H: int, HV: int, device) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(tiled index of each grouped head, grouped index of each tiled head); None when HV == H."""
+    r = HV // H
+    if r == 1:
+        return None
+    m = torch.arange(HV)
+    to_grouped = (m % r) * H + m // r           # grouped head m = key head m // r, copy m % r
+    to_tiled = torch.empty_like(to_grouped)
+    to_tiled[to_grouped] = m
+    return to_grouped.to(device), to_tiled.to(device)
+
+
+class Qwen35:
+    def __init__(self, weights: Weights, backend: Backend | None = None, timer: OpTimer | None = None):
+        self.cfg: ModelConfig = weights.cfg
+        self.w = weights
+        self.backend = backend or default_backend("cpu")
+        self.ops = Ops(self.backend, timer)
+        self.device = torch.device(self.backend.device)
+        self.perm = _gva_perm(self.cfg.lin_k_heads, self.cfg.lin_v_heads, self.device)
+
+    def set_timer(self, timer: OpTimer | None) -> None:
+        self.ops = Ops(self.backend, timer)
+
+    # ---- state ------------------------------------------------------------------------------------------
+    def new_state(self, max_context: int, batch: int = 1) -> DecodeState:
+        c = self.cfg
+        dev, cd = self.device, self.backend.cache_dtype
+        st = DecodeState(0, max_context, {}, {}, {}, {})
+        for i in range(c.n_layers):
+            if c.is_attention(i):
+                st.k_cache[i] = torch.zeros(batch, c.n_kv_heads, max_context, c.head_dim, dtype=cd, device=dev)
+                st.v_cache[i] = torch.zeros(batch, c.n_kv_heads, max_context, c.head_dim, dtype=cd, device=dev)
+            else:
+                st.conv[i] = torch.zeros(batch, c.conv_dim, c.conv_kernel - 1, dtype=self.backend.act_dtype,
+                                         device=dev)
+                st.rec[i] = torch.zeros(batch, c.lin_v_heads, c.lin_k_dim, c.lin_v_dim, dtype=torch.float32,
+                                        device=dev)
+        return st
+
+    # ---- pieces -----------------------------------------------------------------------------------------
+    def norm(self, x: torch.Tensor, name: str) -> torch.Tensor:
+        from qlab.kernels.attention import rms_norm
+
+        with self.ops.other():
+            return rms_norm(x, self.w[name], eps=self.cfg.rms_eps, unit_offset=False)
+
+    def ffn(self, x: torch.Tensor, p: str) -> torch.Tensor:
+        gate = self.ops.linear(x, self.w[p + "ffn_gate.weight"])
+        up = self.ops.linear(x, self.w[p + "ffn_up.weight"])
+        with self.ops.other():
+            h = F.silu(gate) * up
+        return self.ops.linear(h, self.w[p + "ffn_down.weight"])
+
+    def attention(self, x: torch.Tensor, i: int, st: DecodeState) -> torch.Tensor:
+        from qlab.kernels.attention import apply_rope, output_gate, split_q_gate
+
+        c, p = self.cfg, f"blk.{i}."
+        B, T, _ = x.shape
+        qg = self.ops.linear(x, self.w[p + "attn_q.weight"])
+        k = self.ops.linear(x, self.w[p + "attn_k.weight"]).view(B, T, c.n_kv_heads, c.head_dim)
+        v = self.ops.linear(x, self.w[p + "attn_v.weight"]).view(B, T, c.n_kv_heads, c.head_dim)
+        with self.ops.other():
+            q, gate = split_q_gate(qg, c.n_heads, c.head_dim)                         # [B, T, HQ, D] each
+            q = self.norm_w(q, p + "attn_q_norm.weight")
+            k = self.norm_w(k, p + "attn_k_norm.weight")
+            pos = torch.arange(st.pos, st.pos + T, device=x.device)
+            q = apply_rope(q, pos, rotary_dim=c.rope_dim, theta=c.rope_theta)
+            k = apply_rope(k, pos, rotary_dim=c.rope_dim, theta=c.rope_theta)
+            kc, vc = st.k_cache[i], st.v_cache[i]
+            kc[:, :, st.pos:st.pos + T] = k.transpose(1, 2).to(kc.dtype)
+            vc[:, :, st.pos:st.pos + T] = v.transpose(1, 2).to(vc.dtype)
+        if T == 1:
+            lengths = torch.full((B,), st.pos + 1, dtype=torch.int32, device=x.device)
+            o = self.ops.attn_decode(q[:, 0], kc, vc, lengths, c.attn_scale)[:, None]  # [B, 1, HQ, D]
+        elif st.pos == 0:
+            o = self.ops.attn_prefill(q, k, v, c.attn_scale)
+        else:   # a prompt chunk after earlier tokens: token by token against the cache (exact, not fast)
+            o = torch.cat([self.ops.attn_decode(q[:, t], kc, vc, torch.full((B,), st.pos + t + 1,
+                                                dtype=torch.int32, device=x.device), c.attn_scale)[:, None]
+                           for t in range(T)], dim=1)
+        with self.ops.other():
+            o = output_gate(o.to(x.dtype), gate).reshape(B, T, c.q_dim)
+        return self.ops.linear(o, self.w[p + "attn_output.weight"])
+
+    def norm_w(self, x: torch.Tensor, name: str) -> torch.Tensor:
+        from qlab.kernels.attention import rms_norm
+
+        return rms_norm(x, self.w[name], eps=self.cfg.rms_eps, unit_offset=False)
+
+    def deltanet(self, x: torch.Tensor, i: int, st: DecodeState) -> torch.Tensor:
+        c, p = self.cfg, f"blk.{i}."
+        B, T, _ = x.shape
+        H, HV, K, V = c.lin_k_heads, c.lin_v_heads, c.lin_k_dim, c.lin_v_dim
+        qkv = self.ops.linear(x, self.w[p + "attn_qkv.weight"])                        # [B, T, conv_dim]
+        z = self.ops.linear(x, self.w[p + "attn_gate.weight"])                         # [B, T, HV * V]
+        b = self.ops.linear(x, self.w[p + "ssm_beta.weight"])                          # [B, T, HV]
+        a = self.ops.linear(x, self.w[p + "ssm_alpha.weight"])
+        qkv = self.ops.conv(qkv, self.w[p + "ssm_conv1d.weight"], st.conv[i])
+        with self.ops.other():
+            q = qkv[..., :c.key_dim].reshape(B, T, H, K)
+            k = qkv[..., c.key_dim:2 * c.key_dim].reshape(B, T, H, K)
+            v = qkv[..., 2 * c.key_dim:].reshape(B, T, HV, V)
+            g = self.w[p + "ssm_a"] * F.softplus(a.float() + self.w[p + "ssm_dt.bias"])  # log decay <= 0
+            beta = torch.sigmoid(b.float())
+            if self.perm is not None:       # tiled (GGUF) -> grouped (kernel) value-head order
+                to_grouped = self.perm[0]
+                v, g, beta = v[:, :, to_grouped], g[:, :, to_grouped], beta[:, :, to_grouped]
+        o = self.ops.delta_rule(q, k, v, g, beta, st.rec[i], scale=K ** -0.5)             # [B, T, HV, V]
+        with self.ops.other():
+            if self.perm is not None:
+                o = o[:, :, self.perm[1]]
+            o = self.norm_w(o, p + "ssm_norm.weight") * F.silu(z.view(B, T, HV, V))
+            o = o.reshape(B, T, HV * V)
+        return self.ops.linear(o, self.w[p + "ssm_out.weight"])
+
+    # ---- the forward pass -----------------------------------------------------------------------------------
+    def forward(self, tokens: torch.Tensor, st: DecodeState, all_logits: bool = False) -> torch.Tensor:
+        """tokens [B, T] -> logits [B, T, vocab] (all_logits) or [B, vocab] for the last position (fp32).
+        Advances `st` by T tokens."""
+        c = self.cfg
+        T = tokens.shape[1]
+        if st.pos + T > st.max_context:
+            raise QlabError(f"context {st.pos + T} tokens exceeds the cache of {st.max_context} tokens "
+                            f"(allocate the state with a larger max_context)")
+        x = self.ops.embed(tokens, self.w["token_embd.weight"])
+        for i in range(c.n_layers):
+            p = f"blk.{i}."
+            h = self.norm(x, p + "attn_norm.weight")
+            h = self.attention(h, i, st) if c.is_attention(i) else self.deltanet(h, i, st)
+            with self.ops.other():
+                x = x + h
+            h = self.ffn(self.norm(x, p + "post_attention_norm.weight"), p)
+            with self.ops.other():
+                x = x + h
+        st.pos += T
+        if not all_logits:
+            x = x[:, -1]
+        x = self.norm(x, "output_norm.weight")
+        return self.ops.linear(x, self.w["output.weight"]).float()
+
+
+# ---- the loop ----------------------------------------------------------------------------------------------
+def prefill(model: Qwen35, tokens: torch.Tensor, st: DecodeState, all_logits: bool = False) -> torch.Tensor:
+    """Run a prompt [B, T] through the model in one pass; returns the last position's logits [B, vocab]
+    (or every position's, [B, T, vocab])."""
+    return model.forward(tokens, st, all_logits=all_logits)
+
+
+def decode_one_token(model: Qwen35, token: torch.Tensor, st: DecodeState) -> torch.Tensor:
+    """token [B] (or [B, 1]) -> logits [B, vocab]."""
+    return model.forward(token.reshape(-1, 1), st)
+
+
+def decode_n_tokens(model: Qwen35, token: torch.Tensor, st: DecodeState, n: int) -> torch.Tensor:
+    """Greedy decode of n tokens after `token` [B]; returns them [B, n]. The argmax stays on the device, so
+    nothing waits inside the loop."""
+    out = []
+    for _ in range(n):
+        logits = decode_one_token(model, token, st)
+        token = logits.argmax(-1)
+        out.append(token)
+    return torch.stack(out, dim=1)

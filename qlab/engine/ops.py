@@ -1,0 +1,187 @@
+"""The decode loop's calls into the kernel packages, with the impl of each op chosen per device, and an
+optional per-op-kind timer.
+
+The model never calls torch for heavy work itself: matmuls go to `qlab.kernels.dequant_matmul`, the DeltaNet
+scan and its conv to `qlab.kernels.deltanet`, attention to `qlab.kernels.attention`, so the same loop profiles
+every backend (CPU paths here, Triton/CuPy on GPUs). Op kinds: "matmul", "deltanet" (conv + scan),
+"attention" (the softmax over the cache); everything else (norms, RoPE, gates, residuals) is "other".
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+OP_KINDS = ("deltanet", "attention", "matmul", "other")
+
+
+@dataclass(frozen=True)
+class Backend:
+    """Which impl each op uses. `naive` paths are the fp32 references; the defaults are the fastest that run."""
+    device: str = "cpu"
+    matmul: str = "torch_cpu"
+    deltanet_decode: str = "recurrent_torch"
+    deltanet_prefill: str = "chunk_torch"
+    attn_decode: str = "sdpa"
+    attn_prefill: str = "sdpa"
+    cache_dtype: torch.dtype = torch.bfloat16
+    act_dtype: torch.dtype = torch.float32
+
+    def as_dict(self) -> dict:
+        return {k: (str(v).replace("torch.", "") if isinstance(v, torch.dtype) else v)
+                for k, v in self.__dict__.items()}
+
+
+def default_backend(device: str = "cpu", **overrides) -> Backend:
+    """CPU: torch paths. CUDA: Triton kernels (CuPy where asked). MPS: torch paths on the GPU."""
+    if device == "cuda":
+        b = Backend("cuda", matmul="triton", deltanet_decode="triton_recurrent", deltanet_prefill="triton_chunk",
+                    attn_decode="triton_decode", attn_prefill="triton_prefill", cache_dtype=torch.bfloat16)
+    elif device == "mps":
+        b = Backend("mps", matmul="naive", cache_dtype=torch.float16)
+    elif device == "cpu":
+        b = Backend()
+    else:
+        from qlab.errors import unknown
+
+        raise unknown("device", device, ["cpu", "cuda", "mps"])
+    return replace(b, **overrides)
+
+
+def reference_backend(device: str = "cpu") -> Backend:
+    """Every op on its fp32 reference impl, fp32 cache: what the engine's fast paths are checked against."""
+    return Backend(device, matmul="naive", deltanet_decode="naive", deltanet_prefill="naive",
+                   attn_decode="naive", attn_prefill="naive", cache_dtype=torch.float32)
+
+
+# ---- per-op timing --------------------------------------------------------------------------------------
+@dataclass
+class OpTimer:
+    """Seconds per op kind. Synchronises the device around each op, so it is only switched on for the
+    profiling pass; the tok/s pass runs without it and nothing waits inside the loop."""
+    device: str = "cpu"
+    seconds: dict = field(default_factory=lambda: {k: 0.0 for k in OP_KINDS})
+    calls: dict = field(default_factory=lambda: {k: 0 for k in OP_KINDS})
+
+    def sync(self):
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+        elif self.device == "mps":
+            torch.mps.synchronize()
+
+    @contextmanager
+    def __call__(self, kind: str):
+        self.sync()
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.sync()
+            self.seconds[kind] += time.perf_counter() - t0
+            self.calls[kind] += 1
+
+
+@contextmanager
+def _nothing(kind: str):
+    yield
+
+
+# ---- weight formats (qlab.kernels.dequant_matmul) ---------------------------------------------------------
+def _dm():
+    import qlab.kernels.dequant_matmul as dm
+
+    return dm
+
+
+def quantize(w: torch.Tensor, fmt: str):
+    return _dm().quantize(w, fmt)
+
+
+def dequantize(qw) -> torch.Tensor:
+    """fp32 [N, K] torch tensor of a (small) QuantizedWeight: only used on a few rows at a time."""
+    return torch.from_numpy(np.ascontiguousarray(_dm().dequantize(qw)))
+
+
+def make_qweight(fmt: str, shape: tuple[int, int], raw: np.ndarray, name: str = "", scale=None):
+    """A QuantizedWeight over existing ggml block bytes `raw` [N, row_bytes] (numpy uint8), no copy."""
+    return _dm().QuantizedWeight(fmt, tuple(shape), raw, scale=scale, name=name)
+
+
+def raw_bytes(qw) -> np.ndarray:
+    return np.asarray(qw.raw)
+
+
+# ---- the ops ------------------------------------------------------------------------------------------------
+class Ops:
+    def __init__(self, backend: Backend, timer: OpTimer | None = None):
+        self.b = backend
+        self.t = timer if timer is not None else _nothing
+
+    def linear(self, x: torch.Tensor, w) -> torch.Tensor:
+        """x [..., K] · wᵀ -> [..., N] in the activation dtype; w quantized (never dequantized whole) or dense."""
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, x.shape[-1])
+        with self.t("matmul"):
+            if isinstance(w, torch.Tensor):   # F32/F16/BF16 weights: torch's own GEMM in the weight's dtype
+                y = F.linear(x2.to(w.dtype), w).to(self.b.act_dtype)
+            else:
+                y = _dm().matmul(x2.to(self.b.act_dtype), w, impl=self.b.matmul).to(self.b.act_dtype)
+        return y.reshape(*lead, y.shape[-1])
+
+    def embed(self, tokens: torch.Tensor, table) -> torch.Tensor:
+        """Rows `tokens` [B, T] of the embedding table -> [B, T, hidden]: only those rows are dequantized."""
+        with self.t("other"):
+            flat = tokens.reshape(-1)
+            if isinstance(table, torch.Tensor):
+                rows = table.index_select(0, flat).to(self.b.act_dtype)
+            else:  # gather the rows' blocks on the host (a token id per row: tiny), decode only those
+                idx = flat.cpu().numpy()
+                sub = make_qweight(table.fmt, (idx.size, table.shape[1]), table.raw[idx],
+                                   scale=None if table.scale is None else table.scale[idx])
+                rows = dequantize(sub).to(device=tokens.device, dtype=self.b.act_dtype)
+        return rows.reshape(*tokens.shape, -1)
+
+    # DeltaNet: conv (prefill or one-token update) then the gated delta rule
+    def conv(self, x: torch.Tensor, weight: torch.Tensor, conv_state: torch.Tensor) -> torch.Tensor:
+        """x [B, T, C] -> silu(causal conv) [B, T, C]; conv_state [B, C, W-1] is updated in place."""
+        from qlab.kernels import deltanet
+
+        with self.t("deltanet"):
+            if x.shape[1] == 1:
+                return deltanet.causal_conv1d_update(x, conv_state, weight, activation="silu")
+            y, final = deltanet.causal_conv1d(x, weight, conv_state=conv_state, activation="silu",
+                                              output_final_state=True)
+            conv_state.copy_(final)
+            return y
+
+    def delta_rule(self, q, k, v, g, beta, state: torch.Tensor, scale: float) -> torch.Tensor:
+        """q, k [B, T, H, K]; v [B, T, HV, V]; g, beta [B, T, HV]; state [B, HV, K, V] fp32, updated in place."""
+        from qlab.kernels import deltanet
+
+        impl = self.b.deltanet_decode if q.shape[1] == 1 else self.b.deltanet_prefill
+        with self.t("deltanet"):
+            o, final = deltanet.gated_delta_rule(q, k, v, g, beta, scale=scale, initial_state=state,
+                                                 output_final_state=True, use_qk_l2norm=True, impl=impl)
+            if final is not state:
+                state.copy_(final)
+        return o
+
+    def attn_decode(self, q, k_cache, v_cache, lengths, scale: float) -> torch.Tensor:
+        from qlab.kernels import attention
+
+        with self.t("attention"):
+            return attention.decode(q, k_cache, v_cache, lengths, scale=scale, impl=self.b.attn_decode)
+
+    def attn_prefill(self, q, k, v, scale: float) -> torch.Tensor:
+        from qlab.kernels import attention
+
+        with self.t("attention"):
+            return attention.prefill(q, k, v, scale=scale, causal=True, impl=self.b.attn_prefill)
+
+    def other(self):
+        return self.t("other")

@@ -1,0 +1,128 @@
+"""Model weights: a name -> tensor map in GGUF naming, matrices kept in their storage format.
+
+Matrices are `QuantizedWeight`s of `qlab.kernels.dequant_matmul` (raw ggml blocks) or, for F32/F16/BF16, plain
+torch tensors; small tensors (norms, conv taps, gates) are fp32 torch tensors. Nothing here ever holds a
+dequantized copy of a matrix: synthetic weights are drawn and quantized a block of rows at a time.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from qlab.engine import memory
+from qlab.engine.config import ModelConfig
+from qlab.engine.tensors import TensorSpec, format_for, model_specs
+from qlab.formats import get_format
+
+ROWS_PER_BLOCK = 512  # rows drawn and quantized at once: bounds the fp32 scratch to 512 x K floats
+
+
+@dataclass
+class Weights:
+    cfg: ModelConfig
+    tensors: dict[str, Any]
+    source: str                           # "synthetic:Q8_0" or the GGUF path
+    keepalive: list = field(default_factory=list)  # e.g. the GGUFReader whose mmap backs the tensors
+
+    def __getitem__(self, name: str):
+        return self.tensors[name]
+
+    def nbytes(self, prefix: str = "") -> int:
+        """Stored bytes of every tensor whose name starts with `prefix` (the bytes a decode step streams)."""
+        return sum(tensor_nbytes(t) for n, t in self.tensors.items() if n.startswith(prefix))
+
+    def formats(self) -> dict[str, int]:
+        """Storage format -> number of tensors, e.g. {"Q8_0": 30, "F32": 20}."""
+        out: dict[str, int] = {}
+        for t in self.tensors.values():
+            f = tensor_format(t)
+            out[f] = out.get(f, 0) + 1
+        return out
+
+
+def tensor_format(t) -> str:
+    if isinstance(t, torch.Tensor):
+        return {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16"}.get(t.dtype, str(t.dtype))
+    return t.fmt
+
+
+def tensor_nbytes(t) -> int:
+    return t.numel() * t.element_size() if isinstance(t, torch.Tensor) else t.nbytes
+
+
+def synthetic_nbytes(cfg: ModelConfig, quant: str) -> int:
+    """Bytes the synthetic weights of `cfg` take in `quant`, computed before anything is allocated."""
+    total = 0
+    for s in model_specs(cfg):
+        if s.kind == "small":
+            total += 4 * math.prod(s.shape)
+        else:
+            total += s.shape[0] * get_format(format_for(quant, s.name)).nbytes(s.shape[1])
+    return total
+
+
+def _generator(name: str, seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(zlib.crc32(name.encode()) ^ seed)
+
+
+def _draw_small(spec: TensorSpec, gen: torch.Generator) -> torch.Tensor:
+    """Values with the statistics of the trained model's parameters (GGUF conventions: RMSNorm weights already
+    carry the +1 of Qwen3.5's zero-centred norms, ssm_a is -exp(A_log))."""
+    shape = spec.shape
+    if spec.init in ("norm", "norm_plain"):
+        return 1.0 + 0.1 * torch.randn(shape, generator=gen)
+    if spec.init == "conv":
+        return 0.5 * torch.randn(shape, generator=gen)
+    if spec.init == "ssm_a":
+        return -(1.0 + 15.0 * torch.rand(shape, generator=gen))           # A_log = log U(1, 16)
+    if spec.init == "dt":                                                   # dt ~ logU(1e-3, 1e-1)
+        dt = torch.exp(math.log(1e-3) + (math.log(1e-1) - math.log(1e-3)) * torch.rand(shape, generator=gen))
+        return dt + torch.log(-torch.expm1(-dt))                            # inverse softplus
+    raise ValueError(f"{spec.name}: no small-tensor init {spec.init!r}")
+
+
+def _draw_rows(spec: TensorSpec, gen: torch.Generator, rows: int) -> torch.Tensor:
+    K = spec.shape[1]
+    std = 1.0 if spec.init == "embed" else 1.0 / math.sqrt(K)
+    return torch.randn(rows, K, generator=gen) * std
+
+
+def synthetic_matrix(spec: TensorSpec, fmt: str, seed: int = 0):
+    """A [N, K] QuantizedWeight in `fmt` (F16/BF16/F32 included), drawn and quantized ROWS_PER_BLOCK rows at a
+    time so the fp32 scratch never exceeds one block of rows."""
+    from qlab.engine import ops
+
+    gen = _generator(spec.name, seed)
+    N, K = spec.shape
+    row_bytes = get_format(fmt).nbytes(K)
+    raw = np.empty((N, row_bytes), dtype=np.uint8)
+    scale = np.empty(N, dtype=np.float32) if fmt == "FP8" else None
+    for r0 in range(0, N, ROWS_PER_BLOCK):
+        r1 = min(N, r0 + ROWS_PER_BLOCK)
+        q = ops.quantize(_draw_rows(spec, gen, r1 - r0), fmt)
+        raw[r0:r1] = q.raw
+        if scale is not None:
+            scale[r0:r1] = q.scale
+    return ops.make_qweight(fmt, (N, K), raw, name=spec.name, scale=scale)
+
+
+def synthetic_weights(cfg: ModelConfig, quant: str = "Q8_0", seed: int = 0, *, extra_bytes: int = 0,
+                      check_memory: bool = True) -> Weights:
+    """Random weights at the exact shapes of `cfg` in quant preset `quant` (e.g. Q8_0, Q4_K_M, F16).
+    `extra_bytes` (cache + state) joins the weights in the memory check made before anything is allocated."""
+    if check_memory:
+        memory.check_fits(f"synthetic {cfg.name} ({cfg.n_layers} layers, {quant})",
+                          synthetic_nbytes(cfg, quant) + extra_bytes)
+    tensors: dict[str, Any] = {}
+    for spec in model_specs(cfg):
+        if spec.kind == "small":
+            tensors[spec.name] = _draw_small(spec, _generator(spec.name, seed)).float()
+        else:
+            tensors[spec.name] = synthetic_matrix(spec, format_for(quant, spec.name), seed)
+    return Weights(cfg, tensors, f"synthetic:{quant.upper()}")
