@@ -1,1 +1,10 @@
+"""The predictor: decode/prefill speed and memory for (device, model, quant, context, batch). Torch-free.
 
+    from qlab.predict import predict
+    predict("rtx-3090", "qwen3.6-27b", "Q4_K_M", 4096)   # -> DESIGN.md's `qlab predict --json` object
+"""
+
+from qlab.predict.core import predict, predict_many
+from qlab.predict.efficiency import Efficiencies, device_class, efficiencies_from_profile
+
+__all__ = ["Efficiencies", "device_class", "efficiencies_from_profile", "predict", "predict_many"]

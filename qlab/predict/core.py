@@ -1,0 +1,112 @@
+"""predict(): decode tok/s at a depth, prefill tok/s, TTFT and memory for one scenario (DESIGN.md contract).
+
+Decode step time (batch B):
+    t_mem  = Σ_family weight_bytes·factor(family) / (BW·e_weights) + kv_bytes / (BW·e_kv) + state_bytes / (BW·e_weights)
+    t_comp = FLOPs / (peak·e_compute)
+    t_step = max(t_mem, t_comp) + layer_units · t_layer
+decode_tok_s = B / t_step (per sequence at B = 1, total for B > 1). Prefill is compute-bound:
+t_prefill(N) = prefill_FLOPs(N) / (peak·e_prefill) + weights read once per 512-token micro-batch.
+"""
+
+from __future__ import annotations
+
+from qlab.errors import QlabError
+from qlab.models.loader import get_model
+from qlab.models.memory import KV_DTYPES, fits, memory
+from qlab.models.quant_mix import normalize_quant
+from qlab.predict.efficiency import Efficiencies, device_class, efficiencies_for, efficiencies_from_profile
+from qlab.predict.workload import decode_step, prefill_flops
+
+PREFILL_UBATCH = 512
+
+
+def _device(hw):
+    if isinstance(hw, str):
+        from qlab.hwdb import get_device
+
+        return get_device(hw)
+    return hw
+
+
+def _peak_flops(dev) -> float:
+    tf = dev.peak_tflops
+    if not tf:
+        raise QlabError(f"device {dev.id}: no FLOP rate in the hwdb (fp16/bf16/fp32 TFLOPS); cannot predict compute")
+    return tf * 1e12
+
+
+def step_time(step, dev, eff: Efficiencies) -> tuple[float, str]:
+    """Seconds for one decode step and which side bounds it."""
+    bw = dev.mem_bandwidth_gbs * 1e9
+    t_w = sum(b * eff.family(f) for f, b in step.weight_bytes.items()) / (bw * eff.weights)
+    t_mem = t_w + step.kv_bytes / (bw * eff.kv) + step.state_bytes / (bw * eff.weights)
+    t_comp = step.flops / (_peak_flops(dev) * eff.compute)
+    bound = "memory" if t_mem >= t_comp else "compute"
+    return max(t_mem, t_comp) + step.layer_units * eff.layer_overhead_s, bound
+
+
+def prefill_time(model, quant: str, tokens: int, dev, eff: Efficiencies) -> float:
+    if tokens <= 0:
+        return 0.0
+    flops = prefill_flops(model, quant, tokens)
+    step = decode_step(model, quant, 0, 1)
+    n_ubatch = -(-tokens // PREFILL_UBATCH)
+    t_weights = n_ubatch * sum(step.weight_bytes.values()) / (dev.mem_bandwidth_gbs * 1e9 * eff.weights)
+    return flops / (_peak_flops(dev) * eff.prefill) + t_weights
+
+
+def _check(m, quant: str, context: int, batch: int, kv_dtype: str) -> tuple[str, str, list[str]]:
+    q = normalize_quant(quant)
+    kv = kv_dtype.strip().upper()
+    if kv not in KV_DTYPES:
+        from qlab.errors import unknown
+
+        raise unknown("KV dtype", kv_dtype, KV_DTYPES)
+    if not isinstance(context, int) or context < 0:
+        raise QlabError(f"context: expected an integer >= 0 (tokens already in the cache), got {context!r}")
+    if not isinstance(batch, int) or batch < 1:
+        raise QlabError(f"batch: expected an integer >= 1, got {batch!r}")
+    warnings = []
+    if context > m.max_context:
+        if m.max_context_scaled and context <= m.max_context_scaled:
+            warnings.append(f"context {context} is beyond {m.id}'s native {m.max_context}: needs RoPE scaling "
+                            f"(YaRN) up to {m.max_context_scaled}")
+        else:
+            limit = m.max_context_scaled or m.max_context
+            raise QlabError(f"context {context} is beyond {m.id}'s maximum {limit}"
+                            + (" (with YaRN)" if m.max_context_scaled else ""))
+    return q, kv, warnings
+
+
+def predict(hw, model: str, quant: str, context: int, batch: int = 1, kv_dtype: str = "F16",
+            profile: dict | None = None) -> dict:
+    """One scenario -> DESIGN.md's `qlab predict --json` object (plus "warnings" when the context needs YaRN)."""
+    dev = _device(hw)
+    m = get_model(model)
+    q, kv, warnings = _check(m, quant, context, batch, kv_dtype)
+    eff = efficiencies_from_profile(profile, dev) if profile is not None else efficiencies_for(dev)
+    step = decode_step(m, q, context, batch, kv)
+    t_step, bound = step_time(step, dev, eff)
+    n_prefill = max(context, PREFILL_UBATCH)
+    t_pp = prefill_time(m, q, n_prefill, dev, eff)
+    ttft = (prefill_time(m, q, context, dev, eff) if context else 0.0) + decode_step_time_1(m, q, context, kv, dev, eff)
+    runtime = "cpu" if device_class(dev) == "cpu" else (dev.vendor or "nvidia").lower()
+    mem = memory(m, q, context, batch, kv, runtime=runtime)
+    out = {"hw": dev.id, "model": m.id, "quant": q, "context": context, "batch": batch,
+           "decode_tok_s": round(batch / t_step, 3), "prefill_tok_s": round(n_prefill / t_pp, 3),
+           "ttft_s": round(ttft, 4), "memory": mem.as_contract(), "fits": fits(mem, dev), "bound": bound,
+           "basis": eff.source}
+    if warnings:
+        out["warnings"] = warnings
+    return out
+
+
+def decode_step_time_1(m, q: str, context: int, kv: str, dev, eff: Efficiencies) -> float:
+    """The first generated token after the prompt: one batch-1 step at depth `context`."""
+    return step_time(decode_step(m, q, context, 1, kv), dev, eff)[0]
+
+
+def predict_many(scenarios) -> list[dict]:
+    """Each scenario is a dict of predict()'s keyword arguments (hw, model, quant, context, [batch, kv_dtype,
+    profile])."""
+    return [predict(**s) for s in scenarios]

@@ -1,0 +1,107 @@
+"""Efficiencies: how close each kernel kind gets to the device's roofline, by device class.
+
+The numbers come from `calibration.json` (fitted by `scripts/calibrate.py` on published llama.cpp decode
+measurements), or from a profile measured on the machine (`efficiencies_from_profile`). A class with no
+calibration rows gets the pooled values and the basis "roofline". Field meanings: see README.md.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
+from pathlib import Path
+
+from qlab.errors import QlabError
+
+CALIBRATION_PATH = Path(__file__).parent / "calibration.json"
+# Prefill runs dense GEMMs: no published rows to fit, so a fraction of the tensor peak by class (typical of
+# llama.cpp pp512 on these devices; documented as an assumption, replaced by a profile's measurement).
+PREFILL_EFFICIENCY = {"nvidia-datacenter": 0.55, "nvidia-consumer": 0.5, "nvidia-unified": 0.45, "apple": 0.45,
+                      "amd-consumer": 0.35, "amd-datacenter": 0.35, "amd-unified": 0.35, "intel": 0.3, "cpu": 0.5}
+FAMILIES = ("float", "q8_0", "q4_0", "kquant", "mxfp4", "server")
+
+
+@dataclass(frozen=True)
+class Efficiencies:
+    weights: float = 1.0                 # weight streaming (F16 matvec), fraction of peak bandwidth
+    kv: float = 1.0                      # KV read by flash-attention decode at depth
+    compute: float = 1.0                 # fraction of peak matrix FLOP/s in decode (batch)
+    prefill: float = 0.5                 # fraction of peak matrix FLOP/s in prefill
+    layer_overhead_s: float = 0.0        # fixed time per layer unit per step (launch/sync)
+    family_factor: dict[str, float] = field(default_factory=dict, hash=False)  # time multiplier per weight family
+    source: str = "roofline"             # "roofline" | "calibrated" | "measured"
+
+    def family(self, fam: str) -> float:
+        return self.family_factor.get(fam, 1.0)
+
+
+def device_class(dev) -> str:
+    """The device class the efficiencies are kept for: vendor x memory system (HBM, GDDR, unified, CPU)."""
+    vendor = (dev.vendor or "").lower()
+    mem = (dev.memory_type or "").upper()
+    if dev.kind == "cpu" or vendor == "cpu":
+        return "cpu"
+    if vendor == "apple":
+        return "apple"
+    if vendor in ("nvidia", "amd"):
+        if "HBM" in mem:
+            return f"{vendor}-datacenter"
+        if dev.kind == "unified":
+            return f"{vendor}-unified"
+        return f"{vendor}-consumer"
+    return vendor or "unknown"
+
+
+@lru_cache(maxsize=1)
+def load_calibration(path: str = str(CALIBRATION_PATH)) -> dict:
+    p = Path(path)
+    if not p.exists():
+        return {}
+    return json.loads(p.read_text())
+
+
+def _from_entry(entry: dict, families: dict, cls: str, source: str) -> Efficiencies:
+    return Efficiencies(weights=entry["weights"], kv=entry["kv"], compute=entry.get("compute", 0.6),
+                        prefill=entry.get("prefill", PREFILL_EFFICIENCY.get(cls, 0.4)),
+                        layer_overhead_s=entry.get("layer_overhead_us", 0.0) * 1e-6,
+                        family_factor=dict(families), source=source)
+
+
+def efficiencies_for(dev) -> Efficiencies:
+    """Calibrated efficiencies for the device's class, or the pooled ones (basis "roofline")."""
+    cal = load_calibration()
+    cls = device_class(dev)
+    fams = cal.get("family_factor", {})
+    if cls in cal.get("classes", {}):
+        return _from_entry(cal["classes"][cls], fams, cls, "calibrated")
+    if "pooled" in cal:
+        return replace(_from_entry(cal["pooled"], fams, cls, "roofline"), prefill=PREFILL_EFFICIENCY.get(cls, 0.4))
+    return Efficiencies(prefill=PREFILL_EFFICIENCY.get(cls, 0.4))
+
+
+def efficiencies_from_profile(profile: dict, dev=None) -> Efficiencies:
+    """Efficiencies measured by `qlab profile` (see README.md for the fields). Missing kinds fall back to the
+    calibrated values of the device's class, so a partial profile still predicts."""
+    cal = profile.get("calibration") if isinstance(profile, dict) else None
+    if not isinstance(cal, dict) or not isinstance(cal.get("efficiencies"), dict):
+        raise QlabError("profile: expected profile['calibration']['efficiencies'] = {'weights': ..., 'kv': ..., ...} "
+                        "(see qlab/predict/README.md)")
+    eff = cal["efficiencies"]
+    base = efficiencies_for(dev) if dev is not None else Efficiencies()
+    vals = {}
+    for key in ("weights", "kv", "compute", "prefill"):
+        if key in eff:
+            v = eff[key]
+            if not isinstance(v, (int, float)) or not 0 < v <= 1.5:
+                raise QlabError(f"profile: calibration.efficiencies.{key} must be a number in (0, 1.5], got {v!r}")
+            vals[key] = float(v)
+    if "layer_overhead_us" in eff:
+        v = eff["layer_overhead_us"]
+        if not isinstance(v, (int, float)) or v < 0:
+            raise QlabError(f"profile: calibration.efficiencies.layer_overhead_us must be >= 0, got {v!r}")
+        vals["layer_overhead_s"] = float(v) * 1e-6
+    fam = dict(base.family_factor)
+    if isinstance(eff.get("family_factor"), dict):
+        fam.update({str(k): float(v) for k, v in eff["family_factor"].items()})
+    return replace(base, **vals, family_factor=fam, source="measured")

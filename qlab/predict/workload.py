@@ -1,0 +1,144 @@
+"""What one decode step and one prefill move and compute, by kernel kind, from the per-op cost formulas in
+`qlab/kernels/*/cost.py` (written once there). Torch-free.
+
+Decode step (batch B, depth S = tokens already cached):
+- "weights": every stored matrix read once per step — the embedding table only for the B rows looked up,
+  MoE experts only for the experts the step touches (B tokens x k active of E: E·(1-(1-k/E)^B) distinct);
+- "kv": K and V of the full-attention layers at depth S, sliding layers at min(S, window), per sequence;
+- "state": the DeltaNet state read and written, and the conv1d tail, per sequence.
+FLOPs: 2 per weight per token for the matmuls, attention 4·HQ·S·D per layer, the DeltaNet update 7·HV·K·V.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+from qlab.kernels.attention import cost as attention_cost
+from qlab.kernels.cost import OpCost
+from qlab.kernels.deltanet import cost as deltanet_cost
+from qlab.kernels.dequant_matmul import cost as matmul_cost
+from qlab.models.loader import get_model
+from qlab.models.preset import ATTENTION, DELTANET, SLIDING, ModelPreset
+from qlab.models.quant_mix import kv_bytes_per_element, quantize
+
+# ggml type -> weight-streaming family: dequantizing kernels differ in how close they get to bandwidth
+TYPE_FAMILY = {
+    "F32": "float", "F16": "float", "BF16": "float",
+    "Q8_0": "q8_0",
+    "Q4_0": "q4_0", "Q4_1": "q4_0", "Q5_0": "q4_0", "Q5_1": "q4_0", "IQ4_NL": "q4_0",
+    "Q2_K": "kquant", "Q3_K": "kquant", "Q4_K": "kquant", "Q5_K": "kquant", "Q6_K": "kquant", "IQ4_XS": "kquant",
+    "MXFP4": "mxfp4",
+    "INT4-G128": "server", "FP8": "server", "NVFP4": "server",
+}
+# Kernel launches per layer relative to a standard attention + dense FFN layer (llama.cpp graph nodes):
+# a DeltaNet layer runs conv, gates, norms, the recurrence and its own projections (about 1.5x);
+# a MoE FFN adds the router, top-k and the expert gather (+0.5).
+LAYER_UNITS = {ATTENTION: 1.0, SLIDING: 1.0, DELTANET: 1.5}
+MOE_UNITS = 0.5
+
+
+@dataclass(frozen=True)
+class StepCost:
+    """Bytes by kind (weights by family) and FLOPs of one decode step for `batch` sequences."""
+    weight_bytes: dict[str, float]     # family -> bytes
+    kv_bytes: float
+    state_bytes: float
+    flops: float
+    layer_units: float
+
+    @property
+    def total_bytes(self) -> float:
+        return sum(self.weight_bytes.values()) + self.kv_bytes + self.state_bytes
+
+
+def _distinct_experts(E: int, k: int, B: int) -> float:
+    return E * (1.0 - (1.0 - k / E) ** B)
+
+
+@lru_cache(maxsize=4096)
+def _weights_step(model_id: str, quant: str, batch: int) -> tuple[tuple[tuple[str, float], ...], float, float]:
+    """(family bytes, matmul FLOPs, layer units) of the weights for one decode step, grouped by shape."""
+    m = get_model(model_id)
+    mix = quantize(m, quant)
+    groups: dict[tuple, int] = {}
+    for t in mix.tensors:
+        key = (t.role, t.type, t.shape, t.nbytes, t.active_fraction)
+        groups[key] = groups.get(key, 0) + 1
+    fam: dict[str, float] = {}
+    flops = 0.0
+    for (role, typ, shape, nbytes, frac), n in groups.items():
+        f = TYPE_FAMILY.get(typ, "float")
+        if role == "embed":                       # a row lookup per token, not a matmul
+            b, fl = nbytes / shape[1] * min(batch, shape[1]), 0.0
+        elif role == "expert":                    # [K, N, E]: only the touched experts are read
+            K, N, E = shape
+            k = m.ffn.active_experts
+            b = _distinct_experts(E, k, batch) * nbytes / E
+            fl = matmul_cost.matmul(batch, N, K, typ).flops * k
+        elif role in ("matmul", "output"):
+            c = matmul_cost.matmul(batch, shape[1], shape[0], typ)
+            b, fl = c.bytes, c.flops
+        else:                                     # router, norms, biases, conv weights: small, read once
+            b, fl = nbytes * frac, 0.0
+        fam[f] = fam.get(f, 0.0) + n * b
+        flops += n * fl
+    units = sum(LAYER_UNITS[k] for k in m.layer_types) + (MOE_UNITS * m.n_layers if m.is_moe else 0.0)
+    return tuple(sorted(fam.items())), flops, units
+
+
+def kv_step(m: ModelPreset, context: int, batch: int, kv_dtype: str) -> OpCost:
+    """Attention at depth `context` over every attention layer (sliding layers capped at their window)."""
+    a = m.attention
+    kvb = kv_bytes_per_element(kv_dtype)
+    total = OpCost(0.0, 0.0)
+    n_full, n_slide = m.count(ATTENTION), m.count(SLIDING)
+    if n_full:
+        total = total + attention_cost.decode(batch, a.heads, a.kv_heads, a.head_dim, context, kvb) * n_full
+    if n_slide:
+        s = min(context, a.sliding_window)
+        total = total + attention_cost.decode(batch, a.heads, a.kv_heads, a.head_dim, s, kvb) * n_slide
+    return total
+
+
+def state_step(m: ModelPreset, batch: int) -> OpCost:
+    d = m.deltanet
+    n = m.count(DELTANET)
+    if d is None or n == 0:
+        return OpCost(0.0, 0.0)
+    rec = deltanet_cost.recurrent(batch, 1, d.key_heads, d.value_heads, d.key_head_dim, d.value_head_dim)
+    conv = deltanet_cost.conv1d(batch, 1, d.conv_dim, d.conv_kernel)
+    return (rec + conv) * n
+
+
+def decode_step(model: str | ModelPreset, quant: str, context: int, batch: int = 1, kv_dtype: str = "F16") -> StepCost:
+    m = get_model(model)
+    fam, wflops, units = _weights_step(m.id, quant, batch)
+    kv = kv_step(m, context, batch, kv_dtype)
+    st = state_step(m, batch)
+    return StepCost(dict(fam), kv.bytes, st.bytes, wflops + kv.flops + st.flops, units)
+
+
+def prefill_flops(model: str | ModelPreset, quant: str, tokens: int) -> float:
+    """FLOPs to prefill a `tokens`-long prompt (one sequence): matmuls over every token, causal attention
+    (quadratic in full layers, window-capped in sliding ones), the chunked DeltaNet."""
+    m = get_model(model)
+    if tokens <= 0:
+        return 0.0
+    _, wflops_1, _ = _weights_step(m.id, quant, 1)
+    total = wflops_1 * tokens
+    a = m.attention
+    n_full, n_slide = m.count(ATTENTION), m.count(SLIDING)
+    if n_full:
+        total += attention_cost.prefill(1, tokens, a.heads, a.kv_heads, a.head_dim).flops * n_full
+    if n_slide:
+        w = min(tokens, a.sliding_window)
+        # each query sees at most `w` keys: the causal triangle up to w, then a band of width w
+        full = attention_cost.prefill(1, w, a.heads, a.kv_heads, a.head_dim).flops
+        band = 4 * a.heads * a.head_dim * w * max(0, tokens - w)
+        total += (full + band) * n_slide
+    d = m.deltanet
+    if d is not None:
+        total += deltanet_cost.chunk(1, tokens, d.key_heads, d.value_heads, d.key_head_dim,
+                                     d.value_head_dim).flops * m.count(DELTANET)
+    return total
