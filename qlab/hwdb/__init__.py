@@ -10,11 +10,13 @@ Importing this package reads no files and imports no torch; the first lookup par
 
 from __future__ import annotations
 
+import dataclasses
+
 from qlab.errors import QlabError, unknown
 from qlab.hwdb.device import Device
 from qlab.hwdb.loader import load_all, normalize, with_memory
 
-__all__ = ["Device", "get_device", "all_devices", "device_ids", "CPU_HOST_ID"]
+__all__ = ["Device", "get_device", "all_devices", "device_ids", "device_to_dict", "CPU_HOST_ID"]
 
 CPU_HOST_ID = "cpu-host"
 
@@ -58,3 +60,13 @@ def all_devices() -> list[Device]:
 
 def device_ids() -> list[str]:
     return sorted(load_all()[0])
+
+
+def device_to_dict(dev: Device) -> dict:
+    """Every field (tuples as lists) plus the derived `usable_memory_gb` and `peak_tflops`, for JSON."""
+    d = dataclasses.asdict(dev)
+    d["memory_options_gb"] = list(dev.memory_options_gb)
+    d["aliases"] = list(dev.aliases)
+    d["usable_memory_gb"] = round(dev.usable_memory_gb, 3)
+    d["peak_tflops"] = dev.peak_tflops
+    return d
