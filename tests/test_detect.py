@@ -101,6 +101,7 @@ def test_detect_device_through_mocked_pynvml(monkeypatch):
     monkeypatch.setitem(sys.modules, "pynvml", _fake_pynvml(nvml("nvml_rtx3090.json")))
     d = detect_device()
     assert (d.source, d.device.id, d.known) == ("nvml", "rtx-3090", True)
+    assert detect_device(prefer="cuda").device.id == "rtx-3090"  # qlab profile --gpu cuda
     assert d.details["max_mem_clock_mhz"] == 9751
 
 

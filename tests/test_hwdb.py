@@ -47,6 +47,8 @@ def test_design_ids_present():
     ("NVIDIA A100-SXM4-80GB", "a100-80gb-sxm"),
     ("NVIDIA H100 80GB HBM3", "h100-sxm"),
     ("Tesla V100-SXM2-32GB", "v100-sxm2-32gb"),
+    ("a100-80gb", "a100-80gb-sxm"),  # published benchmarks that do not say PCIe or SXM
+    ("NVIDIA RTX PRO 6000 Blackwell Workstation Edition", "rtx-pro-6000-blackwell"),
 ])
 def test_aliases(alias, expected):
     assert get_device(alias).id == expected

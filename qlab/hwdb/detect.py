@@ -393,13 +393,17 @@ def detect_cpu(measured: dict | None = None) -> Detection:
 
 # ---------------------------------------------------------------- entry point
 PREFER = ("auto", "nvml", "apple", "cpu")
+SYNONYMS = {"cuda": "nvml", "nvidia": "nvml", "mps": "apple", "metal": "apple"}
 
 
 def detect_device(prefer: str = "auto", index: int = 0) -> Detection:
     """The device qlab should profile here: the first NVIDIA GPU (or `index`), else Apple Silicon's GPU, else
-    the CPU. `prefer` forces one path ("nvml", "apple", "cpu"); a forced path that finds nothing is an error."""
+    the CPU. `prefer` forces one path ("nvml"/"cuda", "apple"/"mps", "cpu"); a forced path that finds nothing is
+    an error."""
+    prefer = SYNONYMS.get(prefer, prefer)
     if prefer not in PREFER:
-        raise QlabError(f"detect: unknown source {prefer!r}; expected one of {', '.join(PREFER)}")
+        raise QlabError(f"detect: unknown source {prefer!r}; expected one of {', '.join(PREFER)} "
+                        f"(or {', '.join(SYNONYMS)})")
     if prefer in ("auto", "nvml"):
         raw = query_nvml(index)
         if raw:
