@@ -121,17 +121,26 @@ def load_preset(path: Path) -> ModelPreset:
     return preset
 
 
+@lru_cache(maxsize=1)
+def model_ids() -> tuple[str, ...]:
+    return tuple(sorted(p.stem for p in PRESET_DIR.glob("*.toml")))
+
+
 @lru_cache(maxsize=None)
+def _load_id(model_id: str) -> ModelPreset:
+    return load_preset(PRESET_DIR / f"{model_id}.toml")
+
+
 def all_presets() -> dict[str, ModelPreset]:
-    return {p.stem: load_preset(p) for p in sorted(PRESET_DIR.glob("*.toml"))}
+    return {i: _load_id(i) for i in model_ids()}
 
 
 def get_model(model_id: str | ModelPreset) -> ModelPreset:
-    """The preset for `model_id` (case-insensitive); unknown ids raise QlabError naming the closest ones."""
+    """The preset for `model_id` (case-insensitive); unknown ids raise QlabError naming the closest ones.
+    Only the asked-for file is parsed."""
     if isinstance(model_id, ModelPreset):
         return model_id
-    presets = all_presets()
-    m = presets.get(model_id.strip().lower())
-    if m is None:
-        raise unknown("model", model_id, presets)
-    return m
+    key = model_id.strip().lower() if isinstance(model_id, str) else ""
+    if key not in model_ids():
+        raise unknown("model", str(model_id), model_ids())
+    return _load_id(key)

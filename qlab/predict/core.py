@@ -15,17 +15,24 @@ from qlab.models.loader import get_model
 from qlab.models.memory import KV_DTYPES, fits, memory
 from qlab.models.quant_mix import normalize_quant
 from qlab.predict.efficiency import Efficiencies, device_class, efficiencies_for, efficiencies_from_profile
-from qlab.predict.workload import decode_step, prefill_flops
+from qlab.predict.workload import decode_step, prefill_flops, weight_bytes_total
 
 PREFILL_UBATCH = 512
 
 
+_DEVICES: dict[str, object] = {}
+
+
 def _device(hw):
-    if isinstance(hw, str):
+    """Device lookup, memoized per name within the process (a scenarios file repeats the same few)."""
+    if not isinstance(hw, str):
+        return hw
+    dev = _DEVICES.get(hw)
+    if dev is None:
         from qlab.hwdb import get_device
 
-        return get_device(hw)
-    return hw
+        dev = _DEVICES[hw] = get_device(hw)
+    return dev
 
 
 def _peak_flops(dev) -> float:
@@ -49,9 +56,8 @@ def prefill_time(model, quant: str, tokens: int, dev, eff: Efficiencies) -> floa
     if tokens <= 0:
         return 0.0
     flops = prefill_flops(model, quant, tokens)
-    step = decode_step(model, quant, 0, 1)
     n_ubatch = -(-tokens // PREFILL_UBATCH)
-    t_weights = n_ubatch * sum(step.weight_bytes.values()) / (dev.mem_bandwidth_gbs * 1e9 * eff.weights)
+    t_weights = n_ubatch * weight_bytes_total(model, quant) / (dev.mem_bandwidth_gbs * 1e9 * eff.weights)
     return flops / (_peak_flops(dev) * eff.prefill) + t_weights
 
 
@@ -87,9 +93,10 @@ def predict(hw, model: str, quant: str, context: int, batch: int = 1, kv_dtype: 
     eff = efficiencies_from_profile(profile, dev) if profile is not None else efficiencies_for(dev)
     step = decode_step(m, q, context, batch, kv)
     t_step, bound = step_time(step, dev, eff)
+    t_first = t_step if batch == 1 else decode_step_time_1(m, q, context, kv, dev, eff)
     n_prefill = max(context, PREFILL_UBATCH)
     t_pp = prefill_time(m, q, n_prefill, dev, eff)
-    ttft = (prefill_time(m, q, context, dev, eff) if context else 0.0) + decode_step_time_1(m, q, context, kv, dev, eff)
+    ttft = (prefill_time(m, q, context, dev, eff) if context else 0.0) + t_first
     runtime = "cpu" if device_class(dev) == "cpu" else (dev.vendor or "nvidia").lower()
     mem = memory(m, q, context, batch, kv, runtime=runtime)
     out = {"hw": dev.id, "model": m.id, "quant": q, "context": context, "batch": batch,

@@ -14,13 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
-from qlab.kernels.attention import cost as attention_cost
 from qlab.kernels.cost import OpCost
-from qlab.kernels.deltanet import cost as deltanet_cost
-from qlab.kernels.dequant_matmul import cost as matmul_cost
 from qlab.models.loader import get_model
 from qlab.models.preset import ATTENTION, DELTANET, SLIDING, ModelPreset
 from qlab.models.quant_mix import kv_bytes_per_element, quantize
+from qlab.predict._costs import attention_cost, deltanet_cost, matmul_cost
 
 # ggml type -> weight-streaming family: dequantizing kernels differ in how close they get to bandwidth
 TYPE_FAMILY = {
@@ -119,10 +117,22 @@ def decode_step(model: str | ModelPreset, quant: str, context: int, batch: int =
     return StepCost(dict(fam), kv.bytes, st.bytes, wflops + kv.flops + st.flops, units)
 
 
+def weight_bytes_total(model: str | ModelPreset, quant: str) -> float:
+    """Bytes of weights one batch-1 step reads (all families)."""
+    m = get_model(model)
+    return sum(b for _, b in _weights_step(m.id, quant, 1)[0])
+
+
 def prefill_flops(model: str | ModelPreset, quant: str, tokens: int) -> float:
+    m = get_model(model)
+    return _prefill_flops(m.id, quant, tokens)
+
+
+@lru_cache(maxsize=8192)
+def _prefill_flops(model_id: str, quant: str, tokens: int) -> float:
     """FLOPs to prefill a `tokens`-long prompt (one sequence): matmuls over every token, causal attention
     (quadratic in full layers, window-capped in sliding ones), the chunked DeltaNet."""
-    m = get_model(model)
+    m = get_model(model_id)
     if tokens <= 0:
         return 0.0
     _, wflops_1, _ = _weights_step(m.id, quant, 1)
