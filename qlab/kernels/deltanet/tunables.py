@@ -1,0 +1,52 @@
+"""The tunable parameters of the Gated DeltaNet impls, as data for the autotuner (issue 8).
+
+`shape` in `valid` is a mapping with the keys B, T, H, HV, K, V (missing keys: the Qwen3.6-27B values).
+"""
+
+from __future__ import annotations
+
+QWEN36_SHAPE = {"B": 1, "T": 1, "H": 16, "HV": 48, "K": 128, "V": 128}
+
+SPACES = {
+    "chunk_torch": {"chunk_size": [16, 32, 64, 128]},
+    "triton_recurrent": {"BV": [16, 32, 64], "num_warps": [1, 2, 4, 8]},
+    "triton_chunk": {"chunk_size": [16, 32, 64], "BV": [16, 32, 64], "num_warps": [2, 4, 8], "num_stages": [1, 2]},
+    "cupy_recurrent": {"BV": [16, 32], "KSPLIT": [4, 8, 16]},
+}
+
+DEFAULTS = {
+    "chunk_torch": {"chunk_size": 64},
+    "triton_recurrent": {"BV": 32, "num_warps": 4},
+    "triton_chunk": {"chunk_size": 64, "BV": 32, "num_warps": 4, "num_stages": 1},
+    "cupy_recurrent": {"BV": 32, "KSPLIT": 8},
+}
+
+# fp32 registers a thread may spend on its share of a [rows, BV] register tile before ptxas starts spilling
+# (255 is the hardware cap; the rest of the kernel needs ~60)
+_TILE_REGS = 128
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(int(n) - 1, 0).bit_length()
+
+
+def valid(impl: str, config: dict, shape: dict | None = None) -> bool:
+    """Whether `config` can run (and should not spill) for `shape` under `impl`."""
+    s = {**QWEN36_SHAPE, **(shape or {})}
+    space = SPACES.get(impl)
+    if space is None or set(config) - set(space):
+        return False
+    c = {**DEFAULTS[impl], **config}
+    K, V = _pow2(s["K"]), _pow2(s["V"])
+    if impl == "chunk_torch":
+        return c["chunk_size"] >= 1
+    if impl == "triton_recurrent":  # the [K, BV] state slice lives in registers
+        return c["BV"] <= V and K * c["BV"] // (32 * c["num_warps"]) <= _TILE_REGS
+    if impl == "triton_chunk":  # state slice [K, BV] and the [C, K] tiles of w, q, k in registers
+        threads = 32 * c["num_warps"]
+        tiles = K * c["BV"] + 3 * c["chunk_size"] * K + c["chunk_size"] ** 2
+        return c["BV"] <= V and tiles // threads <= 2 * _TILE_REGS
+    if impl == "cupy_recurrent":  # threads hold K / KSPLIT state values each; a block is BV x KSPLIT threads
+        return (K % c["KSPLIT"] == 0 and c["BV"] * c["KSPLIT"] <= 1024 and V % c["BV"] == 0
+                and K // c["KSPLIT"] <= _TILE_REGS)
+    return False
