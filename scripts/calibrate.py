@@ -1,6 +1,6 @@
 """Fit the predictor's efficiencies on published llama.cpp decode measurements; write qlab/predict/calibration.json.
 
-    python scripts/calibrate.py [--csv PATH] [--out PATH] [--check]
+    python scripts/calibrate.py [--csv PATH] [--out PATH] [--no-lodo] [--verbose]
 
 "Fit little, model much": the model (bytes by kernel kind, FLOPs, layer count: qlab.predict.workload) does
 the work; the fit only sets, per device class, three numbers — weight-streaming efficiency, KV-read
@@ -14,13 +14,10 @@ least squares (scipy), same CSV -> same JSON. Prints the error per device class 
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import math
 import statistics
 import sys
 from collections import defaultdict
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -29,36 +26,12 @@ from scipy.optimize import least_squares
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from qlab.hwdb import get_device  # noqa: E402
 from qlab.io import write_json_atomic  # noqa: E402
-from qlab.predict.core import step_time  # noqa: E402
-from qlab.predict.efficiency import CALIBRATION_PATH, Efficiencies, device_class  # noqa: E402
-from qlab.predict.workload import decode_step  # noqa: E402
+from qlab.predict.calibration import COMPUTE_EFF, DEFAULT_CSV, ape, load_rows, predict_row  # noqa: E402
+from qlab.predict.efficiency import CALIBRATION_PATH  # noqa: E402
 
-DEFAULT_CSV = Path("/work/shared/data/published_decode_calibration.csv")
 FAMILIES = ("q8_0", "q4_0", "kquant", "mxfp4")      # "float" is the reference (factor 1)
-# CSV ids that name a device family rather than one hwdb id: the variant the source used
-HW_ALIASES = {"a100-80gb": "a100-80gb-pcie"}        # XiongjieDai lists "A100 PCIe 80GB"
-# Sources whose runs had flash attention on (newer llama-bench runs at depth); all others predate it or
-# disabled it (the CUDA/Vulkan scoreboards, XiongjieDai's 2024 tables, the 2023 Apple discussion).
-FLASH_ATTN_ON = ("pull/17505", "pull/26284", "benches/mac-m2-ultra")
-SHRINK = 0.2         # prior weight: class log-params toward the pooled ones
-COMPUTE_EFF = 0.5    # decode matrix efficiency at batch > 1: not identifiable from batch-1 rows (assumption)
-
-
-def load_rows(path: Path) -> list[dict]:
-    rows = []
-    with open(path, newline="") as f:
-        for i, r in enumerate(csv.DictReader(f), start=2):
-            hw = HW_ALIASES.get(r["hw"], r["hw"])
-            dev = get_device(hw)
-            rows.append({"line": i, "hw": dev.id, "csv_hw": r["hw"], "class": device_class(dev), "dev": dev,
-                         "model": r["model"], "quant": r["quant"], "context": int(r["context"]),
-                         "batch": int(r.get("batch") or 1), "measured": float(r["measured_decode_tok_s"]),
-                         "fa": any(s in r["source"] for s in FLASH_ATTN_ON), "backend": r["backend"]})
-    for r in rows:
-        r["step"] = decode_step(r["model"], r["quant"], r["context"], r["batch"])
-    return rows
+SHRINK = 0.2         # prior weight: class log-params toward the pooled ones (chosen by leave-one-device-out)
 
 
 class Params:
@@ -89,22 +62,8 @@ class Params:
             w, kv, tau = (float(math.exp(v)) for v in x[o + 3 * k: o + 3 * k + 3])
             return {"weights": w, "kv": kv, "layer_overhead_us": tau}
 
-        return {"family_factor": fam, "fa_off": fa_off, "pooled": triple(0),
+        return {"family_factor": fam, "flash_attn_off_kv_factor": fa_off, "pooled": triple(0),
                 "classes": {c: triple(i + 1) for i, c in enumerate(self.classes)}}
-
-
-def efficiencies(p: dict, cls: str) -> Efficiencies:
-    e = p["classes"].get(cls, p["pooled"])
-    return Efficiencies(weights=e["weights"], kv=e["kv"], compute=COMPUTE_EFF,
-                        layer_overhead_s=e["layer_overhead_us"] * 1e-6, family_factor=p["family_factor"])
-
-
-def predict_row(p: dict, r: dict) -> float:
-    eff = efficiencies(p, r["class"])
-    if not r["fa"]:
-        eff = replace(eff, kv=eff.kv / p["fa_off"])
-    t, _ = step_time(r["step"], r["dev"], eff)
-    return r["batch"] / t
 
 
 def fit(rows: list[dict]) -> dict:
@@ -123,10 +82,6 @@ def fit(rows: list[dict]) -> dict:
     sol = least_squares(residuals, np.clip(P.x0(), lo + 1e-9, hi - 1e-9), bounds=(lo, hi), method="trf",
                         x_scale=1.0, max_nfev=4000)
     return P.unpack(sol.x)
-
-
-def ape(p: dict, r: dict) -> float:
-    return abs(predict_row(p, r) / r["measured"] - 1.0)
 
 
 def main(argv=None) -> int:
@@ -166,7 +121,7 @@ def main(argv=None) -> int:
         if lodo:
             classes_out[c]["lodo_mdape"] = round(lo, 4)
     print("family time factors: " + ", ".join(f"{k} {v:.3f}" for k, v in p["family_factor"].items())
-          + f"; flash-attention-off KV factor {p['fa_off']:.2f}")
+          + f"; flash-attention-off KV factor {p['flash_attn_off_kv_factor']:.2f}")
     if args.verbose:
         for r in rows:
             print(f"  line {r['line']:3d} {r['hw']:16s} {r['model']:16s} {r['quant']:7s} {r['context']:6d} "
@@ -177,7 +132,7 @@ def main(argv=None) -> int:
                  "see qlab/predict/README.md",
         "csv": str(args.csv.name), "n_rows": len(rows), "shrink": SHRINK,
         "family_factor": {k: round(v, 4) for k, v in p["family_factor"].items()},
-        "flash_attn_off_kv_factor": round(p["fa_off"], 4),
+        "flash_attn_off_kv_factor": round(p["flash_attn_off_kv_factor"], 4),
         "pooled": {**{k: round(v, 4) for k, v in p["pooled"].items()}, "compute": COMPUTE_EFF},
         "classes": classes_out,
         "errors": {"mdape": round(mdape, 4), **({"lodo_mdape": round(lodo["mdape"], 4)} if lodo else {})},

@@ -1,0 +1,59 @@
+"""The published calibration rows and how a fitted parameter set predicts them (torch- and scipy-free).
+
+Shared by `scripts/calibrate.py` (which fits) and the tests (which check the checked-in calibration.json
+against the CSV), so both read the rows and apply the efficiencies the same way as `predict()`.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import replace
+from pathlib import Path
+
+from qlab.predict.core import step_time
+from qlab.predict.efficiency import Efficiencies, device_class
+from qlab.predict.workload import decode_step
+
+DEFAULT_CSV = Path("/work/shared/data/published_decode_calibration.csv")
+# CSV ids that name a device family rather than one hwdb id: the variant the source used
+HW_ALIASES = {"a100-80gb": "a100-80gb-pcie"}        # XiongjieDai lists "A100 PCIe 80GB"
+# Sources whose runs had flash attention on (newer llama-bench runs at depth); all others predate it or
+# disabled it (the CUDA/Vulkan scoreboards, XiongjieDai's 2024 tables, the 2023 Apple discussion).
+FLASH_ATTN_ON = ("pull/17505", "pull/26284", "benches/mac-m2-ultra")
+COMPUTE_EFF = 0.5    # decode matrix efficiency at batch > 1: not identifiable from batch-1 rows (assumption)
+
+
+def load_rows(path: Path = DEFAULT_CSV) -> list[dict]:
+    from qlab.hwdb import get_device
+
+    rows = []
+    with open(path, newline="") as f:
+        for i, r in enumerate(csv.DictReader(f), start=2):
+            dev = get_device(HW_ALIASES.get(r["hw"], r["hw"]))
+            row = {"line": i, "hw": dev.id, "csv_hw": r["hw"], "class": device_class(dev), "dev": dev,
+                   "model": r["model"], "quant": r["quant"], "context": int(r["context"]),
+                   "batch": int(r.get("batch") or 1), "measured": float(r["measured_decode_tok_s"]),
+                   "fa": any(s in r["source"] for s in FLASH_ATTN_ON), "backend": r["backend"]}
+            row["step"] = decode_step(row["model"], row["quant"], row["context"], row["batch"])
+            rows.append(row)
+    return rows
+
+
+def efficiencies(params: dict, cls: str) -> Efficiencies:
+    """params: {"classes": {cls: {weights, kv, layer_overhead_us}}, "pooled": {...}, "family_factor": {...}}."""
+    e = params["classes"].get(cls, params["pooled"])
+    return Efficiencies(weights=e["weights"], kv=e["kv"], compute=e.get("compute", COMPUTE_EFF),
+                        layer_overhead_s=e["layer_overhead_us"] * 1e-6, family_factor=params["family_factor"])
+
+
+def predict_row(params: dict, row: dict) -> float:
+    """Decode tok/s the parameters give for one calibration row (flash attention as the row ran it)."""
+    eff = efficiencies(params, row["class"])
+    if not row["fa"]:
+        eff = replace(eff, kv=eff.kv / params["flash_attn_off_kv_factor"])
+    t, _ = step_time(row["step"], row["dev"], eff)
+    return row["batch"] / t
+
+
+def ape(params: dict, row: dict) -> float:
+    return abs(predict_row(params, row) / row["measured"] - 1.0)
