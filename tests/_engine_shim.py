@@ -20,6 +20,7 @@ def install() -> None:
         for name in ("QuantizedWeight", "quantize", "dequantize"):
             setattr(dm, name, getattr(w, name))
         dm.matmul = matmul
+        dm.from_gguf_tensor = importlib.import_module("qlab.kernels.dequant_matmul.gguf_io").from_gguf_tensor
     dn = importlib.import_module("qlab.kernels.deltanet")
     if not hasattr(dn, "gated_delta_rule"):
         conv = importlib.import_module("qlab.kernels.deltanet.conv1d")

@@ -112,6 +112,11 @@ def make_qweight(fmt: str, shape: tuple[int, int], raw: np.ndarray, name: str = 
     return _dm().QuantizedWeight(fmt, tuple(shape), raw, scale=scale, name=name)
 
 
+def from_gguf_tensor(tensor):
+    """A gguf.ReaderTensor as a QuantizedWeight over the reader's memory map (no copy)."""
+    return _dm().from_gguf_tensor(tensor)
+
+
 def raw_bytes(qw) -> np.ndarray:
     return np.asarray(qw.raw)
 

@@ -18,7 +18,8 @@ class TensorSpec:
     name: str
     shape: tuple[int, ...]
     kind: str          # "matrix" (quantized with the model), "embedding" (quantized, read by row), "small" (F32)
-    init: str          # how synthetic values are drawn: "linear", "norm", "norm_plain", "conv", "ssm_a", "dt", "embed"
+    init: str          # how synthetic values are drawn: "linear", "linear_out" (writes the residual stream),
+                       # "norm", "norm_plain", "conv", "ssm_a", "dt", "embed"
 
 
 def layer_specs(cfg: ModelConfig, i: int) -> list[TensorSpec]:
@@ -31,7 +32,7 @@ def layer_specs(cfg: ModelConfig, i: int) -> list[TensorSpec]:
             TensorSpec(p + "attn_q.weight", (2 * cfg.q_dim, H), "matrix", "linear"),  # per head: query | gate
             TensorSpec(p + "attn_k.weight", (cfg.kv_dim, H), "matrix", "linear"),
             TensorSpec(p + "attn_v.weight", (cfg.kv_dim, H), "matrix", "linear"),
-            TensorSpec(p + "attn_output.weight", (H, cfg.q_dim), "matrix", "linear"),
+            TensorSpec(p + "attn_output.weight", (H, cfg.q_dim), "matrix", "linear_out"),
             TensorSpec(p + "attn_q_norm.weight", (cfg.head_dim,), "small", "norm"),
             TensorSpec(p + "attn_k_norm.weight", (cfg.head_dim,), "small", "norm"),
         ]
@@ -42,7 +43,7 @@ def layer_specs(cfg: ModelConfig, i: int) -> list[TensorSpec]:
             TensorSpec(p + "attn_gate.weight", (cfg.value_dim, H), "matrix", "linear"),  # z
             TensorSpec(p + "ssm_beta.weight", (HV, H), "matrix", "linear"),
             TensorSpec(p + "ssm_alpha.weight", (HV, H), "matrix", "linear"),
-            TensorSpec(p + "ssm_out.weight", (H, cfg.value_dim), "matrix", "linear"),
+            TensorSpec(p + "ssm_out.weight", (H, cfg.value_dim), "matrix", "linear_out"),
             TensorSpec(p + "ssm_conv1d.weight", (cfg.conv_dim, cfg.conv_kernel), "small", "conv"),
             TensorSpec(p + "ssm_dt.bias", (HV,), "small", "dt"),
             TensorSpec(p + "ssm_a", (HV,), "small", "ssm_a"),                           # = -exp(A_log)
@@ -51,7 +52,7 @@ def layer_specs(cfg: ModelConfig, i: int) -> list[TensorSpec]:
     specs += [
         TensorSpec(p + "ffn_gate.weight", (cfg.ffn, H), "matrix", "linear"),
         TensorSpec(p + "ffn_up.weight", (cfg.ffn, H), "matrix", "linear"),
-        TensorSpec(p + "ffn_down.weight", (H, cfg.ffn), "matrix", "linear"),
+        TensorSpec(p + "ffn_down.weight", (H, cfg.ffn), "matrix", "linear_out"),
     ]
     return specs
 

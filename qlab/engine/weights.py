@@ -87,25 +87,41 @@ def _draw_small(spec: TensorSpec, gen: torch.Generator) -> torch.Tensor:
     raise ValueError(f"{spec.name}: no small-tensor init {spec.init!r}")
 
 
+RESIDUAL_LAYERS = 64  # projections that write the residual stream are scaled by 1/sqrt(2 * 64)
+
+
 def _draw_rows(spec: TensorSpec, gen: torch.Generator, rows: int) -> torch.Tensor:
+    """Gaussian rows. Matrices keep activations at unit RMS (std 1/sqrt(K)); those writing the residual stream
+    (attn_output, ssm_out, ffn_down) are scaled down by 1/sqrt(2 L) as in GPT-2's init, so that, as in a
+    trained model, each layer nudges the residual stream instead of replacing it. Without that, a random
+    model amplifies every rounding error layer after layer, far beyond what real checkpoints do."""
     K = spec.shape[1]
     std = 1.0 if spec.init == "embed" else 1.0 / math.sqrt(K)
+    if spec.init == "linear_out":
+        std /= math.sqrt(2 * RESIDUAL_LAYERS)
     return torch.randn(rows, K, generator=gen) * std
 
 
-def synthetic_matrix(spec: TensorSpec, fmt: str, seed: int = 0):
-    """A [N, K] QuantizedWeight in `fmt` (F16/BF16/F32 included), drawn and quantized ROWS_PER_BLOCK rows at a
-    time so the fp32 scratch never exceeds one block of rows."""
+def synthetic_row_blocks(spec: TensorSpec, fmt: str, seed: int = 0):
+    """Yield (r0, r1, QuantizedWeight of rows r0..r1) of a synthetic [N, K] matrix in `fmt`: the fp32 scratch
+    never exceeds ROWS_PER_BLOCK rows, and a writer can stream the blocks straight to a file."""
     from qlab.engine import ops
 
     gen = _generator(spec.name, seed)
-    N, K = spec.shape
-    row_bytes = get_format(fmt).nbytes(K)
-    raw = np.empty((N, row_bytes), dtype=np.uint8)
-    scale = np.empty(N, dtype=np.float32) if fmt == "FP8" else None
+    N = spec.shape[0]
     for r0 in range(0, N, ROWS_PER_BLOCK):
         r1 = min(N, r0 + ROWS_PER_BLOCK)
-        q = ops.quantize(_draw_rows(spec, gen, r1 - r0), fmt)
+        yield r0, r1, ops.quantize(_draw_rows(spec, gen, r1 - r0), fmt)
+
+
+def synthetic_matrix(spec: TensorSpec, fmt: str, seed: int = 0):
+    """A [N, K] QuantizedWeight in `fmt` (F16/BF16/F32 included), assembled from synthetic_row_blocks."""
+    from qlab.engine import ops
+
+    N, K = spec.shape
+    raw = np.empty((N, get_format(fmt).nbytes(K)), dtype=np.uint8)
+    scale = np.empty(N, dtype=np.float32) if fmt == "FP8" else None
+    for r0, r1, q in synthetic_row_blocks(spec, fmt, seed):
         raw[r0:r1] = q.raw
         if scale is not None:
             scale[r0:r1] = q.scale

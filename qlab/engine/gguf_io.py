@@ -1,0 +1,269 @@
+"""GGUF files of arch `qwen35`: read one (memory-mapped, matrices kept in their stored format) into `Weights`,
+or write a synthetic one that llama.cpp loads.
+
+Metadata keys and tensor names are those llama.cpp's qwen35 loader reads (`llama_model_qwen35::
+load_arch_hparams` / `load_arch_tensors`, keys from `gguf-py/gguf/constants.py`). Every problem with a file
+is a QlabError naming the file and, where one is at fault, the tensor.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from qlab.engine.config import QWEN36_27B, ModelConfig
+from qlab.engine.tensors import TensorSpec, format_for, model_specs
+from qlab.errors import QlabError
+from qlab.formats import get_format
+
+ARCH = "qwen35"
+
+
+# ---- reading --------------------------------------------------------------------------------------------------
+def _field(reader, key: str, default=None):
+    f = reader.fields.get(key)
+    return default if f is None else f.contents()
+
+
+def _open(path: str | os.PathLike):
+    import gguf
+
+    p = Path(path)
+    if not p.is_file():
+        raise QlabError(f"{p}: no such GGUF file")
+    try:
+        return gguf.GGUFReader(p, "r")
+    except Exception as e:  # truncated header, bad magic, data past the end of the file...
+        raise QlabError(f"{p}: not a readable GGUF file ({type(e).__name__}: {e})") from None
+
+
+def config_from_gguf(reader, path, name: str = "gguf") -> ModelConfig:
+    """The ModelConfig a qwen35 GGUF's metadata describes (head counts, widths, layer count)."""
+    arch = _field(reader, "general.architecture")
+    if arch != ARCH:
+        raise QlabError(f"{path}: architecture {arch!r}, expected {ARCH!r} (Qwen3.5/3.6 dense)")
+
+    def need(key: str):
+        v = _field(reader, f"{ARCH}.{key}")
+        if v is None:
+            raise QlabError(f"{path}: metadata key {ARCH}.{key} is missing")
+        return v[0] if isinstance(v, list) else v
+
+    nextn = _field(reader, f"{ARCH}.nextn_predict_layers", 0) or 0
+    n_layers = int(need("block_count")) - int(nextn)
+    v_heads = int(need("ssm.time_step_rank"))
+    interval = int(_field(reader, f"{ARCH}.full_attention_interval", 4) or 4)
+    cfg = ModelConfig(
+        name=name, n_layers=n_layers, full_layers=n_layers, hidden=int(need("embedding_length")),
+        ffn=int(need("feed_forward_length")), vocab=0, rms_eps=float(f"{float(need('attention.layer_norm_rms_epsilon')):.7g}"),
+        full_attn_interval=interval, n_heads=int(need("attention.head_count")),
+        n_kv_heads=int(need("attention.head_count_kv")), head_dim=int(need("attention.key_length")),
+        rope_dim=int(need("rope.dimension_count")), rope_theta=float(need("rope.freq_base")),
+        lin_k_heads=int(need("ssm.group_count")), lin_v_heads=v_heads, lin_k_dim=int(need("ssm.state_size")),
+        lin_v_dim=int(need("ssm.inner_size")) // v_heads, conv_kernel=int(need("ssm.conv_kernel")),
+        max_context=int(need("context_length")), mtp_layers=int(nextn))
+    recurrent = _field(reader, f"{ARCH}.attention.recurrent_layers")
+    if recurrent is not None:
+        expect = [not cfg.is_attention(i) for i in range(n_layers)]
+        if [bool(x) for x in recurrent[:n_layers]] != expect:
+            raise QlabError(f"{path}: {ARCH}.attention.recurrent_layers is not the every-{interval}th-layer "
+                            f"attention pattern this engine runs")
+    return cfg
+
+
+def read_gguf(path: str | os.PathLike, layers: int | None = None, *, check_memory: bool = True):
+    """Weights from a qwen35 GGUF, memory-mapped: 2-D weights stay in their stored format (views of the map),
+    1-D tensors and conv taps become small fp32 tensors. `layers` keeps only the first N layers."""
+    import torch
+
+    from qlab.engine import memory, ops
+    from qlab.engine.weights import Weights
+
+    reader = _open(path)
+    by_name = {t.name: t for t in reader.tensors}
+    cfg = config_from_gguf(reader, path, name=Path(path).stem)
+    embd = by_name.get("token_embd.weight")
+    if embd is None:
+        raise QlabError(f"{path}: tensor 'token_embd.weight' is missing")
+    cfg = replace(cfg, vocab=int(embd.shape[1]))
+    n_tokens = _field(reader, "tokenizer.ggml.tokens")
+    if n_tokens is not None and len(n_tokens) != cfg.vocab:
+        raise QlabError(f"{path}: tensor 'token_embd.weight' has {cfg.vocab} rows but the tokenizer has "
+                        f"{len(n_tokens)} tokens (vocab mismatch)")
+    cfg = cfg.sliced(layers)
+    specs = model_specs(cfg)
+    if check_memory:
+        need = sum(int(by_name[s.name].n_bytes) for s in specs if s.name in by_name)
+        memory.check_fits(f"{path} ({cfg.n_layers} layers)", need)
+    tensors = {}
+    for spec in specs:
+        t = by_name.get(spec.name)
+        if t is None:
+            raise QlabError(f"{path}: tensor {spec.name!r} is missing (expected shape {list(spec.shape)})")
+        shape = tuple(int(d) for d in reversed([int(x) for x in t.shape]))   # ggml ne -> [rows, cols]
+        if math.prod(shape) != math.prod(spec.shape) or _squeeze(shape) != _squeeze(spec.shape):
+            raise QlabError(f"{path}: tensor {spec.name!r} has shape {list(shape)}, expected {list(spec.shape)}")
+        try:
+            if spec.kind == "small":
+                tensors[spec.name] = torch.from_numpy(_small_f32(t)).reshape(spec.shape)
+            else:
+                tensors[spec.name] = ops.from_gguf_tensor(t)
+        except ValueError as e:
+            raise QlabError(f"{path}: {e}") from None
+    return Weights(cfg, tensors, str(path), keepalive=[reader])
+
+
+def _squeeze(shape) -> tuple[int, ...]:
+    return tuple(d for d in shape if d != 1)
+
+
+def _small_f32(t) -> np.ndarray:
+    import gguf
+
+    data = np.asarray(t.data)
+    name = t.tensor_type.name
+    if name == "F32":
+        return np.array(data, dtype=np.float32).reshape(-1)
+    if name in ("F16", "BF16") or name in gguf.GGMLQuantizationType.__members__:
+        return np.asarray(gguf.quants.dequantize(data, t.tensor_type), dtype=np.float32).reshape(-1)
+    raise ValueError(f"tensor {t.name!r}: type {name} not supported for a 1-D tensor")
+
+
+# ---- writing ----------------------------------------------------------------------------------------------------
+def _tokenizer(writer, vocab: int) -> None:
+    """A synthetic SentencePiece-style vocabulary of exactly `vocab` tokens: <unk>, <s>, </s>, the 256 byte
+    tokens llama.cpp's SPM loader looks up (e.g. <0x0A> for newline), then placeholder pieces."""
+    import gguf
+
+    if vocab < 259 + 1:
+        raise QlabError(f"vocab {vocab}: a synthetic tokenizer needs at least 260 tokens")
+    T = gguf.TokenType
+    tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)]
+    types = [T.UNKNOWN, T.CONTROL, T.CONTROL] + [T.BYTE] * 256
+    tokens += [f"\u2581t{i}" for i in range(len(tokens), vocab)]
+    types += [T.NORMAL] * (vocab - len(types))
+    writer.add_tokenizer_model("llama")
+    writer.add_token_list(tokens)
+    writer.add_token_scores([-float(i) for i in range(vocab)])
+    writer.add_token_types([int(t) for t in types])
+    writer.add_bos_token_id(1)
+    writer.add_eos_token_id(2)
+    writer.add_unk_token_id(0)
+    writer.add_add_bos_token(False)
+
+
+def _metadata(writer, cfg: ModelConfig, name: str) -> None:
+    writer.add_name(name)
+    writer.add_block_count(cfg.n_layers)
+    writer.add_context_length(cfg.max_context)
+    writer.add_embedding_length(cfg.hidden)
+    writer.add_feed_forward_length(cfg.ffn)
+    writer.add_head_count(cfg.n_heads)
+    writer.add_head_count_kv(cfg.n_kv_heads)
+    writer.add_key_length(cfg.head_dim)
+    writer.add_value_length(cfg.head_dim)
+    writer.add_layer_norm_rms_eps(cfg.rms_eps)
+    writer.add_rope_freq_base(cfg.rope_theta)
+    writer.add_rope_dimension_count(cfg.rope_dim)
+    writer.add_rope_dimension_sections(list(cfg.rope_sections))
+    writer.add_ssm_conv_kernel(cfg.conv_kernel)
+    writer.add_ssm_state_size(cfg.lin_k_dim)
+    writer.add_ssm_group_count(cfg.lin_k_heads)
+    writer.add_ssm_time_step_rank(cfg.lin_v_heads)
+    writer.add_ssm_inner_size(cfg.value_dim)
+    writer.add_full_attention_interval(cfg.full_attn_interval)
+
+
+def _gguf_type(fmt: str):
+    import gguf
+
+    return gguf.GGMLQuantizationType[fmt]
+
+
+def write_synthetic_gguf(path: str | os.PathLike, cfg: ModelConfig, dtype: str = "F16", seed: int = 0) -> Path:
+    """Write the synthetic weights of `cfg` (the same values `synthetic_weights(cfg, dtype, seed)` draws) as a
+    GGUF llama.cpp loads. Tensors are streamed one at a time, so memory stays at one tensor; the file appears
+    atomically (written to a temp file beside it, then renamed)."""
+    import gguf
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    specs = model_specs(cfg)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        w = gguf.GGUFWriter(tmp, ARCH)
+        _metadata(w, cfg, f"{cfg.name} synthetic ({cfg.n_layers} layers, {dtype})")
+        w.add_file_type(_file_type(dtype))
+        _tokenizer(w, cfg.vocab)
+        for s in specs:
+            if s.kind == "small":
+                w.add_tensor_info(s.name, s.shape, np.dtype(np.float32), 4 * math.prod(s.shape))
+            else:
+                fmt = format_for(dtype, s.name)
+                row = get_format(fmt).nbytes(s.shape[1])
+                w.add_tensor_info(s.name, (s.shape[0], row), np.dtype(np.uint8), s.shape[0] * row,
+                                  raw_dtype=_gguf_type(fmt))
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_ti_data_to_file()
+        _stream_tensors(w, specs, dtype, seed)
+        w.close()
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _stream_tensors(w, specs: list[TensorSpec], dtype: str, seed: int) -> None:
+    """Write each tensor's data a block of rows at a time, with the alignment padding GGUFWriter.
+    write_tensor_data puts around a tensor (so the offsets it wrote in the tensor infos hold), without ever
+    holding a whole matrix in memory (the F16 head of the full model alone is 2.5 GB)."""
+    from qlab.engine.weights import _draw_small, _generator, synthetic_row_blocks
+
+    fout = w.fout[0]
+    for s in specs:
+        w.write_padding(fout, fout.tell())
+        if s.kind == "small":
+            data = _draw_small(s, _generator(s.name, seed)).float().numpy().astype(np.float32)
+            data.tofile(fout)
+            nbytes = data.nbytes
+        else:
+            nbytes = 0
+            for _, _, q in synthetic_row_blocks(s, format_for(dtype, s.name), seed):
+                np.ascontiguousarray(q.raw).tofile(fout)
+                nbytes += q.raw.nbytes
+        info = w.tensors[0].pop(s.name)
+        if info.nbytes != nbytes:
+            raise RuntimeError(f"{s.name}: wrote {nbytes} bytes, announced {info.nbytes}")
+        w.write_padding(fout, nbytes)
+    w.flush()
+    os.fsync(fout.fileno())
+
+
+def _file_type(dtype: str) -> int:
+    import gguf
+
+    ft = {"F32": "ALL_F32", "F16": "MOSTLY_F16", "BF16": "MOSTLY_BF16", "Q8_0": "MOSTLY_Q8_0",
+          "Q4_0": "MOSTLY_Q4_0", "Q4_K_M": "MOSTLY_Q4_K_M", "Q4_K_S": "MOSTLY_Q4_K_S", "Q5_K_M": "MOSTLY_Q5_K_M",
+          "Q6_K": "MOSTLY_Q6_K", "Q3_K_M": "MOSTLY_Q3_K_M", "Q2_K": "MOSTLY_Q2_K", "IQ4_XS": "MOSTLY_IQ4_XS"}
+    if dtype.upper() not in ft:
+        raise QlabError(f"--dtype {dtype}: GGUF files can hold {', '.join(ft)}")
+    return int(gguf.LlamaFileType[ft[dtype.upper()]])
+
+
+def default_synth_config(model: str = "qwen3.6-27b", layers: int | None = None, width_scale: float = 1.0,
+                         vocab: int | None = None) -> ModelConfig:
+    from qlab.engine.config import get_config
+
+    cfg = get_config(model) if model else QWEN36_27B
+    if width_scale != 1.0 or vocab:
+        cfg = cfg.width_scaled(width_scale, vocab=vocab)
+    return cfg.sliced(layers)
