@@ -31,7 +31,7 @@ def _triton_ok() -> bool:
         import triton  # noqa: F401
     except Exception:
         return False
-    return _gpu() or os.environ.get("TRITON_INTERPRET") == "1"
+    return _gpu() or os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
 def _cupy_ok() -> bool:

@@ -22,6 +22,21 @@ from .tunables import DEFAULTS, choose_num_splits
 
 
 @triton.jit
+def _e4m3_to_f32(b):
+    """FP8 e4m3 bytes (uint8) -> fp32 with integer ops, so sm_80/86 (no native e4m3) run the same code:
+    normal codes move sign, exponent (bias 7 -> 127) and mantissa into fp32 bit positions; subnormal codes
+    (exponent 0) are mantissa · 2^-9. No fp32 subnormal is ever formed, so flush-to-zero cannot bite.
+    The NaN codes 0x7f/0xff read as ±480."""
+    u = b.to(tl.uint32)
+    e = (u >> 3) & 0xF
+    m = u & 0x7
+    normal = (((u & 0x80) << 24) | ((e + 120) << 23) | (m << 20)).to(tl.float32, bitcast=True)
+    sub = m.to(tl.float32) * 0.001953125
+    sub = tl.where((u & 0x80) != 0, -sub, sub)
+    return tl.where(e == 0, sub, normal)
+
+
+@triton.jit
 def _split_kernel(
     q_ptr, k_ptr, v_ptr, len_ptr, ks_ptr, vs_ptr, o_ptr, lse_ptr,
     scale,
@@ -49,7 +64,7 @@ def _split_kernel(
     b_q = tl.load(p_q, mask=m_g[:, None], other=0.0)                             # [G_PAD, D]
     s_scale = scale * 1.4426950408889634                                         # softmax in base 2
     if FP8:
-        b_q = b_q.to(tl.bfloat16)     # e4m3 -> bf16 is exact, so the dot runs on bf16 tensor cores
+        b_q = b_q.to(tl.bfloat16)
         s_scale = s_scale * tl.load(ks_ptr + i_b * HKV + i_h)
     else:
         b_q = b_q.to(k_ptr.dtype.element_ty)
@@ -66,9 +81,9 @@ def _split_kernel(
         m_t = o_t < end
         b_k = tl.load(p_k + o_t[:, None].to(tl.int64) * stride_ks + o_d[None, :], mask=m_t[:, None], other=0.0)
         b_v = tl.load(p_v + o_t[:, None].to(tl.int64) * stride_vs + o_d[None, :], mask=m_t[:, None], other=0.0)
-        if FP8:
-            b_k = b_k.to(tl.bfloat16)
-            b_v = b_v.to(tl.bfloat16)
+        if FP8:                   # e4m3 values are exact in bf16: the dots stay on bf16 tensor cores
+            b_k = _e4m3_to_f32(b_k).to(tl.bfloat16)
+            b_v = _e4m3_to_f32(b_v).to(tl.bfloat16)
         if DOT_F32:
             b_k = b_k.to(tl.float32)
         s = tl.dot(b_q, tl.trans(b_k), input_precision="ieee") * s_scale          # [G_PAD, BLOCK_N]
@@ -97,18 +112,21 @@ def _split_kernel(
 @triton.jit
 def _merge_kernel(o_part_ptr, lse_ptr, out_ptr, stride_ob, stride_oh, num_splits, HQ,
                   D: tl.constexpr, SPLITS_PAD: tl.constexpr):
-    """out[b, h] = Σ_s 2^(lse_s − lse) · o_s with lse = log2 Σ_s 2^lse_s (split 0 is never empty)."""
+    """out[b, h] = Σ_s 2^(lse_s − lse) · o_s / Σ_s 2^(lse_s − lse) (split 0 is never empty). The splits are
+    summed one row at a time, so registers stay at one [D] row whatever the split count."""
     i_h = tl.program_id(0)
     i_b = tl.program_id(1).to(tl.int64)
     o_s = tl.arange(0, SPLITS_PAD)
     o_d = tl.arange(0, D)
-    m_s = o_s < num_splits
     row = (i_b * HQ + i_h) * num_splits
-    lse = tl.load(lse_ptr + row + o_s, mask=m_s, other=float("-inf"))
-    w = tl.exp2(lse - tl.max(lse, 0))
-    b_o = tl.load(o_part_ptr + (row + o_s)[:, None] * D + o_d[None, :], mask=m_s[:, None], other=0.0)
-    o = tl.sum(b_o * w[:, None], 0) / tl.sum(w, 0)
-    tl.store(out_ptr + i_b * stride_ob + i_h * stride_oh + o_d, o.to(out_ptr.dtype.element_ty))
+    m = tl.max(tl.load(lse_ptr + row + o_s, mask=o_s < num_splits, other=float("-inf")), 0)
+    acc = tl.zeros([D], tl.float32)
+    den = 0.0
+    for i_s in range(0, num_splits):
+        w = tl.exp2(tl.load(lse_ptr + row + i_s) - m)
+        acc += w * tl.load(o_part_ptr + (row + i_s) * D + o_d)
+        den += w
+    tl.store(out_ptr + i_b * stride_ob + i_h * stride_oh + o_d, (acc / den).to(out_ptr.dtype.element_ty))
 
 
 def _num_sms(device: torch.device) -> int:
@@ -148,6 +166,8 @@ def decode(q, k_cache, v_cache, lengths, scale: float, k_scale=None, v_scale=Non
     dummy = torch.ones(1, dtype=torch.float32, device=q.device)
     ks = k_scale if fp8 else dummy
     vs = v_scale if fp8 else dummy
+    if fp8:                         # read as bytes: see _e4m3_to_f32
+        k_cache, v_cache = k_cache.view(torch.uint8), v_cache.view(torch.uint8)
     o_part = torch.empty(B, HQ, num_splits, D, dtype=torch.float32, device=q.device)
     lse = torch.empty(B, HQ, num_splits, dtype=torch.float32, device=q.device)
     _split_kernel[(num_splits, HKV, B)](
