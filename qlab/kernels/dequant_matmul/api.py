@@ -1,0 +1,95 @@
+"""`matmul(x, qw, impl=...)`: one entry point over the impls, with the input checks they share."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Callable
+
+from . import cost as _cost
+from .weight import QuantizedWeight
+
+
+def _naive(x, qw, config):
+    from .naive import matmul
+    return matmul(x, qw, config)
+
+
+def _torch_cpu(x, qw, config):
+    from .torch_cpu import matmul
+    return matmul(x, qw, config)
+
+
+def _triton(x, qw, config):
+    from .triton_gemv import matmul
+    return matmul(x, qw, config)
+
+
+def _cupy(x, qw, config):
+    from .cupy_gemv import matmul
+    return matmul(x, qw, config)
+
+
+@dataclass(frozen=True)
+class Impl:
+    name: str
+    fn: Callable
+    formats: tuple[str, ...] | None  # None: every format
+    note: str
+
+    def cost(self, M: int, N: int, K: int, fmt: str):
+        """Bytes and FLOPs of one call (weights read once, x read, y written): qlab.kernels.cost.OpCost."""
+        return _cost.matmul(M, N, K, fmt, io_bytes=4)
+
+
+TRITON_FORMATS = ("Q8_0", "Q4_K", "INT4-G128", "Q4_0")
+CUPY_FORMATS = ("Q8_0", "Q4_K", "INT4-G128")
+IMPLS = {
+    "naive": Impl("naive", _naive, None, "dequantize the whole weight, fp32 matmul (reference)"),
+    "torch_cpu": Impl("torch_cpu", _torch_cpu, None, "C GEMV for Q8_0/Q4_K (M<=16); tiled dequant + BLAS"),
+    "triton": Impl("triton", _triton, TRITON_FORMATS, "fused dequant GEMV/GEMM, split-K"),
+    "cupy": Impl("cupy", _cupy, CUPY_FORMATS, "CUDA C GEMV (M<=8) through cupy.RawModule"),
+}
+
+
+def available_impls() -> list[str]:
+    """Impls that can run here: triton needs a CUDA GPU or TRITON_INTERPRET=1, cupy needs cupy and a GPU."""
+    out = ["naive", "torch_cpu"]
+    try:
+        import torch
+        gpu = torch.cuda.is_available()
+    except ImportError:  # pragma: no cover - torch is a dependency
+        gpu = False
+    try:
+        import triton  # noqa: F401
+        if gpu or os.environ.get("TRITON_INTERPRET") == "1":
+            out.append("triton")
+    except ImportError:
+        pass
+    if gpu:
+        try:
+            import cupy  # noqa: F401
+            out.append("cupy")
+        except ImportError:
+            pass
+    return out
+
+
+def matmul(x, qw: QuantizedWeight, *, impl: str = "naive", config: dict | None = None):
+    """y [M, N] (fp32) = x [M, K] · dequantize(qw)ᵀ with the chosen impl (see IMPLS)."""
+    import torch
+
+    if impl not in IMPLS:
+        raise ValueError(f"unknown dequant_matmul impl {impl!r}; impls: {', '.join(IMPLS)}")
+    if not isinstance(qw, QuantizedWeight):
+        raise ValueError(f"matmul: qw must be a QuantizedWeight, got {type(qw).__name__}")
+    if not isinstance(x, torch.Tensor) or x.ndim != 2 or not x.dtype.is_floating_point:
+        got = f"{x.dtype} with shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"matmul: x must be a 2-D float tensor [M, K], got {got}")
+    if x.shape[1] != qw.shape[1]:
+        raise ValueError(f"matmul: x has K={x.shape[1]} but weight {qw.name or ''} has shape {qw.shape} (N, K)")
+    entry = IMPLS[impl]
+    if entry.formats is not None and qw.fmt not in entry.formats:
+        raise ValueError(f"dequant_matmul impl {impl!r} does not support {qw.fmt}; it supports "
+                         f"{', '.join(entry.formats)}")
+    return entry.fn(x, qw, config)

@@ -1,0 +1,77 @@
+"""`torch_cpu`: the fast CPU path of the dequantizing matmul (the decode loop runs on it).
+
+Small M (decode, M <= gemv_max_m): Q8_0 and Q4_K go through the C kernels of `cpu_kernels.c`, which read the
+ggml blocks in place (no repack, no weight copy), decode them in vector registers and accumulate in fp32.
+Other formats, and large M (prefill), dequantize a bounded tile of rows at a time into one fp32 scratch
+buffer (at most `tile_bytes`) and hand it to torch's BLAS matmul: the whole weight is never held dequantized.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from .tunables import resolve
+from .weight import QuantizedWeight, dequantize_rows
+
+GEMV_FORMATS = {"Q8_0": "qlab_q8_0_gemm", "Q4_K": "qlab_q4_k_gemm"}
+TILE_DEQUANT = {"Q8_0": "qlab_q8_0_dequant", "Q4_K": "qlab_q4_k_dequant"}
+
+
+def prepare(qw: QuantizedWeight) -> dict:
+    """Per-weight state for this impl, cached on the weight: a torch view of the bytes (no copy)."""
+    import torch
+
+    state = qw.prepared.get("torch_cpu")
+    if state is None:
+        raw = qw.raw if qw.raw.flags.c_contiguous else np.ascontiguousarray(qw.raw)
+        with warnings.catch_warnings():  # a read-only GGUF memory map: torch warns, we only ever read it
+            warnings.simplefilter("ignore", UserWarning)
+            state = {"raw": torch.from_numpy(raw)}
+        qw.prepared["torch_cpu"] = state
+    return state
+
+
+def _tile_rows(qw: QuantizedWeight, start: int, stop: int, out):
+    """Dequantize rows start..stop of qw into out[:stop-start] (fp32), with the C decoder when there is one."""
+    import torch
+
+    name = TILE_DEQUANT.get(qw.fmt)
+    if name is not None:
+        from .cpu_build import load
+
+        raw = prepare(qw)["raw"]
+        getattr(load(), name)(raw[start].data_ptr(), stop - start, qw.shape[1], out.data_ptr(),
+                              torch.get_num_threads())
+    else:
+        out[: stop - start].copy_(torch.from_numpy(dequantize_rows(qw, start, stop)))
+
+
+def matmul(x, qw: QuantizedWeight, config: dict | None = None):
+    """y [M, N] fp32 = x [M, K] · dequantize(qw)ᵀ."""
+    import torch
+
+    cfg = resolve("torch_cpu", config)
+    M, K = x.shape
+    N = qw.shape[0]
+    x = x.detach().to(torch.float32).contiguous()
+    y = torch.empty((M, N), dtype=torch.float32)
+    if qw.fmt in GEMV_FORMATS and M <= cfg["gemv_max_m"]:
+        from .cpu_build import load
+
+        raw = prepare(qw)["raw"]
+        getattr(load(), GEMV_FORMATS[qw.fmt])(x.data_ptr(), M, K, raw.data_ptr(), N, y.data_ptr(),
+                                              torch.get_num_threads())
+        return y
+    if qw.fmt == "F32":  # the bytes already are the matrix
+        w = prepare(qw)["raw"].view(torch.float32).view(N, K)
+        return torch.mm(x, w.t(), out=y)
+    rows = max(1, min(N, cfg["tile_bytes"] // (4 * K)))
+    scratch = torch.empty((rows, K), dtype=torch.float32)
+    yt = torch.empty((N, M), dtype=torch.float32)  # yᵀ: each tile writes contiguous rows
+    for n0 in range(0, N, rows):
+        n1 = min(N, n0 + rows)
+        _tile_rows(qw, n0, n1, scratch)
+        torch.mm(scratch[: n1 - n0], x.t(), out=yt[n0:n1])
+    return y.copy_(yt.t())
