@@ -80,6 +80,17 @@ def efficiencies_for(dev) -> Efficiencies:
     return Efficiencies(prefill=PREFILL_EFFICIENCY.get(cls, 0.4))
 
 
+def _same_device(profile_id: str, dev) -> bool:
+    if profile_id.lower() in (dev.id.lower(), *(a.lower() for a in dev.aliases)):
+        return True
+    try:
+        from qlab.hwdb import get_device
+
+        return get_device(profile_id).id == dev.id
+    except QlabError:
+        return False
+
+
 def efficiencies_from_profile(profile: dict, dev=None) -> Efficiencies:
     """Efficiencies measured by `qlab profile` (see README.md for the fields). Missing kinds fall back to the
     calibrated values of the device's class, so a partial profile still predicts."""
@@ -88,6 +99,9 @@ def efficiencies_from_profile(profile: dict, dev=None) -> Efficiencies:
         raise QlabError("profile: expected profile['calibration']['efficiencies'] = {'weights': ..., 'kv': ..., ...} "
                         "(see qlab/predict/README.md)")
     eff = cal["efficiencies"]
+    if dev is not None and cal.get("device_id") and not _same_device(str(cal["device_id"]), dev):
+        raise QlabError(f"profile: measured on {cal['device_id']!r}, not on {dev.id!r}; predict with --hw "
+                        f"{cal['device_id']} or use a profile of {dev.id}")
     base = efficiencies_for(dev) if dev is not None else Efficiencies()
     vals = {}
     for key in ("weights", "kv", "compute", "prefill"):
