@@ -1,0 +1,85 @@
+"""Compare two pytest-benchmark runs, each benchmark normalised by a reference workload of its own run.
+
+Raw times on shared machines drift by 10-30 % run to run, and a faster or slower machine moves them all.
+So each benchmark is divided by a probe measured in the same run: memory-bound benchmarks by the
+memory-bandwidth probe, compute-bound ones by the matmul probe (a benchmark says which in
+`extra_info["bound"]`; memory is the default). A regression is then a change in *relative* speed:
+
+    factor = (t_current / probe_current) / (t_baseline / probe_baseline)
+
+and the gate fails where factor > threshold. Files are pytest-benchmark's own JSON, so a user's saved runs
+(`--benchmark-save`, `--benchmark-json`) work as baselines.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from qlab.errors import QlabError
+
+PROBES = {"memory": "test_probe_bandwidth", "compute": "test_probe_matmul"}
+
+
+@dataclass(frozen=True)
+class Comparison:
+    name: str
+    baseline_s: float
+    current_s: float
+    factor: float          # > 1: slower than the baseline, relative to the probe
+    bound: str
+    status: str            # "ok" | "regressed" | "improved" | "new" | "missing"
+
+
+def load_run(path: str | Path) -> dict:
+    """A pytest-benchmark JSON file; errors name the file."""
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise QlabError(f"benchmark file {path}: no such file") from None
+    except (OSError, json.JSONDecodeError) as e:
+        raise QlabError(f"benchmark file {path}: not a pytest-benchmark JSON file ({e})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("benchmarks"), list):
+        raise QlabError(f"benchmark file {path}: expected pytest-benchmark JSON with a 'benchmarks' list")
+    return doc
+
+
+def medians(run: dict) -> dict[str, tuple[float, str]]:
+    """name -> (median seconds, bound) for every benchmark of a run."""
+    out = {}
+    for b in run["benchmarks"]:
+        bound = (b.get("extra_info") or {}).get("bound", "memory")
+        out[b.get("fullname") or b["name"]] = (float(b["stats"]["median"]), bound)
+    return out
+
+
+def _probe(times: dict[str, tuple[float, str]], bound: str) -> float | None:
+    for name, (t, _) in times.items():
+        if name.endswith(PROBES[bound]):
+            return t
+    return None
+
+
+def compare(baseline: dict, current: dict, threshold: float = 1.25, normalise: bool = True) -> list[Comparison]:
+    base, cur = medians(baseline), medians(current)
+    rows = []
+    for name in sorted(set(base) | set(cur)):
+        if any(name.endswith(p) for p in PROBES.values()):
+            continue
+        if name not in cur:
+            rows.append(Comparison(name, base[name][0], float("nan"), float("nan"), base[name][1], "missing"))
+            continue
+        if name not in base:
+            rows.append(Comparison(name, float("nan"), cur[name][0], float("nan"), cur[name][1], "new"))
+            continue
+        (tb, bound), (tc, _) = base[name], cur[name]
+        factor = tc / tb
+        if normalise:
+            pb, pc = _probe(base, bound), _probe(cur, bound)
+            if pb and pc:
+                factor /= pc / pb
+        status = "regressed" if factor > threshold else "improved" if factor < 1 / threshold else "ok"
+        rows.append(Comparison(name, tb, tc, factor, bound, status))
+    return rows
