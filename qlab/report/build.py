@@ -1,0 +1,159 @@
+"""Build the HTML report: ask the predictor every scenario the report shows, draw the figures, render the
+template. Every number in a table is a field of a `predict()` result (or a device spec); the HTML carries
+the scenario next to each such number (data-* attributes) so a test can ask predict() the same question."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import subprocess
+import time
+from pathlib import Path
+
+from qlab.errors import QlabError
+from qlab.report import grid, multigpu, sections
+from qlab.report.grid import MODEL, Predictions
+from qlab.report.select import select_devices
+
+TEMPLATES = Path(__file__).with_name("templates")
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                             text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def _environment():
+    import jinja2
+
+    from qlab.report.fmt import FILTERS
+
+    # lenient undefined: a profile may lack any optional field, and the page must still render
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=True,
+                             undefined=jinja2.ChainableUndefined, trim_blocks=True, lstrip_blocks=True)
+    env.filters.update(FILTERS)
+    env.globals.update(F=FILTERS, field=field)
+    return env
+
+
+def field(p: dict, name: str):
+    """`field(p, "memory.total_gb")`: a (nested) field of a prediction, as the template and tests name it."""
+    for part in name.split("."):
+        p = p[part]
+    return p
+
+
+def _profile_devices(profiles) -> list:
+    """hwdb devices the profiles were measured on (profiles of unknown devices are shown in their section only)."""
+    from qlab import hwdb
+
+    out = []
+    for p in profiles:
+        try:
+            out.append(hwdb.get_device(p["device"]["id"]))
+        except QlabError:
+            continue
+    return out
+
+
+def build_report(hw_ids: list[str] | None = None, vendor: str | None = None, all_devices: bool = False,
+                 model: str = MODEL, profiles=(), budget_usd: float | None = None) -> str:
+    """The report as one self-contained HTML string. Raises QlabError on a bad selection, model or budget."""
+    started = time.perf_counter()
+    if budget_usd is not None and not budget_usd > 0:
+        raise QlabError(f"--budget must be a positive amount in USD, got {budget_usd}")
+    profiles = list(profiles)
+    devices = select_devices(hw_ids, vendor, all_devices)
+    known = {d.id for d in devices}
+    devices += [d for d in _profile_devices(profiles) if d.id not in known and not known.add(d.id)]
+
+    from qlab.predict import predict
+
+    predict(devices[0].id, model, grid.HEADLINE_QUANT, grid.PROMPT_TOKENS)  # an unknown model fails here, loudly
+    # a profile calibrates the predictor only where it carries efficiencies; others are shown, not used
+    preds = Predictions(profiles_by_hw={p["device"]["id"]: p for p in profiles
+                                        if isinstance((p.get("calibration") or {}).get("efficiencies"), dict)})
+
+    summary = sections.summary(devices, preds, model, budget_usd)
+    context = {
+        "model": model,
+        "dense_model": grid.DENSE_CONTRAST,
+        "devices": devices,
+        "budget": budget_usd,
+        "grid": grid,
+        "summary": summary,
+        "picks": sections.picks(summary, preds, model, budget_usd),
+        "overview_svg": sections.overview(devices, summary, preds, model),
+        "fit": sections.fit_matrix(devices, preds, model),
+        "curves": sections.curves(summary["order"], preds, model),
+        "prefill": sections.prefill(summary["order"], preds, model),
+        "value": sections.value(summary["order"], preds, model, budget_usd),
+        "multi": sections.multi(devices, preds, model, budget_usd),
+        "measured": [sections.measured(p, preds, model) for p in profiles],
+        "methods": sections.methods(devices, preds, model),
+        "meta": {
+            "version": _version(),
+            "git_commit": _git_commit(),
+            "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "command": _command(hw_ids, vendor, all_devices, model, profiles, budget_usd),
+        },
+        "split": {"hop_latency_us": multigpu.HOP_LATENCY_S * 1e6, "imbalance": multigpu.IMBALANCE},
+    }
+    context["meta"]["n_predictions"] = len(preds.cache)
+    context["meta"]["build_s"] = time.perf_counter() - started
+    context["css"] = (TEMPLATES / "report.css").read_text()
+    return _environment().get_template("report.html.j2").render(**context)
+
+
+def _command(hw_ids, vendor, all_devices, model, profiles, budget_usd) -> str:
+    """The `qlab report` line that selects the same devices (profiles are named by their directory)."""
+    parts = ["qlab report"]
+    if hw_ids is not None:
+        parts.append("--hw " + ",".join(h.strip() for h in hw_ids if h and h.strip()))
+    elif vendor is not None:
+        parts.append(f"--vendor {vendor}")
+    elif all_devices:
+        parts.append("--all")
+    if model != MODEL:
+        parts.append(f"--model {model}")
+    if profiles:
+        parts.append("--profiles DIR")
+    if budget_usd is not None:
+        parts.append(f"--budget {budget_usd:g}")
+    return " ".join(parts)
+
+
+def _version() -> str:
+    from qlab import __version__
+
+    return __version__
+
+
+def write_report(path: str | os.PathLike, hw_ids: list[str] | None = None, vendor: str | None = None,
+                 all_devices: bool = False, model: str = MODEL, profiles=(), budget_usd: float | None = None) -> Path:
+    """Build the report and write it atomically to `path`: the file is either the whole new report or left
+    as it was. An unwritable path is a QlabError, checked before the (slow) build."""
+    from qlab.io import write_atomic
+
+    path = Path(path)
+    if path.is_dir():
+        raise QlabError(f"cannot write report to {str(path)!r}: it is a directory")
+    parent = path.parent
+    existing = parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise QlabError(f"cannot write report to {str(path)!r}: {str(existing)!r} is not a writable directory")
+    html = build_report(hw_ids, vendor, all_devices, model, profiles, budget_usd)
+    try:
+        written = write_atomic(path, html)
+    except OSError as e:
+        raise QlabError(f"cannot write report to {str(path)!r}: {e.strerror or e}") from None
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(written, 0o666 & ~umask)  # the temp file was private (0600); a report is for sharing
+    return written

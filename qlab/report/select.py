@@ -1,0 +1,59 @@
+"""Which devices and which measured profiles a report covers; every bad selection is a QlabError that says
+what was given and what would have been accepted."""
+
+from __future__ import annotations
+
+import os
+
+from qlab.errors import QlabError
+
+# Shown when no selection is given: the cards and machines people weigh against each other for a ~27B model.
+DEFAULT_DEVICES = [
+    "rtx-3090", "rtx-4090", "rtx-5090", "rtx-4060-ti-16gb", "rtx-a6000", "rtx-pro-6000-blackwell",
+    "rx-7900-xtx", "m4-max-40c", "m3-ultra", "dgx-spark", "h100-sxm", "mi300x",
+]
+
+
+def select_devices(hw_ids: list[str] | None, vendor: str | None, all_devices: bool) -> list:
+    """The Device records for `--hw`, `--vendor` or `--all` (at most one); the default set if none is given."""
+    from qlab import hwdb
+
+    chosen = [name for name, given in (("--hw", hw_ids is not None), ("--vendor", vendor is not None),
+                                       ("--all", all_devices)) if given]
+    if len(chosen) > 1:
+        raise QlabError(f"choose devices with one of --hw, --vendor or --all, not {' and '.join(chosen)}")
+    if hw_ids is not None:
+        ids = [h.strip() for h in hw_ids if h and h.strip()]
+        if not ids:
+            raise QlabError("empty device selection: --hw needs at least one device id (see `qlab hw list`)")
+        devices = [hwdb.get_device(h) for h in ids]  # raises QlabError naming the closest ids
+    elif vendor is not None:
+        everything = hwdb.all_devices()
+        vendors = sorted({d.vendor for d in everything})
+        devices = [d for d in everything if d.vendor == vendor.strip().lower()]
+        if not devices:
+            raise QlabError(f"no devices for vendor {vendor!r}; vendors: {', '.join(vendors)}")
+    elif all_devices:
+        devices = list(hwdb.all_devices())
+        if not devices:
+            raise QlabError("the hardware database is empty: no devices to report on")
+    else:
+        known = {d.id for d in hwdb.all_devices()}
+        devices = [hwdb.get_device(h) for h in DEFAULT_DEVICES if h in known]
+        if not devices:
+            raise QlabError("empty device selection: none of the default devices is in the hardware database; "
+                            "use --hw IDS, --vendor V or --all")
+    seen, unique = set(), []
+    for d in devices:  # `--hw rtx-3090,"NVIDIA GeForce RTX 3090"` names one device
+        if d.id not in seen:
+            seen.add(d.id)
+            unique.append(d)
+    return unique
+
+
+def load_profiles_dir(directory: str | os.PathLike) -> list[dict]:
+    """Every `*.json` profile in `directory`, validated by the profile package (errors name file and field);
+    a missing or unreadable directory is an error."""
+    from qlab.profile.schema import load_profiles_dir as load
+
+    return load(directory)
