@@ -94,7 +94,16 @@ def stage_microbench(doc: dict, opts: ProfileOptions, ctx: Context) -> None:
         import torch
 
         torch.set_num_threads(opts.threads)
-    doc["microbench"] = run_all(ctx.torch_device, quick=opts.mode == "quick")
+    doc["microbench"] = mb = run_all(ctx.torch_device, quick=opts.mode == "quick")
+    if doc["device"]["source"] == "cpu":
+        # The host CPU's bandwidth and peak were estimates: from now on the profile's device carries what was
+        # measured, so that predictions for cpu-host rest on this machine's real figures.
+        specs = doc["device"]["specs"]
+        measured = {"mem_bandwidth_gbs": mb["read_gbs"], "fp32_tflops": mb["matmul_tflops"].get("float32"),
+                    "bf16_tflops": mb["matmul_tflops"].get("bfloat16")}
+        doc["device"]["details"]["estimated_specs"] = {k: specs.get(k) for k in measured}
+        specs.update({k: v for k, v in measured.items() if v})
+        doc["device"]["details"]["measured_specs"] = sorted(k for k, v in measured.items() if v)
 
 
 def _peak(doc: dict) -> tuple[float, float]:
@@ -166,13 +175,10 @@ def stage_calibrate(doc: dict, opts: ProfileOptions, ctx: Context) -> None:
 
 
 def stage_predict(doc: dict, opts: ProfileOptions, ctx: Context) -> None:
-    from qlab.hwdb.device import Device
     from qlab.predict import predict
+    from qlab.profile.calibrate import device_from_profile
 
-    spec = dict(doc["device"]["specs"])
-    fields = {f.name for f in dataclasses.fields(Device)}
-    device = Device(id=doc["device"]["id"], name=doc["device"]["name"],
-                    **{k: (tuple(v) if isinstance(v, list) else v) for k, v in spec.items() if k in fields})
+    device = device_from_profile(doc)
     rows = []
     for quant in opts.quants:
         for context in sorted(set(opts.contexts) | {4096, 32768, 131072, 262144}):
