@@ -35,34 +35,36 @@ SHRINK = 0.2         # prior weight: class log-params toward the pooled ones (ch
 
 
 class Params:
-    """Vector layout: [families..., fa_off, pooled(w, kv, tau), class_1(w, kv, tau), ...] in log space."""
+    """Vector layout: [families..., fa_off, legacy, pooled(w, kv, tau), class_1(w, kv, tau), ...] in log space."""
 
     def __init__(self, classes: list[str]):
         self.classes = classes
         self.nf = len(FAMILIES)
 
     def size(self) -> int:
-        return self.nf + 1 + 3 * (1 + len(self.classes))
+        return self.nf + 2 + 3 * (1 + len(self.classes))
 
     def x0(self) -> np.ndarray:
         base = [math.log(0.75), math.log(0.6), math.log(20.0)]
-        return np.array([0.1] * self.nf + [math.log(2.0)] + base * (1 + len(self.classes)))
+        return np.array([0.1] * self.nf + [math.log(2.0), math.log(1.1)] + base * (1 + len(self.classes)))
 
     def bounds(self):
-        lo = [math.log(0.5)] * self.nf + [0.0] + [math.log(0.05), math.log(0.03), math.log(0.05)] * (1 + len(self.classes))
-        hi = [math.log(3.0)] * self.nf + [math.log(12.0)] + [math.log(1.0), math.log(1.2), math.log(400.0)] * (1 + len(self.classes))
+        lo = [math.log(0.5)] * self.nf + [0.0, math.log(0.5)] + [math.log(0.05), math.log(0.03), math.log(0.05)] * (1 + len(self.classes))
+        hi = [math.log(3.0)] * self.nf + [math.log(12.0), math.log(3.0)] + [math.log(1.0), math.log(1.2), math.log(400.0)] * (1 + len(self.classes))
         return np.array(lo), np.array(hi)
 
     def unpack(self, x: np.ndarray) -> dict:
         fam = {f: float(math.exp(x[i])) for i, f in enumerate(FAMILIES)}
         fa_off = float(math.exp(x[self.nf]))
-        o = self.nf + 1
+        legacy = float(math.exp(x[self.nf + 1]))
+        o = self.nf + 2
 
         def triple(k):
             w, kv, tau = (float(math.exp(v)) for v in x[o + 3 * k: o + 3 * k + 3])
             return {"weights": w, "kv": kv, "layer_overhead_us": tau}
 
-        return {"family_factor": fam, "flash_attn_off_kv_factor": fa_off, "pooled": triple(0),
+        return {"family_factor": fam, "flash_attn_off_kv_factor": fa_off, "legacy_build_time_factor": legacy,
+                "pooled": triple(0),
                 "classes": {c: triple(i + 1) for i, c in enumerate(self.classes)}}
 
 
@@ -73,7 +75,7 @@ def fit(rows: list[dict]) -> dict:
     def residuals(x):
         p = P.unpack(x)
         res = [math.log(predict_row(p, r) / r["measured"]) for r in rows]
-        o = P.nf + 1
+        o = P.nf + 2
         for i in range(len(classes)):   # shrink each class toward the pooled values
             res += list(SHRINK * (x[o + 3 * (i + 1): o + 3 * (i + 2)] - x[o: o + 3]))
         return np.array(res)
@@ -121,7 +123,8 @@ def main(argv=None) -> int:
         if lodo:
             classes_out[c]["lodo_mdape"] = round(lo, 4)
     print("family time factors: " + ", ".join(f"{k} {v:.3f}" for k, v in p["family_factor"].items())
-          + f"; flash-attention-off KV factor {p['flash_attn_off_kv_factor']:.2f}")
+          + f"; flash-attention-off KV factor {p['flash_attn_off_kv_factor']:.2f}"
+          + f"; pre-2025 build time factor {p['legacy_build_time_factor']:.2f}")
     if args.verbose:
         for r in rows:
             print(f"  line {r['line']:3d} {r['hw']:16s} {r['model']:16s} {r['quant']:7s} {r['context']:6d} "
@@ -133,6 +136,7 @@ def main(argv=None) -> int:
         "csv": str(args.csv.name), "n_rows": len(rows), "shrink": SHRINK,
         "family_factor": {k: round(v, 4) for k, v in p["family_factor"].items()},
         "flash_attn_off_kv_factor": round(p["flash_attn_off_kv_factor"], 4),
+        "legacy_build_time_factor": round(p["legacy_build_time_factor"], 4),
         "pooled": {**{k: round(v, 4) for k, v in p["pooled"].items()}, "compute": COMPUTE_EFF},
         "classes": classes_out,
         "errors": {"mdape": round(mdape, 4), **({"lodo_mdape": round(lodo["mdape"], 4)} if lodo else {})},

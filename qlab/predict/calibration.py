@@ -20,6 +20,10 @@ HW_ALIASES = {"a100-80gb": "a100-80gb-pcie"}        # XiongjieDai lists "A100 PC
 # Sources whose runs had flash attention on (newer llama-bench runs at depth); all others predate it or
 # disabled it (the CUDA/Vulkan scoreboards, XiongjieDai's 2024 tables, the 2023 Apple discussion).
 FLASH_ATTN_ON = ("pull/17505", "pull/26284", "benches/mac-m2-ultra")
+# Sources measured with llama.cpp builds from before 2025 (2023-24: before CUDA graphs, Metal graph
+# concurrency and the faster quantized matvec kernels). Predictions are for current builds; the fit gives
+# these rows one shared time factor instead of letting them drag every class's efficiencies down.
+LEGACY_BUILD = ("discussions/4167", "XiongjieDai", "dmatora", "llm-tracker")
 COMPUTE_EFF = 0.5    # decode matrix efficiency at batch > 1: not identifiable from batch-1 rows (assumption)
 
 
@@ -33,7 +37,8 @@ def load_rows(path: Path = DEFAULT_CSV) -> list[dict]:
             row = {"line": i, "hw": dev.id, "csv_hw": r["hw"], "class": device_class(dev), "dev": dev,
                    "model": r["model"], "quant": r["quant"], "context": int(r["context"]),
                    "batch": int(r.get("batch") or 1), "measured": float(r["measured_decode_tok_s"]),
-                   "fa": any(s in r["source"] for s in FLASH_ATTN_ON), "backend": r["backend"]}
+                   "fa": any(s in r["source"] for s in FLASH_ATTN_ON), "backend": r["backend"],
+                   "legacy": any(s in r["source"] for s in LEGACY_BUILD)}
             row["step"] = decode_step(row["model"], row["quant"], row["context"], row["batch"])
             rows.append(row)
     return rows
@@ -52,6 +57,8 @@ def predict_row(params: dict, row: dict) -> float:
     if not row["fa"]:
         eff = replace(eff, kv=eff.kv / params["flash_attn_off_kv_factor"])
     t, _ = step_time(row["step"], row["dev"], eff)
+    if row["legacy"]:
+        t *= params.get("legacy_build_time_factor", 1.0)
     return row["batch"] / t
 
 
