@@ -175,3 +175,13 @@ def test_thousand_scenarios_under_two_seconds():
     dt = time.perf_counter() - t
     print(f"1000 scenarios in {dt:.2f} s (cold caches, shared CPU)")
     assert len(out) == 1000 and dt < 2.0
+
+
+def test_prefill_attention_term_grows_with_context():
+    a = predict("rtx-3090", "qwen3.6-27b", "Q4_K_M", 8192)
+    b = predict("rtx-3090", "qwen3.6-27b", "Q4_K_M", 65536)
+    assert b["prefill_tok_s"] < a["prefill_tok_s"]              # the quadratic attention term
+    assert b["ttft_s"] > 8 * a["ttft_s"]                         # superlinear in the prompt length
+    g = predict("rtx-3090", "gemma-3-27b", "Q4_K_M", 65536)      # sliding layers cap their share
+    g8 = predict("rtx-3090", "gemma-3-27b", "Q4_K_M", 8192)
+    assert g["prefill_tok_s"] / g8["prefill_tok_s"] > 0.5

@@ -15,10 +15,13 @@ from pathlib import Path
 from qlab.errors import QlabError
 
 CALIBRATION_PATH = Path(__file__).parent / "calibration.json"
-# Prefill runs dense GEMMs: no published rows to fit, so a fraction of the tensor peak by class (typical of
-# llama.cpp pp512 on these devices; documented as an assumption, replaced by a profile's measurement).
-PREFILL_EFFICIENCY = {"nvidia-datacenter": 0.55, "nvidia-consumer": 0.5, "nvidia-unified": 0.45, "apple": 0.45,
-                      "amd-consumer": 0.35, "amd-datacenter": 0.35, "amd-unified": 0.35, "intel": 0.3, "cpu": 0.5}
+# Prefill runs dense GEMMs: no prefill rows are fitted, so a fraction of the dense fp16 peak by class, set
+# from llama.cpp pp512 figures as commonly reported (recalled, not fitted: e.g. 3090 Llama-3-8B Q4_K_M ~3.9k
+# tok/s = 0.75 of 71 TFLOPS; A100 ~7k = 0.35 of 312; M2 Ultra Llama-2-7B Q4_0 ~1.2k = 0.6 of 27; 7900 XTX
+# ~3.2k = 0.37 of 123). Big-peak datacenter parts sit lowest: llama.cpp's quantized GEMMs do not saturate
+# them. A profile's measured "prefill" replaces these.
+PREFILL_EFFICIENCY = {"nvidia-datacenter": 0.35, "nvidia-consumer": 0.75, "nvidia-unified": 0.5, "apple": 0.6,
+                      "amd-consumer": 0.37, "amd-datacenter": 0.25, "amd-unified": 0.4, "intel": 0.3, "cpu": 0.5}
 FAMILIES = ("float", "q8_0", "q4_0", "kquant", "mxfp4", "server")
 
 
