@@ -167,7 +167,8 @@ class Qwen35:
         if st.pos + T > st.max_context:
             raise QlabError(f"context {st.pos + T} tokens exceeds the cache of {st.max_context} tokens "
                             f"(allocate the state with a larger max_context)")
-        x = self.ops.embed(tokens, self.w["token_embd.weight"])
+        with self.ops.section("head"):
+            x = self.ops.embed(tokens, self.w["token_embd.weight"])
         for i in range(c.n_layers):
             p = f"blk.{i}."
             h = self.norm(x, p + "attn_norm.weight")
@@ -180,8 +181,9 @@ class Qwen35:
         st.pos += T
         if not all_logits:
             x = x[:, -1]
-        x = self.norm(x, "output_norm.weight")
-        return self.ops.linear(x, self.w["output.weight"]).float()
+        with self.ops.section("head"):   # the fixed cost a layer slice carries whatever its length
+            x = self.norm(x, "output_norm.weight")
+            return self.ops.linear(x, self.w["output.weight"]).float()
 
 
 # ---- the loop ----------------------------------------------------------------------------------------------

@@ -67,6 +67,7 @@ class OpTimer:
     device: str = "cpu"
     seconds: dict = field(default_factory=lambda: {k: 0.0 for k in OP_KINDS})
     calls: dict = field(default_factory=lambda: {k: 0 for k in OP_KINDS})
+    sections: dict = field(default_factory=dict)   # wall time of named stretches, e.g. "head"
 
     def sync(self):
         if self.device == "cuda":
@@ -84,6 +85,18 @@ class OpTimer:
             self.sync()
             self.seconds[kind] += time.perf_counter() - t0
             self.calls[kind] += 1
+
+
+    @contextmanager
+    def section(self, name: str):
+        """Wall time of a stretch of the forward pass (ops inside are still counted by kind)."""
+        self.sync()
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.sync()
+            self.sections[name] = self.sections.get(name, 0.0) + time.perf_counter() - t0
 
 
 @contextmanager
@@ -126,6 +139,7 @@ class Ops:
     def __init__(self, backend: Backend, timer: OpTimer | None = None):
         self.b = backend
         self.t = timer if timer is not None else _nothing
+        self.section = timer.section if timer is not None else _nothing
 
     def linear(self, x: torch.Tensor, w) -> torch.Tensor:
         """x [..., K] · wᵀ -> [..., N] in the activation dtype; w quantized (never dequantized whole) or dense."""
@@ -169,11 +183,12 @@ class Ops:
         from qlab.kernels import deltanet
 
         impl = self.b.deltanet_decode if q.shape[1] == 1 else self.b.deltanet_prefill
+        if not impl.endswith("torch") and impl != "naive":   # GPU kernels want contiguous inputs
+            q, k, v, g, beta = (t.contiguous() for t in (q, k, v, g, beta))
         with self.t("deltanet"):
-            o, final = deltanet.gated_delta_rule(q, k, v, g, beta, scale=scale, initial_state=state,
-                                                 output_final_state=True, use_qk_l2norm=True, impl=impl)
-            if final is not state:
-                state.copy_(final)
+            o, _ = deltanet.gated_delta_rule(q, k, v, g, beta, scale=scale, initial_state=state,
+                                             output_final_state=False, use_qk_l2norm=True, impl=impl,
+                                             inplace_state=True)
         return o
 
     def attn_decode(self, q, k_cache, v_cache, lengths, scale: float) -> torch.Tensor:

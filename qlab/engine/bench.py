@@ -1,0 +1,256 @@
+"""The decode benchmark: prefill tok/s, decode tok/s at a given depth, time per token by op kind, achieved
+GB/s, peak RSS, and a slice's numbers scaled to the whole model. `run_decode_bench` returns one JSON-able
+record (fields in README.md); `qlab bench decode` prints it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+from qlab.engine import memory
+from qlab.engine.config import ModelConfig, get_config
+from qlab.engine.model import DecodeState, Qwen35, decode_one_token, prefill
+from qlab.engine.ops import OP_KINDS, OpTimer, default_backend
+from qlab.engine.weights import Weights, synthetic_nbytes, synthetic_weights
+from qlab.errors import QlabError
+
+GB = 1e9
+PROFILE_TOKENS = 4   # tokens decoded again with the per-op timer on (it synchronises around every op)
+
+
+def load_weights(model: str, layers: int | None, quant: str, gguf: str | None, width_scale: float = 1.0,
+                 vocab: int | None = None, extra_bytes: int = 0, seed: int = 0) -> Weights:
+    """Weights from a GGUF file (its own types; `layers` slices it) or synthetic ones at the preset's shapes."""
+    full = get_config(model)
+    if gguf:
+        from qlab.engine.gguf_io import read_gguf
+
+        w = read_gguf(gguf, layers)
+        w.cfg = replace(w.cfg, full_layers=full.n_layers, name=model)
+        return w
+    cfg = full.width_scaled(width_scale, vocab) if (width_scale != 1.0 or vocab) else full
+    cfg = cfg.sliced(layers)
+    return synthetic_weights(cfg, quant, seed, extra_bytes=extra_bytes)
+
+
+def streamed_bytes_per_token(w: Weights, context: int, cache_bytes_per_value: int) -> dict[str, int]:
+    """Bytes one decode step must read or write: every matrix once (the embedding table only one row),
+    the KV cache up to `context`, and the DeltaNet states read and written once."""
+    c = w.cfg
+    emb = w["token_embd.weight"]
+    head = w.nbytes("output") + emb.nbytes // emb.shape[0]      # output.weight, output_norm, one embedding row
+    weights = w.nbytes("blk.") + head
+    kv = c.kv_cache_bytes(context, cache_bytes_per_value)
+    state = 2 * c.state_bytes()
+    return {"weights": weights, "head_weights": head, "kv_cache": kv, "state": state,
+            "total": weights + kv + state}
+
+
+def fill_synthetic(st: DecodeState, depth: int, seed: int = 0) -> None:
+    """Put `depth` tokens' worth of values in the caches and states without running the model: unit-normal
+    keys and values (what RMS-normed, roped keys look like) and small random recurrent states. The time of a
+    decode step does not depend on these values, only on how many tokens there are."""
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    for cache in list(st.k_cache.values()) + list(st.v_cache.values()):
+        for s0 in range(0, depth, 8192):   # a slab at a time: no full-size fp32 temporary
+            s1 = min(depth, s0 + 8192)
+            cache[:, :, s0:s1] = torch.randn(cache[:, :, s0:s1].shape, generator=gen).to(cache.dtype)
+    for s in st.rec.values():
+        s.copy_(0.05 * torch.randn(s.shape, generator=gen))
+    for s in st.conv.values():
+        s.copy_(torch.randn(s.shape, generator=gen))
+    st.pos = depth
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+    elif device == "mps":
+        torch.mps.synchronize()
+
+
+def run_decode_bench(model: str = "qwen3.6-27b", layers: int | None = 4, quant: str = "Q8_0", context: int = 4096,
+                     tokens: int = 16, device: str = "cpu", threads: int | None = None, gguf: str | None = None,
+                     *, width_scale: float = 1.0, vocab: int | None = None, prefill_tokens: int | None = None,
+                     fill: str = "auto", seed: int = 0, backend_overrides: dict | None = None) -> dict:
+    """Measure the decode loop; returns the JSON-able record documented in qlab/engine/README.md.
+
+    fill: "prefill" runs the model over `context` tokens to fill caches and states; "synthetic" writes
+    random values of the right shape directly (fast at any depth; decode time does not depend on the values);
+    "auto" prefills up to 512 tokens of depth and fills synthetically beyond."""
+    rss0 = memory.current_rss_bytes()
+    if tokens < 1 or context < 0:
+        raise QlabError(f"--tokens {tokens} / --context {context}: expected tokens >= 1 and context >= 0")
+    if threads:
+        torch.set_num_threads(int(threads))
+    backend = default_backend(device, **(backend_overrides or {}))
+    if device == "cuda" and not torch.cuda.is_available():
+        raise QlabError("--device cuda: torch sees no CUDA GPU here")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise QlabError("--device mps: torch sees no Apple GPU here")
+
+    full = get_config(model)
+    probe = (full.width_scaled(width_scale, vocab) if (width_scale != 1.0 or vocab) else full).sliced(layers)
+    max_ctx = context + tokens + PROFILE_TOKENS + 1
+    if max_ctx > full.max_context:
+        raise QlabError(f"--context {context} + {tokens} tokens exceeds the model's context of {full.max_context}")
+    cache_bpv = torch.tensor([], dtype=backend.cache_dtype).element_size()
+    extra = probe.kv_cache_bytes(max_ctx, cache_bpv) + probe.state_bytes()
+    if gguf is None:
+        memory.check_fits(f"the {probe.n_layers}-layer slice at {quant} with a {max_ctx}-token cache",
+                          synthetic_nbytes(probe, quant) + extra)
+    t0 = time.perf_counter()
+    w = load_weights(model, layers, quant, gguf, width_scale, vocab, extra_bytes=extra, seed=seed)
+    load_s = time.perf_counter() - t0
+    cfg: ModelConfig = w.cfg
+    if gguf:
+        memory.check_fits(f"the cache of {max_ctx} tokens", cfg.kv_cache_bytes(max_ctx, cache_bpv) + cfg.state_bytes())
+    m = Qwen35(w, backend)
+    gen = torch.Generator().manual_seed(seed)
+
+    def rand_tokens(n: int) -> torch.Tensor:
+        return torch.randint(0, cfg.vocab, (1, n), generator=gen).to(m.device)
+
+    # warm-up: lets the matmul impls build their packed layouts, outside every timing
+    warm = m.new_state(16)
+    prefill(m, rand_tokens(8), warm)
+    decode_one_token(m, rand_tokens(1)[0], warm)
+    del warm
+
+    # prefill throughput (from an empty state)
+    n_pre = prefill_tokens or max(1, min(context, 128) if context else 32)
+    st = m.new_state(max(max_ctx, n_pre + tokens + PROFILE_TOKENS + 1))
+    prompt = rand_tokens(n_pre)
+    _sync(device)
+    t0 = time.perf_counter()
+    logits = prefill(m, prompt, st)
+    _sync(device)
+    prefill_s = time.perf_counter() - t0
+
+    # fill to depth
+    how = fill if fill != "auto" else ("prefill" if context <= 512 else "synthetic")
+    if context == 0:
+        st = m.new_state(max_ctx)
+    elif how == "prefill":
+        if context > n_pre:
+            prefill(m, rand_tokens(context - n_pre), st)   # continue the prompt up to the depth
+        else:
+            st = m.new_state(max_ctx)
+            logits = prefill(m, prompt[:, :context], st)
+    else:
+        st = m.new_state(max_ctx)
+        fill_synthetic(st, context, seed)
+    token = logits.argmax(-1) if context else rand_tokens(1)[0]
+
+    # decode, no instrumentation: the tok/s figure
+    samples = []
+    for _ in range(tokens):
+        _sync(device)
+        t0 = time.perf_counter()
+        token = decode_one_token(m, token, st).argmax(-1)
+        _sync(device)
+        samples.append(time.perf_counter() - t0)
+    decode_s = float(np.median(samples))
+
+    # decode again with the per-op timer: where the time goes
+    timer = OpTimer(device)
+    m.set_timer(timer)
+    t0 = time.perf_counter()
+    for _ in range(PROFILE_TOKENS):
+        token = decode_one_token(m, token, st).argmax(-1)
+    prof_total = (time.perf_counter() - t0) / PROFILE_TOKENS
+    m.set_timer(None)
+    ops_ms = {k: 1e3 * timer.seconds[k] / PROFILE_TOKENS for k in OP_KINDS}
+    ops_ms["other"] = max(0.0, 1e3 * prof_total - sum(ops_ms[k] for k in OP_KINDS if k != "other"))
+    head_frac = min(1.0, timer.sections.get("head", 0.0) / PROFILE_TOKENS / prof_total)
+
+    streamed = streamed_bytes_per_token(w, context, cache_bpv)
+    state_nb = st.nbytes()
+    rec = {
+        "model": model, "source": w.source, "layers": cfg.n_layers, "full_layers": cfg.full_layers,
+        "quant": quant.upper() if not gguf else "+".join(sorted(w.formats())), "formats": w.formats(),
+        "width_scale": width_scale, "hidden": cfg.hidden, "vocab": cfg.vocab,
+        "device": device, "threads": torch.get_num_threads(), "backend": backend.as_dict(),
+        "context": context, "tokens": tokens, "fill": how if context else "none",
+        "load_s": round(load_s, 3),
+        "prefill_tokens": n_pre, "prefill_tok_s": n_pre / prefill_s,
+        "decode_tok_s": 1.0 / decode_s, "decode_ms_per_token": 1e3 * decode_s,
+        "decode_ms_samples": [round(1e3 * s, 3) for s in samples],
+        "ops_ms_per_token": ops_ms, "profiled_ms_per_token": 1e3 * prof_total,
+        "head_ms_per_token": 1e3 * decode_s * head_frac,
+        "bytes_per_token": streamed, "achieved_gb_s": streamed["total"] / decode_s / GB,
+        "weights_gb": w.nbytes() / GB, "kv_cache_gb": state_nb["kv_cache"] / GB, "state_gb": state_nb["state"] / GB,
+        "peak_rss_gb": memory.peak_rss_bytes() / GB, "rss_before_load_gb": rss0 / GB,
+        "rss_expected_gb": (w.nbytes() + state_nb["kv_cache"] + state_nb["state"]) / GB,
+    }
+    rec["full_model"] = scale_to_full(rec, cfg, streamed)
+    return rec
+
+
+def scale_to_full(rec: dict, cfg: ModelConfig, streamed: dict) -> dict:
+    """A slice of L layers (L/4 attention, 3L/4 DeltaNet) costs head + L x per-layer; the whole model costs
+    head + full_layers x per-layer, the head (embedding row, final norm, output matmul) paid once either way.
+    Bytes scale the same way."""
+    L, full = cfg.n_layers, cfg.full_layers
+    t = rec["decode_ms_per_token"]
+    head = rec["head_ms_per_token"]
+    per_layer = (t - head) / L
+    t_full = head + per_layer * full
+    layer_bytes = streamed["total"] - streamed["head_weights"]
+    bytes_full = streamed["head_weights"] + layer_bytes * full / L
+    return {
+        "layers": full, "ms_per_token": t_full, "decode_tok_s": 1e3 / t_full, "bytes_per_token": bytes_full,
+        "achieved_gb_s": bytes_full / t_full * 1e3 / GB,
+        "arithmetic": (f"full = head {head:.2f} ms + (slice {t:.2f} ms - head {head:.2f} ms) / {L} layers x {full} "
+                       f"= {head:.2f} + {per_layer:.3f} x {full} = {t_full:.2f} ms/token -> {1e3 / t_full:.3f} tok/s"),
+    }
+
+
+def dump_logits(model: str, layers: int | None, quant: str, gguf: str | None, prompt: list[int], path: str, *,
+                device: str = "cpu", threads: int | None = None, width_scale: float = 1.0,
+                vocab: int | None = None, seed: int = 0) -> str:
+    """Logits of every position of `prompt` (one prefill pass) saved as a [T, vocab] float32 .npy file."""
+    import io
+
+    from qlab.io import write_atomic
+
+    if threads:
+        torch.set_num_threads(int(threads))
+    w = load_weights(model, layers, quant, gguf, width_scale, vocab, seed=seed)
+    bad = [t for t in prompt if not 0 <= t < w.cfg.vocab]
+    if bad:
+        raise QlabError(f"--prompt-tokens: ids {bad[:5]} outside the vocabulary [0, {w.cfg.vocab})")
+    m = Qwen35(w, default_backend(device))
+    st = m.new_state(len(prompt))
+    logits = prefill(m, torch.tensor([prompt], device=m.device), st, all_logits=True)[0]
+    buf = io.BytesIO()
+    np.save(buf, logits.float().cpu().numpy())
+    write_atomic(path, buf.getvalue())
+    return path
+
+
+def format_record(r: dict) -> str:
+    """The record for people: a few lines, the slice's numbers and the full-model estimate."""
+    ops = r["ops_ms_per_token"]
+    prof = r["profiled_ms_per_token"] or 1.0
+    f = r["full_model"]
+    lines = [
+        f"{r['model']} {r['layers']}/{r['full_layers']} layers, {r['quant']} ({r['source']}), hidden {r['hidden']}, "
+        f"{r['device']} x{r['threads']} threads",
+        f"prefill  {r['prefill_tok_s']:8.1f} tok/s  ({r['prefill_tokens']} tokens)",
+        f"decode   {r['decode_tok_s']:8.2f} tok/s  at depth {r['context']} ({r['fill']} fill), "
+        f"{r['decode_ms_per_token']:.2f} ms/token (median of {r['tokens']})",
+        "per token: " + ", ".join(f"{k} {v:.2f} ms ({100 * v / prof:.0f}%)" for k, v in ops.items())
+        + f"  [profiled pass {prof:.2f} ms]",
+        f"streamed {r['bytes_per_token']['total'] / 1e6:.1f} MB/token -> {r['achieved_gb_s']:.2f} GB/s",
+        f"memory   weights {r['weights_gb']:.3f} GB + KV {r['kv_cache_gb']:.3f} GB + state {r['state_gb']:.3f} GB"
+        f" = {r['rss_expected_gb']:.3f} GB; peak RSS {r['peak_rss_gb']:.3f} GB "
+        f"(process before loading: {r['rss_before_load_gb']:.3f} GB)",
+        f"full model ({f['layers']} layers): {f['decode_tok_s']:.3f} tok/s, {f['bytes_per_token'] / 1e9:.2f} GB/token",
+        f"  {f['arithmetic']}",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,77 @@
+"""`run_decode_bench` / `qlab bench decode` on a narrow 4-layer slice: the record's fields, its internal
+arithmetic (slice -> 64 layers, bytes -> GB/s), synthetic fill at depth, logits dump, and bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import _engine_shim
+
+_engine_shim.install()
+
+from qlab.cli import main  # noqa: E402
+from qlab.engine.bench import run_decode_bench  # noqa: E402
+from qlab.engine.config import QWEN36_27B  # noqa: E402
+from qlab.engine.reference import reference_logits  # noqa: E402
+from qlab.engine.weights import synthetic_weights  # noqa: E402
+from qlab.testing import rel_rms_error  # noqa: E402
+
+SMALL = dict(width_scale=8, vocab=512, threads=2)
+
+
+@pytest.mark.parametrize("context,fill", [(20, "prefill"), (700, "synthetic")])
+def test_record_fields_and_arithmetic(context, fill):
+    r = run_decode_bench(layers=4, quant="Q8_0", context=context, tokens=2, **SMALL)
+    json.dumps(r)
+    assert r["fill"] == fill and r["layers"] == 4 and r["full_layers"] == 64
+    assert r["prefill_tok_s"] > 0 and r["decode_tok_s"] > 0
+    assert set(r["ops_ms_per_token"]) == {"deltanet", "attention", "matmul", "other"}
+    assert all(v >= 0 for v in r["ops_ms_per_token"].values()) and r["ops_ms_per_token"]["matmul"] > 0
+    b = r["bytes_per_token"]
+    cfg = QWEN36_27B.width_scaled(8, vocab=512).sliced(4)
+    assert b["kv_cache"] == cfg.kv_cache_bytes(context, 2)          # bf16 cache read to depth
+    assert b["total"] == b["weights"] + b["kv_cache"] + b["state"]
+    assert r["achieved_gb_s"] == pytest.approx(b["total"] * r["decode_tok_s"] / 1e9)
+    f = r["full_model"]
+    head, t = r["head_ms_per_token"], r["decode_ms_per_token"]
+    assert f["ms_per_token"] == pytest.approx(head + (t - head) / 4 * 64)
+    assert f["decode_tok_s"] == pytest.approx(1e3 / f["ms_per_token"])
+    assert str(round(f["ms_per_token"], 2)) in f["arithmetic"] or f"{f['ms_per_token']:.2f}" in f["arithmetic"]
+    assert f["bytes_per_token"] == pytest.approx(b["head_weights"] + (b["total"] - b["head_weights"]) * 16)
+
+
+def test_dump_logits_are_the_model_logits(tmp_path):
+    out = tmp_path / "l.npy"
+    assert main(["bench", "decode", "--layers", "4", "--quant", "Q8_0", "--width-scale", "8", "--vocab", "512",
+                 "--dump-logits", str(out), "--prompt-tokens", "3,1,4,1,5"]) == 0
+    got = np.load(out)
+    assert got.shape == (5, 512)
+    ref = reference_logits(synthetic_weights(QWEN36_27B.width_scaled(8, vocab=512).sliced(4), "Q8_0"), [3, 1, 4, 1, 5])
+    assert rel_rms_error(ref, torch.from_numpy(got)) < 1e-2
+
+
+def test_cli_json_and_bad_input(capsys):
+    assert main(["bench", "decode", "--layers", "4", "--width-scale", "8", "--vocab", "512", "--context", "8",
+                 "--tokens", "1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["context"] == 8
+    assert main(["bench", "decode", "--layers", "6"]) == 2
+    assert "multiple of 4" in capsys.readouterr().err
+    assert main(["bench", "decode", "--layers", "4", "--context", "300000"]) == 2
+    assert "exceeds the model's context of 262144" in capsys.readouterr().err
+    assert main(["bench", "decode", "--dump-logits", "x.npy"]) == 2
+    assert main(["bench", "decode", "--layers", "4", "--width-scale", "8", "--vocab", "512",
+                 "--dump-logits", "x.npy", "--prompt-tokens", "1,999"]) == 2
+    assert "outside the vocabulary" in capsys.readouterr().err
+
+
+def test_full_model_that_does_not_fit_is_refused_before_allocating(capsys, monkeypatch):
+    from qlab.engine import memory
+
+    monkeypatch.setattr(memory, "available_bytes", lambda: 8 * 10**9)
+    assert main(["bench", "decode", "--quant", "Q8_0"]) == 2
+    err = capsys.readouterr().err
+    assert "64-layer slice at Q8_0" in err and "only 8.00 GB" in err
