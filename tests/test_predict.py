@@ -185,3 +185,8 @@ def test_prefill_attention_term_grows_with_context():
     g = predict("rtx-3090", "gemma-3-27b", "Q4_K_M", 65536)      # sliding layers cap their share
     g8 = predict("rtx-3090", "gemma-3-27b", "Q4_K_M", 8192)
     assert g["prefill_tok_s"] / g8["prefill_tok_s"] > 0.5
+
+
+def test_cpu_host_predicts_with_cpu_defaults():
+    r = predict("cpu-host", "qwen3.6-27b", "Q4_K_M", 1024)
+    assert r["basis"] == "roofline" and r["bound"] == "memory" and r["decode_tok_s"] > 0

@@ -23,6 +23,10 @@ CALIBRATION_PATH = Path(__file__).parent / "calibration.json"
 PREFILL_EFFICIENCY = {"nvidia-datacenter": 0.35, "nvidia-consumer": 0.75, "nvidia-unified": 0.5, "apple": 0.6,
                       "amd-consumer": 0.37, "amd-datacenter": 0.25, "amd-unified": 0.4, "intel": 0.3, "cpu": 0.5}
 FAMILIES = ("float", "q8_0", "q4_0", "kquant", "mxfp4", "server")
+# Classes the published rows never reach, where the pooled GPU numbers would mislead: a CPU streams weights
+# at well under its DRAM peak (llama.cpp on desktop CPUs: about 0.6), its attention is no faster per byte,
+# and it pays no kernel-launch cost per layer. Assumptions (basis "roofline") until a profile measures them.
+UNCALIBRATED = {"cpu": {"weights": 0.6, "kv": 0.5, "layer_overhead_us": 2.0, "compute": 0.5}}
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,8 @@ def efficiencies_for(dev) -> Efficiencies:
     fams = cal.get("family_factor", {})
     if cls in cal.get("classes", {}):
         return _from_entry(cal["classes"][cls], fams, cls, "calibrated")
+    if cls in UNCALIBRATED:
+        return _from_entry(UNCALIBRATED[cls], fams, cls, "roofline")
     if "pooled" in cal:
         return replace(_from_entry(cal["pooled"], fams, cls, "roofline"), prefill=PREFILL_EFFICIENCY.get(cls, 0.4))
     return Efficiencies(prefill=PREFILL_EFFICIENCY.get(cls, 0.4))
