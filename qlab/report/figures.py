@@ -12,9 +12,10 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import FuncFormatter, NullLocator  # noqa: E402
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator  # noqa: E402
 
 from qlab.report.fmt import context as fmt_context  # noqa: E402
+from qlab.report.fmt import seconds as fmt_seconds  # noqa: E402
 
 VENDOR_COLORS = {"nvidia": "#5e9400", "amd": "#d0202a", "apple": "#6b6b6b", "intel": "#0068b5", "cpu": "#7a4fa0"}
 QUANT_COLORS = {"BF16": "#1b2f5e", "Q8_0": "#2e86c1", "Q6_K": "#17a589", "Q5_K_M": "#8e44ad", "Q4_K_M": "#e67e22",
@@ -60,6 +61,20 @@ def _ctx_axis(ax, contexts):
     ax.set_xticks(contexts)
     ax.xaxis.set_minor_locator(NullLocator())
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: fmt_context(int(round(v)))))
+
+
+def _log_ticks(axis, lo: float, hi: float, formatter) -> None:
+    """1-2-5 ticks between lo and hi on a log axis, labelled by `formatter`, no minor labels
+    (matplotlib's defaults print 2×10^3 on short log ranges)."""
+    ticks = [m * 10.0 ** e for e in range(math.floor(math.log10(lo)) - 1, math.ceil(math.log10(hi)) + 1)
+             for m in (1, 2, 5) if lo / 1.6 <= m * 10.0 ** e <= hi * 1.6]
+    axis.set_major_locator(FixedLocator(ticks))
+    axis.set_minor_locator(NullLocator())
+    axis.set_major_formatter(FuncFormatter(lambda v, _: formatter(v)))
+
+
+def _duration(v: float) -> str:
+    return f"{v * 1000:.0f} ms" if v < 1 else f"{v:.0f} s" if v < 120 else f"{v / 60:.0f} min"
 
 
 def overview_bars(rows: list[dict], quant: str, context: int) -> str:
@@ -139,7 +154,9 @@ def value_scatter(points: list[dict], quant: str, context: int) -> str:
         ax.annotate(p["name"], (p["price"], p["tok_s"]), xytext=(3, 2), textcoords="offset points", fontsize=6.3,
                     color="#333")
     ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"${v:,.0f}"))
+    prices = [p["price"] for p in points]
+    ax.set_xlim(min(prices) / 1.25, max(prices) * 1.6)
+    _log_ticks(ax.xaxis, min(prices), max(prices), lambda v: f"${v:,.0f}")
     ax.set_xlabel("launch price (USD, log scale)")
     ax.set_ylabel(f"decode tok/s ({quant}, {fmt_context(context)} ctx)")
     ax.set_ylim(bottom=0)
@@ -177,12 +194,11 @@ def ttft_bars(rows: list[dict], prompt_tokens: int, quant: str) -> str:
     ax.set_yticks(range(len(rows)))
     ax.set_yticklabels([r["name"] for r in rows][::-1], fontsize=7)
     ax.set_ylim(-0.6, len(rows) - 0.4)
+    ax.set_xlim(min(vals) / 2.0, max(vals) * 2.5)
     ax.grid(axis="y", visible=False)
-
-    def _t(v, _):
-        return f"{v * 1000:.0f} ms" if v < 1 else f"{v:.0f} s" if v < 120 else f"{v / 60:.0f} min"
-
-    ax.xaxis.set_major_formatter(FuncFormatter(_t))
+    _log_ticks(ax.xaxis, min(vals) / 2.0, max(vals) * 2.0, _duration)
+    for i, v in enumerate(vals):
+        ax.text(v * 1.06, i, fmt_seconds(v), va="center", fontsize=6.5, color="#333")
     ax.set_xlabel(f"time to first token, {fmt_context(prompt_tokens)}-token prompt, {quant} (predicted, log scale)")
     return to_svg(fig)
 
