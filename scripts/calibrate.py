@@ -31,6 +31,8 @@ from qlab.predict.calibration import COMPUTE_EFF, DEFAULT_CSV, ape, load_rows, p
 from qlab.predict.efficiency import CALIBRATION_PATH  # noqa: E402
 
 FAMILIES = ("q8_0", "q4_0", "kquant", "mxfp4")      # "float" is the reference (factor 1)
+DEQUANT = ("float", "q8_0", "q4_0", "kquant", "mxfp4")  # ALU ops per weight, per family
+MODE = "alu"         # "alu": ALU ops per weight (chosen: LODO 8.5 %); "factor": time factor per family (10.4 %); "both" (overfits)
 SHRINK = 0.2         # prior weight: class log-params toward the pooled ones (chosen by leave-one-device-out)
 
 
@@ -39,22 +41,26 @@ class Params:
 
     def __init__(self, classes: list[str]):
         self.classes = classes
-        self.nf = len(FAMILIES)
+        self.nfac = len(FAMILIES) if MODE in ("factor", "both") else 0
+        self.ndq = len(DEQUANT) if MODE in ("alu", "both") else 0
+        self.nf = self.nfac + self.ndq
 
     def size(self) -> int:
         return self.nf + 2 + 3 * (1 + len(self.classes))
 
     def x0(self) -> np.ndarray:
         base = [math.log(0.75), math.log(0.6), math.log(20.0)]
-        return np.array([0.1] * self.nf + [math.log(2.0), math.log(1.1)] + base * (1 + len(self.classes)))
+        return np.array([0.1] * self.nfac + [math.log(4.0)] * self.ndq + [math.log(2.0), math.log(1.1)]
+                        + base * (1 + len(self.classes)))
 
     def bounds(self):
-        lo = [math.log(0.5)] * self.nf + [0.0, math.log(0.5)] + [math.log(0.05), math.log(0.03), math.log(0.05)] * (1 + len(self.classes))
-        hi = [math.log(3.0)] * self.nf + [math.log(12.0), math.log(3.0)] + [math.log(1.0), math.log(1.2), math.log(400.0)] * (1 + len(self.classes))
+        lo = [math.log(0.5)] * self.nfac + [math.log(0.01)] * self.ndq + [0.0, math.log(0.5)] + [math.log(0.05), math.log(0.03), math.log(0.05)] * (1 + len(self.classes))
+        hi = [math.log(3.0)] * self.nfac + [math.log(300.0)] * self.ndq + [math.log(12.0), math.log(3.0)] + [math.log(1.0), math.log(1.2), math.log(400.0)] * (1 + len(self.classes))
         return np.array(lo), np.array(hi)
 
     def unpack(self, x: np.ndarray) -> dict:
-        fam = {f: float(math.exp(x[i])) for i, f in enumerate(FAMILIES)}
+        fam = {f: float(math.exp(x[i])) for i, f in enumerate(FAMILIES)} if self.nfac else {}
+        deq = {f: float(math.exp(x[self.nfac + i])) for i, f in enumerate(DEQUANT)} if self.ndq else {}
         fa_off = float(math.exp(x[self.nf]))
         legacy = float(math.exp(x[self.nf + 1]))
         o = self.nf + 2
@@ -63,7 +69,7 @@ class Params:
             w, kv, tau = (float(math.exp(v)) for v in x[o + 3 * k: o + 3 * k + 3])
             return {"weights": w, "kv": kv, "layer_overhead_us": tau}
 
-        return {"family_factor": fam, "flash_attn_off_kv_factor": fa_off, "legacy_build_time_factor": legacy,
+        return {"family_factor": fam, "dequant_ops": deq, "flash_attn_off_kv_factor": fa_off, "legacy_build_time_factor": legacy,
                 "pooled": triple(0),
                 "classes": {c: triple(i + 1) for i, c in enumerate(self.classes)}}
 
@@ -123,6 +129,7 @@ def main(argv=None) -> int:
         if lodo:
             classes_out[c]["lodo_mdape"] = round(lo, 4)
     print("family time factors: " + ", ".join(f"{k} {v:.3f}" for k, v in p["family_factor"].items())
+          + "; dequant ALU ops/weight: " + ", ".join(f"{k} {v:.2f}" for k, v in p["dequant_ops"].items())
           + f"; flash-attention-off KV factor {p['flash_attn_off_kv_factor']:.2f}"
           + f"; pre-2025 build time factor {p['legacy_build_time_factor']:.2f}")
     if args.verbose:
@@ -135,6 +142,7 @@ def main(argv=None) -> int:
                  "see qlab/predict/README.md",
         "csv": str(args.csv.name), "n_rows": len(rows), "shrink": SHRINK,
         "family_factor": {k: round(v, 4) for k, v in p["family_factor"].items()},
+        "dequant_ops": {k: round(v, 4) for k, v in p["dequant_ops"].items()},
         "flash_attn_off_kv_factor": round(p["flash_attn_off_kv_factor"], 4),
         "legacy_build_time_factor": round(p["legacy_build_time_factor"], 4),
         "pooled": {**{k: round(v, 4) for k, v in p["pooled"].items()}, "compute": COMPUTE_EFF},

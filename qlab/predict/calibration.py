@@ -48,7 +48,8 @@ def efficiencies(params: dict, cls: str) -> Efficiencies:
     """params: {"classes": {cls: {weights, kv, layer_overhead_us}}, "pooled": {...}, "family_factor": {...}}."""
     e = params["classes"].get(cls, params["pooled"])
     return Efficiencies(weights=e["weights"], kv=e["kv"], compute=e.get("compute", COMPUTE_EFF),
-                        layer_overhead_s=e["layer_overhead_us"] * 1e-6, family_factor=params["family_factor"])
+                        layer_overhead_s=e["layer_overhead_us"] * 1e-6, family_factor=params.get("family_factor", {}),
+                        dequant_ops=params.get("dequant_ops", {}))
 
 
 def predict_row(params: dict, row: dict) -> float:

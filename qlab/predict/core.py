@@ -2,6 +2,7 @@
 
 Decode step time (batch B):
     t_mem  = Σ_family weight_bytes·factor(family) / (BW·e_weights) + kv_bytes / (BW·e_kv) + state_bytes / (BW·e_weights)
+           + Σ_family weights_dequantized·ops(family) / FP32 rate
     t_comp = FLOPs / (peak·e_compute)
     t_step = max(t_mem, t_comp) + layer_units · t_layer
 decode_tok_s = B / t_step (per sequence at B = 1, total for B > 1). Prefill is compute-bound:
@@ -47,6 +48,9 @@ def step_time(step, dev, eff: Efficiencies) -> tuple[float, str]:
     bw = dev.mem_bandwidth_gbs * 1e9
     t_w = sum(b * eff.family(f) for f, b in step.weight_bytes.items()) / (bw * eff.weights)
     t_mem = t_w + step.kv_bytes / (bw * eff.kv) + step.state_bytes / (bw * eff.weights)
+    if eff.dequant_ops:   # unpacking quantized weights is ALU work that overlaps the stream only partly
+        alu = (dev.fp32_tflops or dev.peak_tflops or 1.0) * 1e12
+        t_mem += sum(n * eff.dequant_ops.get(f, 0.0) for f, n in step.weight_elems.items()) / alu
     t_comp = step.flops / (_peak_flops(dev) * eff.compute)
     bound = "memory" if t_mem >= t_comp else "compute"
     return max(t_mem, t_comp) + step.layer_units * eff.layer_overhead_s, bound

@@ -37,6 +37,7 @@ class Efficiencies:
     prefill: float = 0.5                 # fraction of peak matrix FLOP/s in prefill
     layer_overhead_s: float = 0.0        # fixed time per layer unit per step (launch/sync)
     family_factor: dict[str, float] = field(default_factory=dict, hash=False)  # time multiplier per weight family
+    dequant_ops: dict[str, float] = field(default_factory=dict, hash=False)    # ALU ops per weight, per family
     source: str = "roofline"             # "roofline" | "calibrated" | "measured"
 
     def family(self, fam: str) -> float:
@@ -68,24 +69,24 @@ def load_calibration(path: str = str(CALIBRATION_PATH)) -> dict:
     return json.loads(p.read_text())
 
 
-def _from_entry(entry: dict, families: dict, cls: str, source: str) -> Efficiencies:
+def _from_entry(entry: dict, families: dict, cls: str, source: str, dequant: dict | None = None) -> Efficiencies:
     return Efficiencies(weights=entry["weights"], kv=entry["kv"], compute=entry.get("compute", 0.6),
                         prefill=entry.get("prefill", PREFILL_EFFICIENCY.get(cls, 0.4)),
                         layer_overhead_s=entry.get("layer_overhead_us", 0.0) * 1e-6,
-                        family_factor=dict(families), source=source)
+                        family_factor=dict(families), dequant_ops=dict(dequant or {}), source=source)
 
 
 def efficiencies_for(dev) -> Efficiencies:
     """Calibrated efficiencies for the device's class, or the pooled ones (basis "roofline")."""
     cal = load_calibration()
     cls = device_class(dev)
-    fams = cal.get("family_factor", {})
+    fams, deq = cal.get("family_factor", {}), cal.get("dequant_ops", {})
     if cls in cal.get("classes", {}):
-        return _from_entry(cal["classes"][cls], fams, cls, "calibrated")
+        return _from_entry(cal["classes"][cls], fams, cls, "calibrated", deq)
     if cls in UNCALIBRATED:
-        return _from_entry(UNCALIBRATED[cls], fams, cls, "roofline")
+        return _from_entry(UNCALIBRATED[cls], fams, cls, "roofline", deq)
     if "pooled" in cal:
-        return replace(_from_entry(cal["pooled"], fams, cls, "roofline"), prefill=PREFILL_EFFICIENCY.get(cls, 0.4))
+        return _from_entry(cal["pooled"], fams, cls, "roofline", deq)
     return Efficiencies(prefill=PREFILL_EFFICIENCY.get(cls, 0.4))
 
 
@@ -127,4 +128,7 @@ def efficiencies_from_profile(profile: dict, dev=None) -> Efficiencies:
     fam = dict(base.family_factor)
     if isinstance(eff.get("family_factor"), dict):
         fam.update({str(k): float(v) for k, v in eff["family_factor"].items()})
-    return replace(base, **vals, family_factor=fam, source="measured")
+    deq = dict(base.dequant_ops)
+    if isinstance(eff.get("dequant_ops"), dict):
+        deq.update({str(k): float(v) for k, v in eff["dequant_ops"].items()})
+    return replace(base, **vals, family_factor=fam, dequant_ops=deq, source="measured")

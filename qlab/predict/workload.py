@@ -11,7 +11,7 @@ FLOPs: 2 per weight per token for the matmuls, attention 4·HQ·S·D per layer, 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 from qlab.kernels.cost import OpCost
@@ -44,10 +44,18 @@ class StepCost:
     state_bytes: float
     flops: float
     layer_units: float
+    weight_elems: dict[str, float] = field(default_factory=dict)   # family -> weights dequantized per step
 
     @property
     def total_bytes(self) -> float:
         return sum(self.weight_bytes.values()) + self.kv_bytes + self.state_bytes
+
+
+def _n(shape: tuple[int, ...]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
 
 
 def _distinct_experts(E: int, k: int, B: int) -> float:
@@ -55,8 +63,9 @@ def _distinct_experts(E: int, k: int, B: int) -> float:
 
 
 @lru_cache(maxsize=4096)
-def _weights_step(model_id: str, quant: str, batch: int) -> tuple[tuple[tuple[str, float], ...], float, float]:
-    """(family bytes, matmul FLOPs, layer units) of the weights for one decode step, grouped by shape."""
+def _weights_step(model_id: str, quant: str, batch: int) -> tuple[tuple[tuple[str, float], ...], float, float,
+                                                                  tuple[tuple[str, float], ...]]:
+    """(family bytes, matmul FLOPs, layer units, family weights) of the weights for one decode step."""
     m = get_model(model_id)
     mix = quantize(m, quant)
     groups: dict[tuple, int] = {}
@@ -64,6 +73,7 @@ def _weights_step(model_id: str, quant: str, batch: int) -> tuple[tuple[tuple[st
         key = (t.role, t.type, t.shape, t.nbytes, t.active_fraction)
         groups[key] = groups.get(key, 0) + 1
     fam: dict[str, float] = {}
+    elems: dict[str, float] = {}
     flops = 0.0
     for (role, typ, shape, nbytes, frac), n in groups.items():
         f = TYPE_FAMILY.get(typ, "float")
@@ -81,8 +91,12 @@ def _weights_step(model_id: str, quant: str, batch: int) -> tuple[tuple[tuple[st
             b, fl = nbytes * frac, 0.0
         fam[f] = fam.get(f, 0.0) + n * b
         flops += n * fl
+        if role == "expert":   # weights a matmul dequantizes, once per step
+            elems[f] = elems.get(f, 0.0) + n * _distinct_experts(shape[2], m.ffn.active_experts, batch) * _n(shape[:2])
+        elif role in ("matmul", "output"):
+            elems[f] = elems.get(f, 0.0) + n * _n(shape)
     units = sum(LAYER_UNITS[k] for k in m.layer_types) + (MOE_UNITS * m.n_layers if m.is_moe else 0.0)
-    return tuple(sorted(fam.items())), flops, units
+    return tuple(sorted(fam.items())), flops, units, tuple(sorted(elems.items()))
 
 
 def kv_step(m: ModelPreset, context: int, batch: int, kv_dtype: str) -> OpCost:
@@ -111,10 +125,10 @@ def state_step(m: ModelPreset, batch: int) -> OpCost:
 
 def decode_step(model: str | ModelPreset, quant: str, context: int, batch: int = 1, kv_dtype: str = "F16") -> StepCost:
     m = get_model(model)
-    fam, wflops, units = _weights_step(m.id, quant, batch)
+    fam, wflops, units, elems = _weights_step(m.id, quant, batch)
     kv = kv_step(m, context, batch, kv_dtype)
     st = state_step(m, batch)
-    return StepCost(dict(fam), kv.bytes, st.bytes, wflops + kv.flops + st.flops, units)
+    return StepCost(dict(fam), kv.bytes, st.bytes, wflops + kv.flops + st.flops, units, dict(elems))
 
 
 def weight_bytes_total(model: str | ModelPreset, quant: str) -> float:
@@ -135,7 +149,7 @@ def _prefill_flops(model_id: str, quant: str, tokens: int) -> float:
     m = get_model(model_id)
     if tokens <= 0:
         return 0.0
-    _, wflops_1, _ = _weights_step(m.id, quant, 1)
+    wflops_1 = _weights_step(m.id, quant, 1)[1]
     total = wflops_1 * tokens
     a = m.attention
     n_full, n_slide = m.count(ATTENTION), m.count(SLIDING)
