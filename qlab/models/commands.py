@@ -47,7 +47,9 @@ def run(args: argparse.Namespace) -> int:
             ffn = (f"MoE {m.ffn.active_experts}/{m.ffn.experts}" if m.is_moe else f"dense {m.ffn.intermediate_size}")
             t.add_row(m.id, str(m.n_layers), mix, ffn, f"{r['params'] / 1e9:.2f}", f"{r['active_params'] / 1e9:.2f}",
                       str(m.max_context))
-        Console().print(t)
+        import sys
+
+        (Console() if sys.stdout.isatty() else Console(width=160)).print(t)
         return 0
     m = get_model(args.id)
     d = _summary(m)

@@ -103,7 +103,8 @@ def predict(hw, model: str, quant: str, context: int, batch: int = 1, kv_dtype: 
     ttft = (prefill_time(m, q, context, dev, eff) if context else 0.0) + t_first
     runtime = "cpu" if device_class(dev) == "cpu" else (dev.vendor or "nvidia").lower()
     mem = memory(m, q, context, batch, kv, runtime=runtime)
-    out = {"hw": dev.id, "model": m.id, "quant": q, "context": context, "batch": batch,
+    hw_id = f"{dev.id}@{dev.memory_gb:g}" if isinstance(hw, str) and "@" in hw else dev.id  # keep the memory option
+    out = {"hw": hw_id, "model": m.id, "quant": q, "context": context, "batch": batch,
            "decode_tok_s": round(batch / t_step, 3), "prefill_tok_s": round(n_prefill / t_pp, 3),
            "ttft_s": round(ttft, 4), "memory": mem.as_contract(), "fits": fits(mem, dev), "bound": bound,
            "basis": eff.source}
