@@ -252,6 +252,7 @@ def test_cli_writes_report_with_profiles(tmp_path, capsys):
 
 def test_format_helpers():
     assert fmt.sig(31.234) == "31.2" and fmt.sig(1234.5) == "1234" and fmt.sig(0.04512) == "0.0451"
+    assert fmt.sig(0.09996) == "0.100" and fmt.sig(99.96) == "100"
     assert fmt.seconds(0.5) == "500 ms" and fmt.seconds(2.345) == "2.35 s" and fmt.seconds(600) == "10.0 min"
     assert fmt.margin(3.14) == "+3.1" and fmt.margin(-12.4) == "\u221212" and fmt.margin(None) == "–"
     assert fmt.context(4096) == "4K" and fmt.context(262144) == "256K" and fmt.context(1000) == "1000"

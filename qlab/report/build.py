@@ -79,6 +79,7 @@ def build_report(hw_ids: list[str] | None = None, vendor: str | None = None, all
                                         if isinstance((p.get("calibration") or {}).get("efficiencies"), dict)})
 
     summary = sections.summary(devices, preds, model, budget_usd)
+    multi = sections.multi(devices, preds, model, budget_usd)
     context = {
         "model": model,
         "dense_model": grid.DENSE_CONTRAST,
@@ -91,8 +92,8 @@ def build_report(hw_ids: list[str] | None = None, vendor: str | None = None, all
         "fit": sections.fit_matrix(devices, preds, model),
         "curves": sections.curves(summary["order"], preds, model),
         "prefill": sections.prefill(summary["order"], preds, model),
-        "value": sections.value(summary["order"], preds, model, budget_usd),
-        "multi": sections.multi(devices, preds, model, budget_usd),
+        "multi": multi,
+        "value": sections.value(summary["order"], preds, model, budget_usd, multi["rows"]),
         "measured": [sections.measured(p, preds, model) for p in profiles],
         "methods": sections.methods(devices, preds, model),
         "meta": {

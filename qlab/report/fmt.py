@@ -12,6 +12,9 @@ def sig(x: float | None, digits: int = 3) -> str:
     if x == 0:
         return "0"
     decimals = max(0, digits - 1 - math.floor(math.log10(abs(x))))
+    rounded = round(x, decimals)  # 0.09996 rounds up to 0.100: count digits on the rounded value
+    if rounded != 0:
+        decimals = max(0, digits - 1 - math.floor(math.log10(abs(rounded))))
     return f"{x:.{decimals}f}"
 
 
