@@ -46,7 +46,7 @@ class Measurement:
 class Timer:
     """Times zero-argument callables on one device. `working_set_bytes` decides whether to flush."""
 
-    def __init__(self, device: str = "cpu", warmup: int = 1, min_repeats: int = 3, max_repeats: int = 15,
+    def __init__(self, device: str = "cpu", warmup: int = 1, min_repeats: int = 5, max_repeats: int = 15,
                  target_s: float = 0.1):
         self.device = device
         self.warmup = warmup
@@ -113,3 +113,18 @@ class Timer:
             if deadline is not None and n >= 1 and time.monotonic() + statistics.median(samples) > deadline:
                 break
         return Measurement(statistics.median(samples), samples, flush)
+
+    def compare(self, fns: list[Callable[[], object]], working_set_bytes: float = 0.0, rounds: int = 3,
+                before: Callable[[int], object] | None = None, deadline: float | None = None) -> list[float]:
+        """Medians of up to `rounds` measurements of each callable, taken in alternation (a, b, a, b, ...),
+        so a change in the machine's load hits all of them alike; at least one round, more while the
+        deadline allows. `before(i)` runs ahead of measuring fns[i]."""
+        per: list[list[float]] = [[] for _ in fns]
+        for r in range(rounds):
+            if r and deadline is not None and time.monotonic() >= deadline:
+                break
+            for i, fn in enumerate(fns):
+                if before is not None:
+                    before(i)
+                per[i].append(self.measure(fn, working_set_bytes, deadline).median_s)
+        return [statistics.median(p) for p in per]

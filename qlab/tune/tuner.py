@@ -24,6 +24,7 @@ from qlab.tune.strategies import Objective, get_strategy
 from qlab.tune.timing import Timer
 
 MIN_TASK_BUDGET_S = 0.05
+CONFIRM_SHARE = 0.85
 
 
 @dataclass
@@ -164,6 +165,20 @@ class _Task:
             working_set = self.top.cost(self.shape, config).bytes
             return self.timer.measure(fn, working_set, deadline).median_s
 
+    def confirm(self, *configs: Config, deadline: float | None = None) -> list[float]:
+        inputs, _ = self._inputs()
+        fns = [self.top.prepare(inputs, c) for c in configs]
+        threads = [c.get("threads") for c in configs]
+        ws = max(self.top.cost(self.shape, c).bytes for c in configs)
+        import torch
+
+        before = torch.get_num_threads()
+        try:
+            return self.timer.compare(fns, ws, before=lambda i: threads[i] and torch.set_num_threads(threads[i]),
+                                      deadline=deadline)
+        finally:
+            torch.set_num_threads(before)
+
 
 def _cache_fields(top: TunableOp, shape: dict, device: str) -> dict[str, Any]:
     return {**environment(device), "op": top.op, "impl": top.impl, "source": top.source_hash(),
@@ -191,7 +206,7 @@ def tune_task(top: TunableOp, shape: dict, device: str, budget_s: float, strateg
     valid = space.valid()   # raises SpaceError for an empty / contradictory space
     timer = timer or Timer(device)
     task = _Task(top, shape, device, timer, shared if shared is not None else {})
-    deadline = t0 + max(budget_s, MIN_TASK_BUDGET_S)
+    deadline = t0 + max(CONFIRM_SHARE * budget_s, MIN_TASK_BUDGET_S)   # the rest: the confirmation
     objective = Objective(lambda c: task.evaluate(c, deadline), deadline=deadline)
     default = dict(top.defaults)
     default_time = objective(default)   # always measured, whatever the budget: the baseline
@@ -199,6 +214,12 @@ def tune_task(top: TunableOp, shape: dict, device: str, budget_s: float, strateg
 
     best, best_time = objective.best, objective.best_value
     ok = best is not None and math.isfinite(best_time)
+    if ok and math.isfinite(default_time) and best != default:
+        # Search times come from moments of different load; the winner and the default are timed again,
+        # alternating, and those paired numbers are what is reported (and decide between the two).
+        default_time, best_time = task.confirm(default, best, deadline=t0 + budget_s)
+        if default_time <= best_time:
+            best, best_time = default, default_time
     d_time = default_time if math.isfinite(default_time) else None
     cost = top.cost(shape, best if ok else default)
     result = TuneResult(
