@@ -78,10 +78,17 @@ def build_report(hw_ids: list[str] | None = None, vendor: str | None = None, all
     preds = Predictions(profiles_by_hw={p["device"]["id"]: p for p in profiles
                                         if isinstance((p.get("calibration") or {}).get("efficiencies"), dict)})
 
+    from qlab.models.loader import get_model
+
+    m = get_model(model)
+    arch = {"name": m.name, "n_layers": m.n_layers, "n_deltanet": m.layer_types.count("deltanet"),
+            "n_attention": sum(1 for t in m.layer_types if "attention" in t), "hidden": m.hidden_size,
+            "max_context": m.max_context, "max_context_scaled": m.max_context_scaled}
     summary = sections.summary(devices, preds, model, budget_usd)
     multi = sections.multi(devices, preds, model, budget_usd)
     context = {
         "model": model,
+        "arch": arch,
         "dense_model": grid.DENSE_CONTRAST,
         "devices": devices,
         "budget": budget_usd,

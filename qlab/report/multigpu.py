@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from qlab.report.grid import BEST_QUANTS, KV_DTYPES, MODEL, PROMPT_TOKENS, Predictions
 
-HIDDEN = 5120               # Qwen3.6-27B hidden size: the activation handed from one GPU to the next
 ACT_BYTES = 2               # fp16 activations
 HOP_LATENCY_S = 20e-6       # one device-to-device copy and sync through PCIe (no NVLink P2P assumed)
 IMBALANCE = 1.05            # the output matrix lands on the last GPU, so its share is a little larger
@@ -38,13 +37,16 @@ def split_by_layers(device, n: int, quant: str, context: int, preds: Predictions
     if n == 1:
         return {**one, "n_devices": 1, "per_device_gb": one["memory"]["total_gb"], "link_gbs": None,
                 "price_usd": device.price_usd, "tdp_w": device.tdp_w}
+    from qlab.models.loader import get_model
+
+    hidden = get_model(model).hidden_size  # the activation handed from one GPU to the next, per token
     mem = one["memory"]
     shared = mem["weights_gb"] + mem["kv_cache_gb"] + mem["state_gb"]
     per_device = shared / n * IMBALANCE + mem["overhead_gb"]
     link = link_gbs(device)
-    hop = ACT_BYTES * HIDDEN / (link * 1e9) + HOP_LATENCY_S
+    hop = ACT_BYTES * hidden / (link * 1e9) + HOP_LATENCY_S
     decode_s = 1.0 / one["decode_tok_s"] + (n - 1) * hop
-    prompt_hop = ACT_BYTES * HIDDEN * PROMPT_TOKENS / (link * 1e9) + HOP_LATENCY_S
+    prompt_hop = ACT_BYTES * hidden * PROMPT_TOKENS / (link * 1e9) + HOP_LATENCY_S
     ttft = one["ttft_s"] + (n - 1) * prompt_hop if one.get("ttft_s") else None
     return {
         **one,
