@@ -256,3 +256,11 @@ def test_format_helpers():
     assert fmt.seconds(0.5) == "500 ms" and fmt.seconds(2.345) == "2.35 s" and fmt.seconds(600) == "10.0 min"
     assert fmt.margin(3.14) == "+3.1" and fmt.margin(-12.4) == "\u221212" and fmt.margin(None) == "–"
     assert fmt.context(4096) == "4K" and fmt.context(262144) == "256K" and fmt.context(1000) == "1000"
+
+
+def test_other_model_says_where_its_context_ends():
+    html = build_report(["rtx-3090"], None, False, model="qwen3-32b")
+    assert "Which hardware for Qwen3-32B?" in html
+    assert "beyond the model&#39;s context" in html or "beyond the model's context" in html
+    assert "Gated DeltaNet layers read" not in html  # hybrid-only text is left out for a dense model
+    _check_numbers(html)
