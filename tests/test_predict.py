@@ -45,10 +45,21 @@ def test_checked_in_calibration_mdape_within_10_percent():
     print(f"calibration MdAPE {100 * mdape:.1f}% over {len(rows)} rows; "
           + ", ".join(f"{c} {100 * statistics.median(v):.1f}%" for c, v in sorted(by_class.items())))
     assert mdape <= 0.10
-    assert cal["errors"]["mdape"] == pytest.approx(mdape, abs=0.002)   # the JSON says what it achieves
+    assert cal["errors"]["by_set"]["shared"]["mdape"] == pytest.approx(mdape, abs=0.002)  # the JSON says what it achieves
     # fit little: a handful of numbers per class, not one per device
     assert all(set(v) >= {"weights", "kv", "layer_overhead_us"} for v in cal["classes"].values())
     assert len(cal["classes"]) < len({r["hw"] for r in rows})
+
+
+def test_supplement_qwen35_rows_within_10_percent():
+    from qlab.predict.calibration import SUPPLEMENT_CSV
+
+    cal = load_calibration()
+    rows = load_rows(SUPPLEMENT_CSV, tag="supplement")
+    assert {r["model"] for r in rows} <= {"qwen3.5-27b", "qwen3.6-27b"}
+    errs = [ape(cal, r) for r in rows]
+    print(f"Qwen3.5/3.6-27B supplement MdAPE {100 * statistics.median(errs):.1f}% over {len(rows)} rows")
+    assert statistics.median(errs) <= 0.10 and max(errs) <= 0.2
 
 
 def test_uncalibrated_class_is_roofline():
@@ -100,7 +111,8 @@ def test_kv_dtype_changes_kv_memory_and_speed_at_depth():
     f16 = predict("rtx-4090", "qwen3.6-27b", "Q4_K_M", 65536, kv_dtype="F16")
     q8 = predict("rtx-4090", "qwen3.6-27b", "Q4_K_M", 65536, kv_dtype="q8_0")
     assert q8["memory"]["kv_cache_gb"] == pytest.approx(f16["memory"]["kv_cache_gb"] * 34 / 64, rel=1e-3)
-    assert q8["decode_tok_s"] > f16["decode_tok_s"]
+    # attention over a quantized cache is dequant-bound: it saves memory, not time (calibrated factor ~1)
+    assert q8["decode_tok_s"] == pytest.approx(f16["decode_tok_s"], rel=0.15)
 
 
 def test_context_limits_and_yarn_flag():

@@ -15,6 +15,9 @@ from qlab.predict.efficiency import Efficiencies, device_class
 from qlab.predict.workload import decode_step
 
 DEFAULT_CSV = Path("/work/shared/data/published_decode_calibration.csv")
+# Published llama.cpp rows of the target model family (Qwen3.5/3.6-27B) found while building the predictor:
+# the shared CSV has no DeltaNet model and no quantized KV cache, which these rows pin down. Sources inside.
+SUPPLEMENT_CSV = Path(__file__).parent / "data" / "supplement_decode.csv"
 # CSV ids that name a device family rather than one hwdb id: the variant the source used
 HW_ALIASES = {"a100-80gb": "a100-80gb-pcie"}        # XiongjieDai lists "A100 PCIe 80GB"
 # Sources whose runs had flash attention on (newer llama-bench runs at depth); all others predate it or
@@ -27,7 +30,7 @@ LEGACY_BUILD = ("discussions/4167", "XiongjieDai", "dmatora", "llm-tracker")
 COMPUTE_EFF = 0.5    # decode matrix efficiency at batch > 1: not identifiable from batch-1 rows (assumption)
 
 
-def load_rows(path: Path = DEFAULT_CSV) -> list[dict]:
+def load_rows(path: Path = DEFAULT_CSV, tag: str = "shared") -> list[dict]:
     from qlab.hwdb import get_device
 
     rows = []
@@ -38,8 +41,11 @@ def load_rows(path: Path = DEFAULT_CSV) -> list[dict]:
                    "model": r["model"], "quant": r["quant"], "context": int(r["context"]),
                    "batch": int(r.get("batch") or 1), "measured": float(r["measured_decode_tok_s"]),
                    "fa": any(s in r["source"] for s in FLASH_ATTN_ON), "backend": r["backend"],
-                   "legacy": any(s in r["source"] for s in LEGACY_BUILD)}
-            row["step"] = decode_step(row["model"], row["quant"], row["context"], row["batch"])
+                   "legacy": any(s in r["source"] for s in LEGACY_BUILD), "set": tag,
+                   "kv_dtype": (r.get("kv_dtype") or "F16").strip()}
+            if tag == "supplement":
+                row["fa"] = True   # every supplement row ran with flash attention
+            row["step"] = decode_step(row["model"], row["quant"], row["context"], row["batch"], row["kv_dtype"])
             rows.append(row)
     return rows
 
@@ -49,7 +55,9 @@ def efficiencies(params: dict, cls: str) -> Efficiencies:
     e = params["classes"].get(cls, params["pooled"])
     return Efficiencies(weights=e["weights"], kv=e["kv"], compute=e.get("compute", COMPUTE_EFF),
                         layer_overhead_s=e["layer_overhead_us"] * 1e-6, family_factor=params.get("family_factor", {}),
-                        dequant_ops=params.get("dequant_ops", {}))
+                        dequant_ops=params.get("dequant_ops", {}),
+                        deltanet_units=params.get("deltanet_layer_units", 1.5),
+                        kv_quant_factor=params.get("kv_quant_factor", 1.0))
 
 
 def predict_row(params: dict, row: dict) -> float:

@@ -47,13 +47,15 @@ def step_time(step, dev, eff: Efficiencies) -> tuple[float, str]:
     """Seconds for one decode step and which side bounds it."""
     bw = dev.mem_bandwidth_gbs * 1e9
     t_w = sum(b * eff.family(f) for f, b in step.weight_bytes.items()) / (bw * eff.weights)
-    t_mem = t_w + step.kv_bytes / (bw * eff.kv) + step.state_bytes / (bw * eff.weights)
+    kv = step.kv_f16_bytes * eff.kv_quant_factor if step.kv_quantized else step.kv_bytes
+    t_mem = t_w + kv / (bw * eff.kv) + step.state_bytes / (bw * eff.weights)
     if eff.dequant_ops:   # unpacking quantized weights is ALU work that overlaps the stream only partly
         alu = (dev.fp32_tflops or dev.peak_tflops or 1.0) * 1e12
         t_mem += sum(n * eff.dequant_ops.get(f, 0.0) for f, n in step.weight_elems.items()) / alu
     t_comp = step.flops / (_peak_flops(dev) * eff.compute)
     bound = "memory" if t_mem >= t_comp else "compute"
-    return max(t_mem, t_comp) + step.layer_units * eff.layer_overhead_s, bound
+    units = step.layer_units + step.n_deltanet * eff.deltanet_units
+    return max(t_mem, t_comp) + units * eff.layer_overhead_s, bound
 
 
 def prefill_time(model, quant: str, tokens: int, dev, eff: Efficiencies) -> float:

@@ -38,6 +38,8 @@ class Efficiencies:
     layer_overhead_s: float = 0.0        # fixed time per layer unit per step (launch/sync)
     family_factor: dict[str, float] = field(default_factory=dict, hash=False)  # time multiplier per weight family
     dequant_ops: dict[str, float] = field(default_factory=dict, hash=False)    # ALU ops per weight, per family
+    deltanet_units: float = 1.5          # launch units of one DeltaNet layer (an attention layer = 1)
+    kv_quant_factor: float = 1.0         # quantized KV cache: time relative to an F16 cache of the same length
     source: str = "roofline"             # "roofline" | "calibrated" | "measured"
 
     def family(self, fam: str) -> float:
@@ -69,24 +71,25 @@ def load_calibration(path: str = str(CALIBRATION_PATH)) -> dict:
     return json.loads(p.read_text())
 
 
-def _from_entry(entry: dict, families: dict, cls: str, source: str, dequant: dict | None = None) -> Efficiencies:
+def _from_entry(entry: dict, cal: dict, cls: str, source: str) -> Efficiencies:
     return Efficiencies(weights=entry["weights"], kv=entry["kv"], compute=entry.get("compute", 0.6),
                         prefill=entry.get("prefill", PREFILL_EFFICIENCY.get(cls, 0.4)),
                         layer_overhead_s=entry.get("layer_overhead_us", 0.0) * 1e-6,
-                        family_factor=dict(families), dequant_ops=dict(dequant or {}), source=source)
+                        family_factor=dict(cal.get("family_factor", {})), dequant_ops=dict(cal.get("dequant_ops", {})),
+                        deltanet_units=cal.get("deltanet_layer_units", 1.5),
+                        kv_quant_factor=cal.get("kv_quant_factor", 1.0), source=source)
 
 
 def efficiencies_for(dev) -> Efficiencies:
     """Calibrated efficiencies for the device's class, or the pooled ones (basis "roofline")."""
     cal = load_calibration()
     cls = device_class(dev)
-    fams, deq = cal.get("family_factor", {}), cal.get("dequant_ops", {})
     if cls in cal.get("classes", {}):
-        return _from_entry(cal["classes"][cls], fams, cls, "calibrated", deq)
+        return _from_entry(cal["classes"][cls], cal, cls, "calibrated")
     if cls in UNCALIBRATED:
-        return _from_entry(UNCALIBRATED[cls], fams, cls, "roofline", deq)
+        return _from_entry(UNCALIBRATED[cls], cal, cls, "roofline")
     if "pooled" in cal:
-        return _from_entry(cal["pooled"], fams, cls, "roofline", deq)
+        return _from_entry(cal["pooled"], cal, cls, "roofline")
     return Efficiencies(prefill=PREFILL_EFFICIENCY.get(cls, 0.4))
 
 

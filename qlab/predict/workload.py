@@ -29,9 +29,9 @@ TYPE_FAMILY = {
     "MXFP4": "mxfp4",
     "INT4-G128": "server", "FP8": "server", "NVFP4": "server",
 }
-# Kernel launches per layer relative to a standard attention + dense FFN layer (llama.cpp graph nodes):
-# a DeltaNet layer runs conv, gates, norms, the recurrence and its own projections (about 1.5x);
-# a MoE FFN adds the router, top-k and the expert gather (+0.5).
+# Kernel launches per layer relative to a standard attention + dense FFN layer (llama.cpp graph nodes);
+# a MoE FFN adds the router, top-k and the expert gather (+0.5). A DeltaNet layer (conv, gates, norms, the
+# recurrence, five projections) counts `deltanet_units` each: calibrated (efficiency.Efficiencies).
 LAYER_UNITS = {ATTENTION: 1.0, SLIDING: 1.0, DELTANET: 1.5}
 MOE_UNITS = 0.5
 
@@ -43,8 +43,12 @@ class StepCost:
     kv_bytes: float
     state_bytes: float
     flops: float
-    layer_units: float
+    layer_units: float                 # launch units of the non-DeltaNet layers (attention + MoE)
     weight_elems: dict[str, float] = field(default_factory=dict)   # family -> weights dequantized per step
+    n_deltanet: int = 0                # DeltaNet layers: their launch units are a calibrated number each
+    kv_quantized: bool = False         # the KV cache is a block-quantized type (Q8_0, Q4_0, ...)
+    kv_f16_bytes: float = 0.0          # the same KV at 2 bytes per value: attention over a quantized cache
+                                       # is dequant-bound, its time follows the values, not the bytes
 
     @property
     def total_bytes(self) -> float:
@@ -95,7 +99,7 @@ def _weights_step(model_id: str, quant: str, batch: int) -> tuple[tuple[tuple[st
             elems[f] = elems.get(f, 0.0) + n * _distinct_experts(shape[2], m.ffn.active_experts, batch) * _n(shape[:2])
         elif role in ("matmul", "output"):
             elems[f] = elems.get(f, 0.0) + n * _n(shape)
-    units = sum(LAYER_UNITS[k] for k in m.layer_types) + (MOE_UNITS * m.n_layers if m.is_moe else 0.0)
+    units = sum(LAYER_UNITS[k] for k in m.layer_types if k != DELTANET) + (MOE_UNITS * m.n_layers if m.is_moe else 0.0)
     return tuple(sorted(fam.items())), flops, units, tuple(sorted(elems.items()))
 
 
@@ -128,7 +132,10 @@ def decode_step(model: str | ModelPreset, quant: str, context: int, batch: int =
     fam, wflops, units, elems = _weights_step(m.id, quant, batch)
     kv = kv_step(m, context, batch, kv_dtype)
     st = state_step(m, batch)
-    return StepCost(dict(fam), kv.bytes, st.bytes, wflops + kv.flops + st.flops, units, dict(elems))
+    kv_q = kv_dtype.upper() not in ("F16", "BF16", "F32")
+    kv16 = kv_step(m, context, batch, "F16").bytes if kv_q else kv.bytes
+    return StepCost(dict(fam), kv.bytes, st.bytes, wflops + kv.flops + st.flops, units, dict(elems),
+                    m.count(DELTANET), kv_q, kv16)
 
 
 def weight_bytes_total(model: str | ModelPreset, quant: str) -> float:
