@@ -67,6 +67,19 @@ def prefill_time(model, quant: str, tokens: int, dev, eff: Efficiencies) -> floa
     return flops / (_peak_flops(dev) * eff.prefill) + t_weights
 
 
+def _as_int(v) -> int | None:
+    """Integers, numpy integers and whole floats are accepted; anything else is None."""
+    import numbers
+
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, numbers.Integral):
+        return int(v)
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    return None
+
+
 def _check(m, quant: str, context: int, batch: int, kv_dtype: str) -> tuple[str, str, list[str]]:
     q = normalize_quant(quant)
     kv = kv_dtype.strip().upper()
@@ -74,9 +87,9 @@ def _check(m, quant: str, context: int, batch: int, kv_dtype: str) -> tuple[str,
         from qlab.errors import unknown
 
         raise unknown("KV dtype", kv_dtype, KV_DTYPES)
-    if not isinstance(context, int) or context < 0:
+    if _as_int(context) is None or context < 0:
         raise QlabError(f"context: expected an integer >= 0 (tokens already in the cache), got {context!r}")
-    if not isinstance(batch, int) or batch < 1:
+    if _as_int(batch) is None or batch < 1:
         raise QlabError(f"batch: expected an integer >= 1, got {batch!r}")
     warnings = []
     if context > m.max_context:
@@ -96,6 +109,7 @@ def predict(hw, model: str, quant: str, context: int, batch: int = 1, kv_dtype: 
     dev = _device(hw)
     m = get_model(model)
     q, kv, warnings = _check(m, quant, context, batch, kv_dtype)
+    context, batch = _as_int(context), _as_int(batch)
     eff = efficiencies_from_profile(profile, dev) if profile is not None else efficiencies_for(dev)
     step = decode_step(m, q, context, batch, kv)
     t_step, bound = step_time(step, dev, eff)
@@ -122,5 +136,5 @@ def decode_step_time_1(m, q: str, context: int, kv: str, dev, eff: Efficiencies)
 
 def predict_many(scenarios) -> list[dict]:
     """Each scenario is a dict of predict()'s keyword arguments (hw, model, quant, context, [batch, kv_dtype,
-    profile])."""
-    return [predict(**s) for s in scenarios]
+    profile]) or a tuple in predict()'s argument order."""
+    return [predict(**s) if isinstance(s, dict) else predict(*s) for s in scenarios]
