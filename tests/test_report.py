@@ -154,7 +154,9 @@ def test_measured_profile_section(profiled_html):
     validate_profile(sample_profile())  # the fixture is a valid profile document
     section = profiled_html[profiled_html.index('<section id="measured">'):profiled_html.index('<section id="methods">')]
     assert "measured" in section and "triton_q4k" in section and "BLOCK_N=64" in section
-    assert "87.6" in section or "88%" in section  # kernel % of peak bandwidth
+    assert "88%" in section  # kernel % of peak bandwidth (87.6)
+    assert re.search(r"matmul bfloat16</td><td[^>]*>61\.5 TFLOPS</td><td[^>]*>71\.2 TFLOPS</td><td[^>]*>86%", section)
+    assert re.search(r"memory read</td><td[^>]*>850 GB/s</td><td[^>]*>936 GB/s</td><td[^>]*>91%", section)
     assert section.count("<svg") >= 3  # measured vs predicted, breakdown, kernel efficiency
     # predictions next to measurements use the profile's calibration, and equal predict(profile=...)
     _check_numbers(profiled_html, {"rtx-3090": sample_profile()})

@@ -206,7 +206,7 @@ def ttft_bars(rows: list[dict], prompt_tokens: int, quant: str) -> str:
 def measured_vs_predicted(rows: list[dict], title: str) -> str:
     """Grouped bars per decode run: measured, predicted from the profile, predicted from specs alone.
     rows: {label, measured, calibrated (or None), spec (or None)}."""
-    fig, ax = plt.subplots(figsize=(7.2, 2.6))
+    fig, ax = plt.subplots(figsize=(6.4, 2.6))
     n = len(rows)
     width = 0.27
     series = [("measured", "measured", "#222222"), ("calibrated", "predicted (with profile)", "#2e86c1"),
@@ -219,13 +219,13 @@ def measured_vs_predicted(rows: list[dict], title: str) -> str:
     ax.set_xticklabels([r["label"] for r in rows], fontsize=7, rotation=20 if n > 6 else 0, ha="right" if n > 6 else "center")
     ax.set_ylabel("decode tok/s")
     ax.set_title(title, loc="left")
-    ax.legend(loc="upper right", ncol=3)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return to_svg(fig)
 
 
 def kernel_efficiency(rows: list[dict], title: str) -> str:
     """Achieved share of peak per kernel: bandwidth and compute side by side. rows: {label, bw_pct, flops_pct}."""
-    fig, ax = plt.subplots(figsize=(7.2, 0.8 + 0.24 * len(rows)))
+    fig, ax = plt.subplots(figsize=(6.4, 0.8 + 0.34 * len(rows)))
     ys = list(range(len(rows)))[::-1]
     bw = [r.get("bw_pct") or 0.0 for r in rows]
     fl = [r.get("flops_pct") or 0.0 for r in rows]
@@ -238,7 +238,7 @@ def kernel_efficiency(rows: list[dict], title: str) -> str:
     ax.grid(axis="y", visible=False)
     ax.set_xlabel("% of the device's peak (measured by the profile's microbenchmarks, else spec)")
     ax.set_title(title, loc="left")
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return to_svg(fig)
 
 
@@ -246,7 +246,7 @@ def breakdown_bars(rows: list[dict], title: str) -> str:
     """Where a decoded token's time goes: stacked ms per token by part. rows: {label, deltanet, attention,
     matmul, other} in seconds per token."""
     parts = [("matmul", "#2e86c1"), ("deltanet", "#17a589"), ("attention", "#e67e22"), ("other", "#aaaaaa")]
-    fig, ax = plt.subplots(figsize=(7.2, 0.8 + 0.26 * len(rows)))
+    fig, ax = plt.subplots(figsize=(6.4, 0.8 + 0.26 * len(rows)))
     ys = list(range(len(rows)))[::-1]
     left = [0.0] * len(rows)
     for part, color in parts:
@@ -258,7 +258,7 @@ def breakdown_bars(rows: list[dict], title: str) -> str:
     ax.grid(axis="y", visible=False)
     ax.set_xlabel("ms per token (measured)")
     ax.set_title(title, loc="left")
-    ax.legend(loc="lower right", ncol=4)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
     if not any(left):
         ax.set_xlim(0, 1)
     return to_svg(fig)

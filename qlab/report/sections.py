@@ -212,12 +212,17 @@ def multi(devices, preds: Predictions, model: str, budget) -> dict:
 
 # -- measured profiles -----------------------------------------------------------------------------------
 
-def _spec(device_doc: dict, *keys):
-    specs = device_doc.get("specs") or {}
-    for k in keys:
-        if specs.get(k):
-            return specs[k]
-    return None
+DTYPE_SPEC = {"float32": "fp32_tflops", "fp32": "fp32_tflops", "bfloat16": "bf16_tflops", "bf16": "bf16_tflops",
+              "float16": "fp16_tflops", "fp16": "fp16_tflops", "float8": "fp8_tflops", "fp8": "fp8_tflops"}
+
+
+def _spec(device_doc: dict, key: str):
+    """The spec sheet's value for `key`. For a host CPU the profile replaces its estimated specs with what it
+    measured (keeping the estimates in details.estimated_specs): compare against the estimates, not itself."""
+    estimated = (device_doc.get("details") or {}).get("estimated_specs") or {}
+    if estimated.get(key):
+        return estimated[key]
+    return (device_doc.get("specs") or {}).get(key) or None
 
 
 def measured(profile: dict, preds: Predictions, model: str) -> dict:
@@ -236,9 +241,11 @@ def measured(profile: dict, preds: Predictions, model: str) -> dict:
         rows = [{"what": "memory read", "value": mb.get("read_gbs"), "unit": "GB/s", "spec": spec_bw},
                 {"what": "memory copy", "value": mb.get("copy_gbs"), "unit": "GB/s", "spec": spec_bw}]
         for dtype, tf in sorted((mb.get("matmul_tflops") or {}).items()):
-            spec = _spec(dev, f"{dtype.lower()}_tflops", "bf16_tflops" if dtype.lower() in ("bf16", "fp16") else "",
-                         "fp32_tflops" if dtype.lower() == "fp32" else "")
-            rows.append({"what": f"matmul {dtype}", "value": tf, "unit": "TFLOPS", "spec": spec})
+            key = DTYPE_SPEC.get(dtype.lower())
+            rows.append({"what": f"matmul {dtype}", "value": tf, "unit": "TFLOPS", "spec": _spec(dev, key) if key else None})
+        launch = (mb.get("launch") or {}).get("time_s")
+        if launch:
+            rows.append({"what": "kernel launch", "value": launch * 1e6, "unit": "µs", "spec": None})
         for r in rows:
             r["pct"] = 100.0 * r["value"] / r["spec"] if r["value"] and r["spec"] else None
         out["microbench"] = rows
@@ -248,7 +255,7 @@ def measured(profile: dict, preds: Predictions, model: str) -> dict:
                            config_text=_compact(k.get("config"))) for k in kernels]
     if kernels:
         out["kernel_svg"] = figures.kernel_efficiency(
-            [{"label": f"{k['label']} {k['shape_text']}"[:60], "bw_pct": k.get("pct_of_peak_bw"),
+            [{"label": f"{k['label']}\n{k['shape_text'][:48]}", "bw_pct": k.get("pct_of_peak_bw"),
               "flops_pct": k.get("pct_of_peak_flops")} for k in out["kernels"]],
             f"Kernel efficiency on {dev.get('name', hw)}")
 
@@ -318,7 +325,8 @@ def _calibration() -> dict | None:
                  "lodo_mdape": c.get("lodo_mdape")} for name, c in sorted(doc["classes"].items())]
         errors = doc.get("errors") or {}
         return {"rows": rows, "n_rows": doc.get("n_rows"), "mdape": errors.get("mdape"),
-                "lodo_mdape": errors.get("lodo_mdape"), "source": doc.get("csv"), "about": doc.get("about")}
+                "lodo_mdape": errors.get("lodo_mdape"), "about": doc.get("about"),
+                "source": ", ".join(doc["csv"]) if isinstance(doc.get("csv"), list) else doc.get("csv")}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
 
