@@ -118,17 +118,18 @@ def run(args: argparse.Namespace) -> int:
     from qlab.predict.core import predict
 
     profile = _load_profile(args.profile) if args.profile else None
-    results = []
+    results, kv_dtypes = [], []
     for s in scenarios_from_args(args):
         where = s.pop("_where", "")
         try:
             results.append(predict(**s, profile=profile))
         except QlabError as e:
             raise QlabError(f"{where}{e}", e.exit_code) from None
+        kv_dtypes.append(s.get("kv_dtype", "F16").upper())
     if args.json:
         print(json.dumps(results[0] if len(results) == 1 else results, indent=1))
         return 0
-    _print_table(results)
+    _print_table([{**r, "kv_dtype": kv} for r, kv in zip(results, kv_dtypes)])
     return 0
 
 
@@ -136,8 +137,9 @@ def _print_table(results: list[dict]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    varying = [k for k in ("hw", "model", "quant", "context", "batch") if len({r[k] for r in results}) > 1] or ["hw"]
-    fixed = {k: results[0][k] for k in ("hw", "model", "quant", "context", "batch") if k not in varying}
+    keys = ("hw", "model", "quant", "context", "batch", "kv_dtype")
+    varying = [k for k in keys if len({r[k] for r in results}) > 1] or ["hw"]
+    fixed = {k: results[0][k] for k in keys if k not in varying}
     t = Table(*varying, "decode tok/s", "prefill tok/s", "TTFT s", "weights GB", "KV GB", "state GB", "total GB",
               "fits", "bound", "basis", title=", ".join(f"{k} {v}" for k, v in fixed.items()) or None)
     for col in t.columns:
