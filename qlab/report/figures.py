@@ -3,6 +3,7 @@ print and searchable. Each function takes plain numbers already taken from predi
 
 from __future__ import annotations
 
+import html
 import io
 import itertools
 import math
@@ -40,9 +41,9 @@ plt.rcParams.update({
 })
 
 
-def to_svg(fig, tight: bool = True) -> str:
+def to_svg(fig, tight: bool = True, label: str = "") -> str:
     """Close `fig` and return its SVG element, ready to inline in HTML (no XML prolog, no metadata, ids
-    salted per figure so several inline SVGs never share an id)."""
+    salted per figure so several inline SVGs never share an id); `label` becomes its accessible name."""
     plt.rcParams["svg.hashsalt"] = f"qlab-fig-{next(_counter)}"
     buf = io.StringIO()
     fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None}, bbox_inches="tight" if tight else None,
@@ -53,7 +54,9 @@ def to_svg(fig, tight: bool = True) -> str:
     svg = re.sub(r"<metadata>.*?</metadata>", "", svg, flags=re.S)
     # the namespaces the metadata needed; an HTML parser treats them as attributes, harmless but noisy
     svg = re.sub(r'\s+xmlns:(?:dc|cc|rdf)="[^"]*"', "", svg)
-    return svg.replace("<svg ", '<svg class="fig" role="img" ', 1)
+    name = html.escape(label or (fig.axes[0].get_title(loc="left") if fig.axes else "") or "figure", quote=True)
+    svg = svg.replace("<svg ", f'<svg class="fig" role="img" aria-label="{name}" ', 1)
+    return svg
 
 
 def _ctx_axis(ax, contexts):
@@ -99,7 +102,7 @@ def overview_bars(rows: list[dict], quant: str, context: int) -> str:
     vendors = sorted({r["vendor"] for r in rows})
     handles = [plt.Rectangle((0, 0), 1, 1, color=VENDOR_COLORS.get(v, "#999")) for v in vendors]
     ax.legend(handles, vendors, loc="lower right", ncol=len(vendors))
-    return to_svg(fig)
+    return to_svg(fig, label=f"Decode tokens/s per device at {quant}, {fmt_context(context)} context")
 
 
 def decode_curves(title: str, series: dict[str, list[tuple[int, float]]], dense: list[tuple[int, float]],
@@ -128,7 +131,7 @@ def decode_curves(title: str, series: dict[str, list[tuple[int, float]]], dense:
     _end_labels(ax, [(q, pts[-1]) for q, pts in series.items() if pts])
     if not ys_all:
         ax.text(0.5, 0.5, "does not fit at these quants", transform=ax.transAxes, ha="center", color="#b03a2e")
-    return to_svg(fig, tight=False)
+    return to_svg(fig, tight=False, label=f"{title}: decode tokens/s against context length per quant")
 
 
 def _end_labels(ax, ends: list[tuple[str, tuple[float, float]]], gap_pt: float = 7.5) -> None:
@@ -167,7 +170,7 @@ def value_scatter(points: list[dict], quant: str, context: int) -> str:
         handles.append(plt.Line2D([], [], marker="D", ls="", color="#999"))
         labels.append("multi-GPU (layer split)")
     ax.legend(handles, labels, loc="upper left")
-    return to_svg(fig)
+    return to_svg(fig, label="Launch price against decode tokens/s per device")
 
 
 def ranked_bars(rows: list[dict], xlabel: str) -> str:
@@ -181,7 +184,7 @@ def ranked_bars(rows: list[dict], xlabel: str) -> str:
     ax.grid(axis="y", visible=False)
     ax.set_xlabel(xlabel, fontsize=7.5)
     ax.tick_params(axis="x", labelsize=7)
-    return to_svg(fig)
+    return to_svg(fig, label=xlabel)
 
 
 def ttft_bars(rows: list[dict], prompt_tokens: int, quant: str) -> str:
@@ -200,7 +203,7 @@ def ttft_bars(rows: list[dict], prompt_tokens: int, quant: str) -> str:
     for i, v in enumerate(vals):
         ax.text(v * 1.06, i, fmt_seconds(v), va="center", fontsize=6.5, color="#333")
     ax.set_xlabel(f"time to first token, {fmt_context(prompt_tokens)}-token prompt, {quant} (predicted, log scale)")
-    return to_svg(fig)
+    return to_svg(fig, label=f"Time to first token per device, {fmt_context(prompt_tokens)}-token prompt, {quant}")
 
 
 def measured_vs_predicted(rows: list[dict], title: str) -> str:
