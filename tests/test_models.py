@@ -112,3 +112,9 @@ def test_no_torch_import():
             "assert not bad, bad")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+def test_hf_repo_and_display_name_aliases():
+    assert get_model("Qwen/Qwen3.6-27B").id == "qwen3.6-27b"
+    assert get_model("Qwen3.6-27B").id == "qwen3.6-27b"
+    assert get_model("openai/gpt-oss-20b").id == "gpt-oss-20b"

@@ -141,6 +141,18 @@ def get_model(model_id: str | ModelPreset) -> ModelPreset:
     if isinstance(model_id, ModelPreset):
         return model_id
     key = model_id.strip().lower() if isinstance(model_id, str) else ""
-    if key not in model_ids():
+    if key in model_ids():
+        return _load_id(key)
+    alias = _aliases().get(key)   # a Hugging Face repo or display name, e.g. "Qwen/Qwen3.6-27B"
+    if alias is None:
         raise unknown("model", str(model_id), model_ids())
-    return _load_id(key)
+    return _load_id(alias)
+
+
+@lru_cache(maxsize=1)
+def _aliases() -> dict[str, str]:
+    out = {}
+    for m in all_presets().values():
+        out[m.name.lower()] = m.id
+        out[m.hf_repo.split(" ")[0].lower()] = m.id
+    return out
