@@ -31,8 +31,15 @@ def _device(hw):
     dev = _DEVICES.get(hw)
     if dev is None:
         from qlab.hwdb import get_device
+        from qlab.predict.calibration import HW_ALIASES
 
-        dev = _DEVICES[hw] = get_device(hw)
+        try:
+            dev = get_device(hw)
+        except QlabError:
+            if hw.strip().lower() not in HW_ALIASES:   # a family id the published tables use, e.g. a100-80gb
+                raise
+            dev = get_device(HW_ALIASES[hw.strip().lower()])
+        _DEVICES[hw] = dev
     return dev
 
 
