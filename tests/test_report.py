@@ -266,3 +266,15 @@ def test_other_model_says_where_its_context_ends():
     assert "beyond the model&#39;s context" in html or "beyond the model's context" in html
     assert "Gated DeltaNet layers read" not in html  # hybrid-only text is left out for a dense model
     _check_numbers(html)
+
+
+def test_memory_options_are_separate_rows():
+    """`m4-max-40c@48` and `@128` are one chip with two memory sizes: two rows, each predicted with its own memory."""
+    html = build_report(["m4-max-40c@48", "m4-max-40c"], None, False)
+    assert "Apple M4 Max (40-core GPU), 48 GB" in html
+    hws = {n["data-hw"] for n in parse(html).numbers}
+    assert {"m4-max-40c@48", "m4-max-40c"} <= hws
+    _check_numbers(html)
+    small = predict("m4-max-40c@48", "qwen3.6-27b", "Q8_0", 262144)
+    big = predict("m4-max-40c", "qwen3.6-27b", "Q8_0", 262144)
+    assert small["memory"] == big["memory"] and not small["fits"] and big["fits"]  # only the fit differs

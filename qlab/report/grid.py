@@ -41,8 +41,10 @@ class Predictions:
             from qlab.predict import predict  # looked up per call so tests can substitute the predictor
 
             try:
-                self.cache[key] = predict(hw, model, quant, context, batch=batch, kv_dtype=kv_dtype,
-                                          profile=self.profiles_by_hw.get(hw))
+                p = predict(hw, model, quant, context, batch=batch, kv_dtype=kv_dtype,
+                            profile=self.profiles_by_hw.get(hw))
+                # "m4-max-40c@64" comes back as hw "m4-max-40c": keep the name asked, which says which option
+                self.cache[key] = p if p["hw"] == hw else {**p, "hw": hw}
             except QlabError as e:
                 self.cache[key] = None
                 self.refused[key] = str(e)

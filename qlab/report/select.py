@@ -26,7 +26,7 @@ def select_devices(hw_ids: list[str] | None, vendor: str | None, all_devices: bo
         ids = [h.strip() for h in hw_ids if h and h.strip()]
         if not ids:
             raise QlabError("empty device selection: --hw needs at least one device id (see `qlab hw list`)")
-        devices = [hwdb.get_device(h) for h in ids]  # raises QlabError naming the closest ids
+        devices = [_with_option(hwdb.get_device(h), h) for h in ids]  # QlabError names the closest ids
     elif vendor is not None:
         everything = hwdb.all_devices()
         vendors = sorted({d.vendor for d in everything})
@@ -49,6 +49,16 @@ def select_devices(hw_ids: list[str] | None, vendor: str | None, all_devices: bo
             seen.add(d.id)
             unique.append(d)
     return unique
+
+
+def _with_option(device, asked: str):
+    """`m4-max-40c@64` keeps the hwdb id; the report needs one id per row, and one the predictor resolves to
+    the same memory option, so the option goes into the id (and the name)."""
+    if "@" not in asked:
+        return device
+    from dataclasses import replace
+
+    return replace(device, id=f"{device.id}@{device.memory_gb:g}", name=f"{device.name}, {device.memory_gb:g} GB")
 
 
 def load_profiles_dir(directory: str | os.PathLike) -> list[dict]:
