@@ -202,3 +202,14 @@ def test_prefill_attention_term_grows_with_context():
 def test_cpu_host_predicts_with_cpu_defaults():
     r = predict("cpu-host", "qwen3.6-27b", "Q4_K_M", 1024)
     assert r["basis"] == "roofline" and r["bound"] == "memory" and r["decode_tok_s"] > 0
+
+
+def test_breakdown_adds_up_to_the_step():
+    from qlab.predict import breakdown
+
+    parts = breakdown("rtx-4090", "qwen3.6-27b", "Q4_K_M", 65536)
+    r = predict("rtx-4090", "qwen3.6-27b", "Q4_K_M", 65536)
+    mem = parts["weights_s"] + parts["dequant_s"] + parts["kv_s"] + parts["state_s"]
+    assert mem > parts["compute_s"]
+    assert 1 / (mem + parts["layer_overhead_s"]) == pytest.approx(r["decode_tok_s"], rel=1e-3)
+    assert parts["kv_s"] > parts["state_s"] > 0

@@ -4,7 +4,7 @@
     predict("rtx-3090", "qwen3.6-27b", "Q4_K_M", 4096)   # -> DESIGN.md's `qlab predict --json` object
 """
 
-from qlab.predict.core import predict, predict_many
+from qlab.predict.core import breakdown, predict, predict_many
 from qlab.predict.efficiency import Efficiencies, device_class, efficiencies_from_profile
 
-__all__ = ["Efficiencies", "device_class", "efficiencies_from_profile", "predict", "predict_many"]
+__all__ = ["Efficiencies", "breakdown", "device_class", "efficiencies_from_profile", "predict", "predict_many"]

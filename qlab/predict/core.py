@@ -50,19 +50,34 @@ def _peak_flops(dev) -> float:
     return tf * 1e12
 
 
+def step_parts(step, dev, eff: Efficiencies) -> dict[str, float]:
+    """Seconds of one decode step by term: weights stream, dequant ALU, KV read, state, compute, per-layer."""
+    bw = dev.mem_bandwidth_gbs * 1e9
+    alu = (dev.fp32_tflops or dev.peak_tflops or 1.0) * 1e12
+    kv = step.kv_f16_bytes * eff.kv_quant_factor if step.kv_quantized else step.kv_bytes
+    units = step.layer_units + step.n_deltanet * eff.deltanet_units
+    return {"weights_s": sum(b * eff.family(f) for f, b in step.weight_bytes.items()) / (bw * eff.weights),
+            "dequant_s": sum(n * eff.dequant_ops.get(f, 0.0) for f, n in step.weight_elems.items()) / alu,
+            "kv_s": kv / (bw * eff.kv), "state_s": step.state_bytes / (bw * eff.weights),
+            "compute_s": step.flops / (_peak_flops(dev) * eff.compute), "layer_overhead_s": units * eff.layer_overhead_s}
+
+
+def breakdown(hw, model: str, quant: str, context: int, batch: int = 1, kv_dtype: str = "F16",
+              profile: dict | None = None) -> dict[str, float]:
+    """Where one decode step's time goes (seconds by term, as step_time adds them): for reports."""
+    dev = _device(hw)
+    m = get_model(model)
+    q, kv, _ = _check(m, quant, context, batch, kv_dtype)
+    eff = efficiencies_from_profile(profile, dev) if profile is not None else efficiencies_for(dev)
+    return step_parts(decode_step(m, q, _as_int(context), _as_int(batch), kv), dev, eff)
+
+
 def step_time(step, dev, eff: Efficiencies) -> tuple[float, str]:
     """Seconds for one decode step and which side bounds it."""
-    bw = dev.mem_bandwidth_gbs * 1e9
-    t_w = sum(b * eff.family(f) for f, b in step.weight_bytes.items()) / (bw * eff.weights)
-    kv = step.kv_f16_bytes * eff.kv_quant_factor if step.kv_quantized else step.kv_bytes
-    t_mem = t_w + kv / (bw * eff.kv) + step.state_bytes / (bw * eff.weights)
-    if eff.dequant_ops:   # unpacking quantized weights is ALU work that overlaps the stream only partly
-        alu = (dev.fp32_tflops or dev.peak_tflops or 1.0) * 1e12
-        t_mem += sum(n * eff.dequant_ops.get(f, 0.0) for f, n in step.weight_elems.items()) / alu
-    t_comp = step.flops / (_peak_flops(dev) * eff.compute)
-    bound = "memory" if t_mem >= t_comp else "compute"
-    units = step.layer_units + step.n_deltanet * eff.deltanet_units
-    return max(t_mem, t_comp) + units * eff.layer_overhead_s, bound
+    p = step_parts(step, dev, eff)
+    t_mem = p["weights_s"] + p["dequant_s"] + p["kv_s"] + p["state_s"]
+    bound = "memory" if t_mem >= p["compute_s"] else "compute"
+    return max(t_mem, p["compute_s"]) + p["layer_overhead_s"], bound
 
 
 def prefill_time(model, quant: str, tokens: int, dev, eff: Efficiencies) -> float:
