@@ -9,8 +9,8 @@ from __future__ import annotations
 import importlib
 
 from . import validate
-from .norm_gate import output_gate, qk_norm, rms_norm, split_q_gate
-from .rope import apply_rope, rope_cos_sin
+from .norm_gate import output_gate, prepare_qk, qk_norm, rms_norm, split_q_gate
+from .rope import apply_rope, rope_cos_sin, text_positions
 
 DECODE_IMPLS = ("naive", "sdpa", "triton_decode", "cupy_decode")
 PREFILL_IMPLS = ("naive", "sdpa", "triton_prefill")
@@ -87,4 +87,4 @@ def prefill(q, k, v, *, scale=None, causal: bool = True, impl: str = "naive", co
 
 
 __all__ = ["decode", "prefill", "IMPLS", "DECODE_IMPLS", "PREFILL_IMPLS", "available_impls", "apply_rope",
-           "rope_cos_sin", "rms_norm", "qk_norm", "output_gate", "split_q_gate"]
+           "rope_cos_sin", "text_positions", "rms_norm", "qk_norm", "output_gate", "split_q_gate", "prepare_qk"]

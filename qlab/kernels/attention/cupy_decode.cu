@@ -13,7 +13,6 @@
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
-#include <cuda_fp8.h>
 
 #ifndef HEAD_DIM
 #define HEAD_DIM 256
@@ -29,36 +28,63 @@
 static_assert(HEAD_DIM % 32 == 0 && VEC <= 16, "HEAD_DIM must be a multiple of 32, at most 512");
 static_assert(GROUP >= 1 && GROUP <= 8, "GROUP (query heads per KV head) must be 1..8");
 
-__device__ __forceinline__ float to_f32(__nv_bfloat16 x) { return __bfloat162float(x); }
-__device__ __forceinline__ float to_f32(__half x) { return __half2float(x); }
-__device__ __forceinline__ float to_f32(__nv_fp8_e4m3 x) { return static_cast<float>(x); }
+// Each cache type decodes from 32-bit words with register-only bit operations (no address-taken locals).
+struct e4m3 { unsigned char bits; };   // FP8 e4m3 as a byte: sm_80/86 have no e4m3 unit, so decode by hand
 
-// VEC consecutive elements -> fp32, in the widest loads the row's byte count allows (rows are 16-byte aligned:
+template <typename T> struct Codec;
+template <> struct Codec<__nv_bfloat16> {
+    static constexpr int PER_WORD = 2;
+    __device__ static void decode(unsigned w, float* x) {
+        x[0] = __uint_as_float(w << 16);
+        x[1] = __uint_as_float(w & 0xffff0000u);
+    }
+};
+template <> struct Codec<__half> {
+    static constexpr int PER_WORD = 2;
+    __device__ static void decode(unsigned w, float* x) {
+        x[0] = __half2float(__ushort_as_half((unsigned short)(w & 0xffffu)));
+        x[1] = __half2float(__ushort_as_half((unsigned short)(w >> 16)));
+    }
+};
+template <> struct Codec<e4m3> {
+    static constexpr int PER_WORD = 4;
+    // normal codes move into fp32 bit positions (exponent bias 7 -> 127); subnormals are mantissa * 2^-9
+    __device__ static float one(unsigned u) {
+        const unsigned e = (u >> 3) & 15u, m = u & 7u;
+        const float sub = (u & 0x80u) ? -(float)m * 0.001953125f : (float)m * 0.001953125f;
+        return e ? __uint_as_float(((u & 0x80u) << 24) | ((e + 120u) << 23) | (m << 20)) : sub;
+    }
+    __device__ static void decode(unsigned w, float* x) {
+#pragma unroll
+        for (int i = 0; i < 4; ++i) x[i] = one((w >> (8 * i)) & 0xffu);
+    }
+};
+
+// VEC consecutive elements -> fp32 in the widest loads the lane's bytes allow (rows are 16-byte aligned:
 // the launcher checks it).
 template <typename T>
 __device__ __forceinline__ void load_row(const T* __restrict__ p, float (&x)[VEC]) {
-    constexpr int BYTES = VEC * sizeof(T);
-    if constexpr (BYTES % 16 == 0) {
-        constexpr int PER = 16 / sizeof(T);
+    constexpr int PW = Codec<T>::PER_WORD, WORDS = VEC / PW;
+    static_assert(VEC % PW == 0, "HEAD_DIM/32 must be a multiple of the elements per 32-bit word");
+    if constexpr (WORDS % 4 == 0) {
 #pragma unroll
-        for (int c = 0; c < VEC / PER; ++c) {
-            uint4 raw = __ldg(reinterpret_cast<const uint4*>(p) + c);
-            const T* e = reinterpret_cast<const T*>(&raw);
-#pragma unroll
-            for (int i = 0; i < PER; ++i) x[c * PER + i] = to_f32(e[i]);
+        for (int c = 0; c < WORDS / 4; ++c) {
+            const uint4 r = __ldg(reinterpret_cast<const uint4*>(p) + c);
+            Codec<T>::decode(r.x, x + (4 * c + 0) * PW);
+            Codec<T>::decode(r.y, x + (4 * c + 1) * PW);
+            Codec<T>::decode(r.z, x + (4 * c + 2) * PW);
+            Codec<T>::decode(r.w, x + (4 * c + 3) * PW);
         }
-    } else if constexpr (BYTES % 8 == 0) {
-        constexpr int PER = 8 / sizeof(T);
+    } else if constexpr (WORDS % 2 == 0) {
 #pragma unroll
-        for (int c = 0; c < VEC / PER; ++c) {
-            uint2 raw = __ldg(reinterpret_cast<const uint2*>(p) + c);
-            const T* e = reinterpret_cast<const T*>(&raw);
-#pragma unroll
-            for (int i = 0; i < PER; ++i) x[c * PER + i] = to_f32(e[i]);
+        for (int c = 0; c < WORDS / 2; ++c) {
+            const uint2 r = __ldg(reinterpret_cast<const uint2*>(p) + c);
+            Codec<T>::decode(r.x, x + (2 * c + 0) * PW);
+            Codec<T>::decode(r.y, x + (2 * c + 1) * PW);
         }
     } else {
 #pragma unroll
-        for (int i = 0; i < VEC; ++i) x[i] = to_f32(p[i]);
+        for (int c = 0; c < WORDS; ++c) Codec<T>::decode(__ldg(reinterpret_cast<const unsigned*>(p) + c), x + c * PW);
     }
 }
 
@@ -79,7 +105,7 @@ __device__ void decode_split(const float* __restrict__ q, const T* __restrict__ 
                              int split_len, int num_splits, int HKV) {
     __shared__ float sm_m[WARPS][GROUP];
     __shared__ float sm_l[WARPS][GROUP];
-    __shared__ float sm_acc[WARPS][GROUP][HEAD_DIM];
+    __shared__ float sm_acc[WARPS][HEAD_DIM];
 
     const int i_s = blockIdx.x, i_h = blockIdx.y, i_b = blockIdx.z;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -127,40 +153,43 @@ __device__ void decode_split(const float* __restrict__ q, const T* __restrict__ 
         }
     }
 
+    // Combine the warps one query head at a time through a [WARPS, HEAD_DIM] buffer (8 KiB at 8 warps).
+    if (lane == 0) {
 #pragma unroll
-    for (int g = 0; g < GROUP; ++g) {
-        if (lane == 0) {
+        for (int g = 0; g < GROUP; ++g) {
             sm_m[warp][g] = m[g];
             sm_l[warp][g] = l[g];
         }
-#pragma unroll
-        for (int i = 0; i < VEC; ++i) sm_acc[warp][g][lane * VEC + i] = acc[g][i];
     }
-    __syncthreads();
-
     const float vs = v_scale[i_b * HKV + i_h];
-    for (int idx = threadIdx.x; idx < GROUP * HEAD_DIM; idx += WARPS * 32) {
-        const int g = idx / HEAD_DIM, d = idx % HEAD_DIM;
+#pragma unroll
+    for (int g = 0; g < GROUP; ++g) {
+#pragma unroll
+        for (int i = 0; i < VEC; ++i) sm_acc[warp][lane * VEC + i] = acc[g][i];
+        __syncthreads();
         float M = -INFINITY;
 #pragma unroll
         for (int w = 0; w < WARPS; ++w) M = fmaxf(M, sm_m[w][g]);
-        float den = 0.f, num = 0.f;
-        if (M != -INFINITY) {
-#pragma unroll
-            for (int w = 0; w < WARPS; ++w) {
-                const float c = __expf(sm_m[w][g] - M);   // 0 for a warp that saw no token
-                den += sm_l[w][g] * c;
-                num += sm_acc[w][g][d] * c;
-            }
-        }
         const long long row = ((long long)i_b * HQ + i_h * GROUP + g) * num_splits + i_s;
-        o_part[row * HEAD_DIM + d] = den > 0.f ? num / den * vs : 0.f;
-        if (d == 0) lse[row] = den > 0.f ? M + __logf(den) : -INFINITY;
+        for (int d = threadIdx.x; d < HEAD_DIM; d += WARPS * 32) {
+            float den = 0.f, num = 0.f;
+            if (M != -INFINITY) {
+#pragma unroll
+                for (int w = 0; w < WARPS; ++w) {
+                    const float c = __expf(sm_m[w][g] - M);   // 0 for a warp that saw no token
+                    den += sm_l[w][g] * c;
+                    num += sm_acc[w][d] * c;
+                }
+            }
+            o_part[row * HEAD_DIM + d] = den > 0.f ? num / den * vs : 0.f;
+            if (d == 0) lse[row] = den > 0.f ? M + __logf(den) : -INFINITY;
+        }
+        __syncthreads();                   // before the next head overwrites sm_acc
     }
 }
 
 #define DECODE_SPLIT(NAME, T)                                                                                 \
-    extern "C" __global__ void __launch_bounds__(WARPS * 32)                                                  \
+    extern "C" __global__ void                                                                                \
         NAME(const float* q, const T* k, const T* v, const int* lengths, const float* k_scale,                \
              const float* v_scale, float* o_part, float* lse, float scale, long long sb, long long sh,         \
              long long ss, int split_len, int num_splits, int HKV) {                                         \
@@ -170,7 +199,7 @@ __device__ void decode_split(const float* __restrict__ q, const T* __restrict__ 
 
 DECODE_SPLIT(decode_split_bf16, __nv_bfloat16)
 DECODE_SPLIT(decode_split_f16, __half)
-DECODE_SPLIT(decode_split_fp8, __nv_fp8_e4m3)
+DECODE_SPLIT(decode_split_fp8, e4m3)
 
 // out: fp32 [B, HQ, HEAD_DIM]. Split 0 always holds >= 1 token, so the max lse is finite.
 extern "C" __global__ void decode_merge(const float* __restrict__ o_part, const float* __restrict__ lse,

@@ -41,9 +41,10 @@ def decode(q, k_cache, v_cache, lengths, scale: float, k_scale=None, v_scale=Non
     B, HQ, D = q.shape
     _, HKV, S, _ = k_cache.shape
     G = HQ // HKV
-    if D % 32 or D > 512 or G > 8:
-        raise ValueError(f"q: cupy_decode needs head_dim a multiple of 32 (<= 512) and <= 8 query heads per "
-                         f"KV head, got D={D}, G={G}")
+    per_word = 4 if k_cache.dtype == torch.float8_e4m3fn else 2          # lanes read whole 32-bit words
+    if D % (32 * per_word) or D > 512 or G > 8:
+        raise ValueError(f"q: cupy_decode needs head_dim a multiple of {32 * per_word} (<= 512) and <= 8 query "
+                         f"heads per KV head, got D={D}, G={G}")
     if k_cache.stride() != v_cache.stride() or k_cache.stride(-1) != 1 or \
             (k_cache.stride(2) * k_cache.element_size()) % 16 or k_cache.data_ptr() % 16 or v_cache.data_ptr() % 16:
         k_cache, v_cache = k_cache.contiguous(), v_cache.contiguous()   # 16-byte aligned rows for vector loads

@@ -42,3 +42,18 @@ def output_gate(o: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
     if o.shape != gate.shape:
         raise ValueError(f"gate: shape {tuple(gate.shape)} != o shape {tuple(o.shape)}")
     return (o.float() * torch.sigmoid(gate.float())).to(o.dtype)
+
+
+def prepare_qk(q_proj_out: torch.Tensor, k: torch.Tensor, q_weight: torch.Tensor, k_weight: torch.Tensor,
+               positions, *, num_heads: int, head_dim: int, eps: float = EPS, unit_offset: bool = True,
+               rotary_dim: int = 64, theta: float = 1e7):
+    """Everything between the q/k projections and attention, in model order: split q_proj's output into query
+    and gate, RMSNorm q and k per head, RoPE both (cos/sin computed once for the two).
+    q_proj_out [*P, HQ·2·D], k [*P, HKV, D], positions [*P] -> (q [*P, HQ, D], k [*P, HKV, D], gate)."""
+    from .rope import apply_rope, rope_cos_sin
+
+    q, gate = split_q_gate(q_proj_out, num_heads, head_dim)
+    q, k = qk_norm(q, k, q_weight, k_weight, eps, unit_offset)
+    cs = rope_cos_sin(positions, rotary_dim, theta)
+    return (apply_rope(q, None, rotary_dim=rotary_dim, cos_sin=cs),
+            apply_rope(k, None, rotary_dim=rotary_dim, cos_sin=cs), gate)

@@ -10,15 +10,24 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .naive import dequant
 
 
-def _kv_slice(cache, scale, b, L, dtype):
-    """Rows b (a slice or int), first L tokens, in the compute dtype; FP8 is dequantised slice by slice."""
+def _kv_slice(cache, b, L, dtype):
+    """Rows b (a slice or an int), first L tokens, in the compute dtype. An FP8 slice converts straight to
+    bf16/fp16 (e4m3 values are exact there); its scales are applied outside, on q and on the output."""
     part = cache[b, :, :L]
-    if scale is None:
-        return part if part.dtype == dtype else part.to(dtype)
-    return (part.float() * scale[b][..., None, None]).to(dtype)
+    return part if part.dtype == dtype else part.to(dtype)
+
+
+def _sdpa(qg, k, v, ks, vs, scale, mask=None):
+    """qg [..., HKV, G, D] against k, v [..., HKV, L, D]. FP8 scales [..., HKV] fold into q (k's scale) and
+    the output (v's), which costs O(HQ·D) instead of O(L·D) for dequantising the cache."""
+    if ks is not None:
+        qg = (qg.float() * ks[..., None, None]).to(qg.dtype)
+    o = F.scaled_dot_product_attention(qg, k, v, attn_mask=mask, scale=scale)
+    if vs is not None:
+        o = (o.float() * vs[..., None, None]).to(o.dtype)
+    return o
 
 
 def decode(q, k_cache, v_cache, lengths, scale: float, k_scale=None, v_scale=None, config=None) -> torch.Tensor:
@@ -28,28 +37,24 @@ def decode(q, k_cache, v_cache, lengths, scale: float, k_scale=None, v_scale=Non
     cfg = {"varlen": "loop"} | (config or {})
     B, HQ, D = q.shape
     HKV = k_cache.shape[1]
-    G = HQ // HKV
-    qg = q.view(B, HKV, G, D)
+    qg = q.reshape(B, HKV, HQ // HKV, D)
     lens = [int(x) for x in lengths.tolist()]
-    if len(set(lens)) == 1:                      # common case (batch 1 decode): one call, no mask
-        L = lens[0]
-        k = _kv_slice(k_cache, k_scale, slice(None), L, q.dtype)
-        v = _kv_slice(v_cache, v_scale, slice(None), L, q.dtype)
-        return F.scaled_dot_product_attention(qg, k, v, scale=scale).view(B, HQ, D)
-    if cfg["varlen"] == "mask":
-        Lmax = max(lens)
-        k = _kv_slice(k_cache, k_scale, slice(None), Lmax, q.dtype)
-        v = _kv_slice(v_cache, v_scale, slice(None), Lmax, q.dtype)
-        valid = torch.arange(Lmax, device=q.device)[None, :] < lengths[:, None]   # [B, Lmax]
-        o = F.scaled_dot_product_attention(qg, k, v, attn_mask=valid[:, None, None, :], scale=scale)
-        return o.view(B, HQ, D)
+    if len(set(lens)) == 1 or cfg["varlen"] == "mask":
+        L = max(lens)
+        k, v = _kv_slice(k_cache, slice(None), L, q.dtype), _kv_slice(v_cache, slice(None), L, q.dtype)
+        mask = None
+        if len(set(lens)) > 1:
+            valid = torch.arange(L, device=q.device)[None, :] < lengths[:, None]            # [B, L]
+            mask = valid[:, None, None, :]
+        return _sdpa(qg, k, v, k_scale, v_scale, scale, mask).reshape(B, HQ, D)
     if cfg["varlen"] != "loop":
         raise ValueError(f"config: varlen must be 'loop' or 'mask', got {cfg['varlen']!r}")
     out = torch.empty_like(q)
     for b, L in enumerate(lens):
-        k = _kv_slice(k_cache, k_scale, b, L, q.dtype)
-        v = _kv_slice(v_cache, v_scale, b, L, q.dtype)
-        out[b] = F.scaled_dot_product_attention(qg[b], k, v, scale=scale).view(HQ, D)
+        k, v = _kv_slice(k_cache, b, L, q.dtype), _kv_slice(v_cache, b, L, q.dtype)
+        ks = None if k_scale is None else k_scale[b]
+        vs = None if v_scale is None else v_scale[b]
+        out[b] = _sdpa(qg[b], k, v, ks, vs, scale).reshape(HQ, D)
     return out
 
 
@@ -70,4 +75,4 @@ def prefill(q, k, v, scale: float, causal: bool = True, config=None) -> torch.Te
     return o.transpose(1, 2).contiguous()
 
 
-__all__ = ["decode", "prefill", "dequant"]
+__all__ = ["decode", "prefill"]

@@ -62,5 +62,6 @@ def valid(impl: str, config: dict, shape: dict) -> bool:
         return bm % bn == 0 and _smem_ok(need, shape) and regs_acc <= 128 and D & (D - 1) == 0
     if impl == "cupy_decode":
         G = shape.get("HQ", 24) // max(1, shape.get("HKV", 4))
-        return D % 32 == 0 and D // 32 <= 16 and G <= 8
+        per_word = 4 if shape.get("kv_bytes", 2) == 1 else 2
+        return D % (32 * per_word) == 0 and D <= 512 and G <= 8
     return True
