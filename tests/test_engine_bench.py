@@ -75,3 +75,12 @@ def test_full_model_that_does_not_fit_is_refused_before_allocating(capsys, monke
     assert main(["bench", "decode", "--quant", "Q8_0"]) == 2
     err = capsys.readouterr().err
     assert "64-layer slice at Q8_0" in err and "only 8.00 GB" in err
+
+
+def test_bench_reads_a_gguf(tmp_path):
+    from qlab.engine.gguf_io import write_synthetic_gguf
+
+    path = write_synthetic_gguf(tmp_path / "s.gguf", QWEN36_27B.width_scaled(8, vocab=512).sliced(4), "Q8_0")
+    r = run_decode_bench(gguf=str(path), layers=4, context=8, tokens=1, threads=2)
+    assert r["source"] == str(path) and r["quant"] == "F32+Q8_0" and r["full_layers"] == 64
+    assert r["weights_gb"] == pytest.approx(path.stat().st_size / 1e9, rel=0.05)

@@ -106,3 +106,5 @@ def test_slice_that_does_not_fit_fails_before_allocating(monkeypatch):
     monkeypatch.setattr(memory, "available_bytes", lambda: 2 * 10**9)
     with pytest.raises(QlabError, match=r"needs 2[0-9.]+ GB but only 2\.00 GB"):
         synthetic_weights(QWEN36_27B.sliced(64), "Q8_0")
+    with pytest.raises(MemoryError):    # what the profile runner catches to record "out of memory" and go on
+        synthetic_weights(QWEN36_27B.sliced(64), "Q8_0")

@@ -33,11 +33,16 @@ def available_bytes() -> int | None:
         return None
 
 
+class DoesNotFitError(QlabError, MemoryError):
+    """Not enough memory for what was asked: a QlabError for the CLI (one line, exit 2) and a MemoryError for
+    callers that treat out-of-memory as a result (the profile runner records it and moves on)."""
+
+
 def check_fits(what: str, needed: int, available: int | None = None, margin: float = 0.95) -> None:
     """Raise a QlabError naming the size needed and what is available, before anything is allocated."""
     available = available_bytes() if available is None else available
     if available is not None and needed > margin * available:
-        raise QlabError(f"{what} needs {needed / GB:.2f} GB but only {available / GB:.2f} GB of memory is "
+        raise DoesNotFitError(f"{what} needs {needed / GB:.2f} GB but only {available / GB:.2f} GB of memory is "
                         f"available; use a smaller --layers slice, a smaller quant or --width-scale")
 
 

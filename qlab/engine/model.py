@@ -57,8 +57,13 @@ def _gva_perm(H: int, HV: int, device) -> tuple[torch.Tensor, torch.Tensor] | No
 class Qwen35:
     def __init__(self, weights: Weights, backend: Backend | None = None, timer: OpTimer | None = None):
         self.cfg: ModelConfig = weights.cfg
-        self.w = weights
         self.backend = backend or default_backend("cpu")
+        if self.backend.device != "cpu":   # small tensors (norms, gates, conv taps) live beside the activations;
+            # matrices stay QuantizedWeights: each GPU impl uploads its own layout on first use
+            tensors = {n: t.to(self.backend.device) if isinstance(t, torch.Tensor) else t
+                       for n, t in weights.tensors.items()}
+            weights = Weights(weights.cfg, tensors, weights.source, weights.keepalive)
+        self.w = weights
         self.ops = Ops(self.backend, timer)
         self.device = torch.device(self.backend.device)
         self.perm = _gva_perm(self.cfg.lin_k_heads, self.cfg.lin_v_heads, self.device)

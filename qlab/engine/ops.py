@@ -76,27 +76,25 @@ class OpTimer:
             torch.mps.synchronize()
 
     @contextmanager
-    def __call__(self, kind: str):
+    def _timed(self, store: dict, key: str):
         self.sync()
         t0 = time.perf_counter()
         try:
             yield
         finally:
             self.sync()
-            self.seconds[kind] += time.perf_counter() - t0
-            self.calls[kind] += 1
-
+            store[key] = store.get(key, 0.0) + time.perf_counter() - t0
 
     @contextmanager
+    def __call__(self, kind: str):
+        """Time one op of kind `kind`."""
+        self.calls[kind] += 1
+        with self._timed(self.seconds, kind):
+            yield
+
     def section(self, name: str):
         """Wall time of a stretch of the forward pass (ops inside are still counted by kind)."""
-        self.sync()
-        t0 = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.sync()
-            self.sections[name] = self.sections.get(name, 0.0) + time.perf_counter() - t0
+        return self._timed(self.sections, name)
 
 
 @contextmanager
