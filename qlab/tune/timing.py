@@ -92,7 +92,9 @@ class Timer:
         return time.perf_counter() - t0
 
     def measure(self, fn: Callable[[], object], working_set_bytes: float = 0.0,
-                deadline: float | None = None) -> Measurement:
+                deadline: float | None = None, give_up_above: float | None = None) -> Measurement:
+        """Median of the repeats. `give_up_above`: a first sample slower than this ends the measurement (a
+        candidate twice as slow as the best so far cannot win; measuring it well would only spend budget)."""
         self.calls += 1
         flush = 0 < working_set_bytes < self.llc
         for _ in range(self.warmup):
@@ -105,6 +107,8 @@ class Timer:
                 self._sync()
             samples.append(self._once(fn))
             n = len(samples)
+            if n == 1 and give_up_above is not None and samples[0] > give_up_above:
+                break
             if n >= self.max_repeats:
                 break
             wanted = max(self.min_repeats, min(self.max_repeats, int(self.target_s / max(samples[0], 1e-9))))

@@ -19,12 +19,13 @@ from qlab.errors import QlabError, unknown
 from qlab.tune.cache import TuneCache, environment, make_key
 from qlab.tune.ops import SELF_TEST_OPS, all_names, available_ops, impl_ops
 from qlab.tune.ops.base import TunableOp, torch_threads
-from qlab.tune.space import Config, SpaceError
+from qlab.tune.space import Config, SpaceError, config_key
 from qlab.tune.strategies import Objective, get_strategy
 from qlab.tune.timing import Timer
 
 MIN_TASK_BUDGET_S = 0.05
 CONFIRM_SHARE = 0.85
+RACE_CUTOFF = 2.0   # a candidate whose first timed run is this much slower than the best is not timed further
 
 
 @dataclass
@@ -51,6 +52,7 @@ class TuneResult:
     failures: dict = field(default_factory=dict)   # status -> count: wrong_answer, compile_error, ...
     tuned_shape: dict | None = None                # the shape actually timed (differs on a bucket hit)
     elapsed_s: float = 0.0
+    history: list = field(default_factory=list)    # [{config, time_s | None, status}] in evaluation order
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -144,6 +146,7 @@ class _Task:
         self.top, self.shape, self.device, self.timer, self.shared = top, shape, device, timer, shared
         self.failures: Counter = Counter()
         self.details: list[dict] = []
+        self.status: dict[tuple, str] = {}
 
     def _inputs(self):
         key = (type(self.top).__name__, make_key(self.shape))
@@ -152,18 +155,19 @@ class _Task:
             self.shared[key] = (inputs, self.top.reference(_clone(inputs)))
         return self.shared[key]
 
-    def evaluate(self, config: Config, deadline: float | None) -> float:
+    def evaluate(self, config: Config, deadline: float | None, give_up_above: float | None = None) -> float:
         inputs, ref = self._inputs()
         with torch_threads(config.get("threads")):
             try:
                 check(self.top, inputs, ref, config, self.top.tolerance(self.shape))
             except CandidateFailed as f:
                 self.failures[f.status] += 1
+                self.status[config_key(config)] = f.status
                 self.details.append({"config": config, "status": f.status, "detail": f.detail})
                 return math.inf
             fn = self.top.prepare(inputs, config)
             working_set = self.top.cost(self.shape, config).bytes
-            return self.timer.measure(fn, working_set, deadline).median_s
+            return self.timer.measure(fn, working_set, deadline, give_up_above).median_s
 
     def confirm(self, *configs: Config, deadline: float | None = None) -> list[float]:
         inputs, _ = self._inputs()
@@ -207,7 +211,7 @@ def tune_task(top: TunableOp, shape: dict, device: str, budget_s: float, strateg
     timer = timer or Timer(device)
     task = _Task(top, shape, device, timer, shared if shared is not None else {})
     deadline = t0 + max(CONFIRM_SHARE * budget_s, MIN_TASK_BUDGET_S)   # the rest: the confirmation
-    objective = Objective(lambda c: task.evaluate(c, deadline), deadline=deadline)
+    objective = Objective(lambda c: task.evaluate(c, deadline, RACE_CUTOFF * objective.best_value), deadline=deadline)
     default = dict(top.defaults)
     default_time = objective(default)   # always measured, whatever the budget: the baseline
     get_strategy(strategy)(space, objective, lambda c: top.cost_model(c, shape, device), seed)
@@ -226,9 +230,11 @@ def tune_task(top: TunableOp, shape: dict, device: str, budget_s: float, strateg
         top.op, top.impl, device, shape, bucket, best if ok else None, default, best_time if ok else None, d_time,
         (d_time / best_time) if ok and d_time else None, objective.evaluations, False, cost.bytes, cost.flops,
         cost.bytes / best_time / 1e9 if ok else None, cost.flops / best_time / 1e9 if ok else None, strategy,
-        space.size, len(valid), dict(task.failures), dict(shape), time.monotonic() - t0)
+        space.size, len(valid), dict(task.failures), dict(shape), time.monotonic() - t0,
+        [{"config": c, "time_s": v if math.isfinite(v) else None, "status": task.status.get(config_key(c), "ok")}
+         for c, v in objective.history])
     if ok and cache is not None:
-        cache.put(key, {k: v for k, v in result.to_dict().items() if k not in ("from_cache", "elapsed_s")})
+        cache.put(key, {k: v for k, v in result.to_dict().items() if k not in ("from_cache", "elapsed_s", "history")})
     if not ok:
         warnings.warn(f"{top.name} at {shape}: no configuration passed the reference check "
                       f"({dict(task.failures)}); first failure: {task.details[:1]}", stacklevel=2)
