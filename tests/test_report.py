@@ -278,3 +278,22 @@ def test_memory_options_are_separate_rows():
     small = predict("m4-max-40c@48", "qwen3.6-27b", "Q8_0", 262144)
     big = predict("m4-max-40c", "qwen3.6-27b", "Q8_0", 262144)
     assert small["memory"] == big["memory"] and not small["fits"] and big["fits"]  # only the fit differs
+
+
+def test_profile_of_a_device_the_hwdb_does_not_know():
+    """A GPU seen only through NVML: the report predicts it from the specs its profile recorded."""
+    doc = sample_profile("nvml-geforce-rtx-9999")
+    doc["device"].update(name="NVIDIA GeForce RTX 9999", known=False, source="nvml")
+    doc["device"]["specs"].update(vendor="nvidia", architecture="future", memory_gb=48.0, mem_bandwidth_gbs=2000.0)
+    html = build_report(["rtx-3090"], None, False, profiles=[doc])
+    rows = [n for n in parse(html).numbers if n["data-hw"] == "nvml-geforce-rtx-9999"]
+    assert len(rows) > 50  # in every table, like any hwdb device
+    from qlab.hwdb import Device
+
+    dev = Device(id="nvml-geforce-rtx-9999", name="x", vendor="nvidia", kind="gpu", architecture="future",
+                 memory_gb=48.0, mem_bandwidth_gbs=2000.0, bf16_tflops=71.2, fp32_tflops=35.6)
+    decode = [n for n in rows if n["data-field"] == "decode_tok_s"]
+    assert len(decode) >= 10
+    for n in decode[:10]:
+        p = predict(dev, n["data-model"], n["data-quant"], int(n["data-context"]), kv_dtype=n["data-kv"], profile=doc)
+        assert float(n["data-value"]) == p["decode_tok_s"]

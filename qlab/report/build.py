@@ -47,17 +47,32 @@ def field(p: dict, name: str):
     return p
 
 
-def _profile_devices(profiles) -> list:
-    """hwdb devices the profiles were measured on (profiles of unknown devices are shown in their section only)."""
+def _profile_devices(profiles) -> tuple[list, dict]:
+    """The devices the profiles were measured on: from the hwdb, or, for a device the hwdb does not know (a
+    GPU seen only through NVML), rebuilt from the specs the profile recorded, so it is predicted like the rest."""
+    import dataclasses
+
     from qlab import hwdb
 
-    out = []
+    names = {f.name for f in dataclasses.fields(hwdb.Device)}
+    out, adhoc = [], {}
     for p in profiles:
+        rec = p["device"]
         try:
-            out.append(hwdb.get_device(p["device"]["id"]))
-        except QlabError:
+            out.append(hwdb.get_device(rec["id"]))
             continue
-    return out
+        except QlabError:
+            pass
+        specs = {k: tuple(v) if isinstance(v, list) else v for k, v in (rec.get("specs") or {}).items() if k in names}
+        specs.update(id=rec["id"], name=rec.get("name") or rec["id"], kind=rec.get("kind") or "gpu")
+        specs.setdefault("vendor", "unknown")
+        specs.setdefault("architecture", "")
+        try:
+            out.append(hwdb.Device(**specs))
+        except TypeError:  # too little recorded to predict: the profile is still shown in its own section
+            continue
+        adhoc[rec["id"]] = out[-1]
+    return out, adhoc
 
 
 def build_report(hw_ids: list[str] | None = None, vendor: str | None = None, all_devices: bool = False,
@@ -69,14 +84,16 @@ def build_report(hw_ids: list[str] | None = None, vendor: str | None = None, all
     profiles = list(profiles)
     devices = select_devices(hw_ids, vendor, all_devices)
     known = {d.id for d in devices}
-    devices += [d for d in _profile_devices(profiles) if d.id not in known and not known.add(d.id)]
+    measured_on, adhoc = _profile_devices(profiles)
+    devices += [d for d in measured_on if d.id not in known and not known.add(d.id)]
 
     from qlab.predict import predict
 
-    predict(devices[0].id, model, grid.HEADLINE_QUANT, grid.PROMPT_TOKENS)  # an unknown model fails here, loudly
+    predict(adhoc.get(devices[0].id, devices[0].id), model, grid.HEADLINE_QUANT, grid.PROMPT_TOKENS)  # bad model: loud
     # a profile calibrates the predictor only where it carries efficiencies; others are shown, not used
     preds = Predictions(profiles_by_hw={p["device"]["id"]: p for p in profiles
-                                        if isinstance((p.get("calibration") or {}).get("efficiencies"), dict)})
+                                        if isinstance((p.get("calibration") or {}).get("efficiencies"), dict)},
+                        devices=adhoc)
 
     from qlab.models.loader import get_model
 

@@ -31,6 +31,7 @@ class Predictions:
     refuses the scenario (e.g. a context beyond a model's maximum), with the refusal kept in `refused`."""
 
     profiles_by_hw: dict[str, dict] = field(default_factory=dict)
+    devices: dict[str, object] = field(default_factory=dict)  # id -> Device for devices the hwdb cannot resolve
     cache: dict[tuple, dict | None] = field(default_factory=dict)
     refused: dict[tuple, str] = field(default_factory=dict)
 
@@ -41,7 +42,7 @@ class Predictions:
             from qlab.predict import predict  # looked up per call so tests can substitute the predictor
 
             try:
-                p = predict(hw, model, quant, context, batch=batch, kv_dtype=kv_dtype,
+                p = predict(self.devices.get(hw, hw), model, quant, context, batch=batch, kv_dtype=kv_dtype,
                             profile=self.profiles_by_hw.get(hw))
                 # "m4-max-40c@64" comes back as hw "m4-max-40c": keep the name asked, which says which option
                 self.cache[key] = p if p["hw"] == hw else {**p, "hw": hw}

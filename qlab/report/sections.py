@@ -230,7 +230,7 @@ def measured(profile: dict, preds: Predictions, model: str) -> dict:
     against predicted (with the profile's calibration, and from specs alone)."""
     dev = profile.get("device") or {}
     hw = dev.get("id", "?")
-    spec_only = Predictions()
+    spec_only = Predictions(devices=preds.devices)
     out = {"device": dev, "created": profile.get("created"), "qlab_version": profile.get("qlab_version"),
            "git_commit": profile.get("git_commit"), "options": profile.get("options") or {},
            "software": profile.get("software") or {}, "stages": profile.get("stages") or {}}
