@@ -54,8 +54,12 @@ class TuneResult:
     elapsed_s: float = 0.0
     history: list = field(default_factory=list)    # [{config, time_s | None, status}] in evaluation order
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    def to_dict(self, history: bool = False) -> dict[str, Any]:
+        """JSON-able; the per-evaluation history only when asked (it is long for GPU spaces)."""
+        d = asdict(self)
+        if not history:
+            d.pop("history")
+        return d
 
 
 class CandidateFailed(Exception):
@@ -234,7 +238,7 @@ def tune_task(top: TunableOp, shape: dict, device: str, budget_s: float, strateg
         [{"config": c, "time_s": v if math.isfinite(v) else None, "status": task.status.get(config_key(c), "ok")}
          for c, v in objective.history])
     if ok and cache is not None:
-        cache.put(key, {k: v for k, v in result.to_dict().items() if k not in ("from_cache", "elapsed_s", "history")})
+        cache.put(key, {k: v for k, v in result.to_dict().items() if k not in ("from_cache", "elapsed_s")})
     if not ok:
         warnings.warn(f"{top.name} at {shape}: no configuration passed the reference check "
                       f"({dict(task.failures)}); first failure: {task.details[:1]}", stacklevel=2)
