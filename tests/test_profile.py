@@ -99,3 +99,34 @@ def test_cli_bad_input(capsys, tmp_path):
     assert main(["profile", "--budget", "0"]) == 2
     assert main(["profile", "--contexts", "4k,abc"]) == 2
     assert main(["profile", "--resume", "/nonexistent.json"]) == 2
+
+
+def _measured_cpu_profile(decode_rows):
+    doc = new_document(ProfileOptions(mode="quick"))
+    doc["device"] = {"id": "cpu-host", "name": "test cpu", "kind": "cpu", "source": "cpu", "known": False,
+                     "specs": {"vendor": "cpu", "kind": "cpu", "architecture": "x86", "memory_gb": 24.0,
+                               "mem_bandwidth_gbs": 12.0, "fp32_tflops": 0.1, "bf16_tflops": 0.2},
+                     "details": {"measured_specs": ["mem_bandwidth_gbs", "fp32_tflops", "bf16_tflops"]}}
+    doc["microbench"] = {"read_gbs": 12.0, "copy_gbs": 10.0, "matmul_tflops": {"float32": 0.08}}
+    doc["decode"] = [{"quant": q, "context": c, "layers_run": 4, "tok_s": t * 16, "scaled_tok_s": t}
+                     for q, c, t in decode_rows]
+    return doc
+
+
+def test_calibration_reproduces_the_measured_decode_loop():
+    from qlab.predict import predict
+    from qlab.profile.calibrate import calibration_from_profile
+
+    doc = _measured_cpu_profile([("Q8_0", 4096, 0.31), ("Q4_K_M", 4096, 0.52)])
+    doc["calibration"] = calibration_from_profile(doc)
+    validate_profile(doc)
+    for row in doc["calibration"]["check"]:
+        assert abs(row["error_pct"]) < 1.0, row
+    for quant, measured in (("Q8_0", 0.31), ("Q4_K_M", 0.52)):
+        p = predict("cpu-host", "qwen3.6-27b", quant, 4096, profile=doc)
+        assert p["basis"] == "measured"
+        assert p["decode_tok_s"] == pytest.approx(measured, rel=0.01)
+    # the measured specs are what the prediction stands on, not the hwdb's estimate for this CPU
+    slower = _measured_cpu_profile([("Q8_0", 4096, 0.31)])
+    slower["calibration"] = calibration_from_profile(slower)
+    assert predict("cpu-host", "qwen3.6-27b", "Q8_0", 4096, profile=slower)["decode_tok_s"] == pytest.approx(0.31, rel=0.01)

@@ -24,6 +24,20 @@ PREFILL_UBATCH = 512
 _DEVICES: dict[str, object] = {}
 
 
+def _measured_device(dev, profile: dict | None):
+    """With a profile of this very device whose specs were measured (the host CPU, whose hwdb figures are
+    estimates), predict from the measured specs: the profile's efficiencies are relative to them."""
+    rec = profile.get("device") if isinstance(profile, dict) else None
+    if not isinstance(rec, dict) or rec.get("id") != dev.id or not (rec.get("details") or {}).get("measured_specs"):
+        return dev
+    import dataclasses
+
+    specs = rec.get("specs") or {}
+    measured = {k: float(specs[k]) for k in rec["details"]["measured_specs"]
+                if isinstance(specs.get(k), (int, float)) and specs[k] > 0}
+    return dataclasses.replace(dev, **measured) if measured else dev
+
+
 def _device(hw):
     """Device lookup, memoized per name within the process (a scenarios file repeats the same few)."""
     if not isinstance(hw, str):
@@ -65,7 +79,7 @@ def step_parts(step, dev, eff: Efficiencies) -> dict[str, float]:
 def breakdown(hw, model: str, quant: str, context: int, batch: int = 1, kv_dtype: str = "F16",
               profile: dict | None = None) -> dict[str, float]:
     """Where one decode step's time goes (seconds by term, as step_time adds them): for reports."""
-    dev = _device(hw)
+    dev = _measured_device(_device(hw), profile)
     m = get_model(model)
     q, kv, _ = _check(m, quant, context, batch, kv_dtype)
     eff = efficiencies_from_profile(profile, dev) if profile is not None else efficiencies_for(dev)
@@ -128,7 +142,7 @@ def _check(m, quant: str, context: int, batch: int, kv_dtype: str) -> tuple[str,
 def predict(hw, model: str, quant: str, context: int, batch: int = 1, kv_dtype: str = "F16",
             profile: dict | None = None) -> dict:
     """One scenario -> DESIGN.md's `qlab predict --json` object (plus "warnings" when the context needs YaRN)."""
-    dev = _device(hw)
+    dev = _measured_device(_device(hw), profile)
     m = get_model(model)
     q, kv, warnings = _check(m, quant, context, batch, kv_dtype)
     context, batch = _as_int(context), _as_int(batch)

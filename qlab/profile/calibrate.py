@@ -67,6 +67,11 @@ def calibration_from_profile(doc: dict, model: str = "qwen3.6-27b") -> dict:
     eff = base_efficiencies(doc, dev)
     rows = [r for r in doc.get("decode") or [] if "error" not in r]
 
+    # On this machine the decode loop measured each family's whole cost: its dequantization ALU time is folded
+    # into the family factor (dequant_ops 0), so the factor alone carries it and is solved exactly.
+    measured_families = {_family_of(r["quant"]) for r in rows}
+    eff["dequant_ops"] = {fam: 0.0 for fam in measured_families}
+
     def predicted_s(quant: str, context: int, family_factor: dict) -> float:
         cal = {"calibration": {"device_id": dev.id, "efficiencies": eff | {"family_factor": family_factor}}}
         return 1.0 / predict(dev, model, quant, context, profile=cal)["decode_tok_s"]

@@ -54,6 +54,9 @@ def parse_options(args):
             raise QlabError(f"--contexts {args.contexts!r}: context lengths must be ≥ 0")
     if args.budget is not None and args.budget <= 0:
         raise QlabError(f"--budget {args.budget:g}: expected a positive number of seconds")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise QlabError(f"--out {out}: exists and is not a directory")
     if args.resume and not Path(args.resume).is_file():
         raise QlabError(f"--resume {args.resume}: no such profile file")
     return ProfileOptions(gpu=args.gpu, mode=args.mode, quants=quants, contexts=contexts, out=Path(args.out),

@@ -64,7 +64,10 @@ def run_profile(opts: ProfileOptions, console=None) -> tuple[dict, Path]:
     def save() -> None:
         if path:
             doc["updated"] = _now()
-            write_json_atomic(path[0], validate_profile(doc, "profile being written"))
+            try:
+                write_json_atomic(path[0], validate_profile(doc, "profile being written"))
+            except OSError as e:
+                raise QlabError(f"cannot write the profile {path[0]}: {e.strerror or e}") from None
 
     ctx.save = save
     if doc["device"]["id"] != "pending":
@@ -87,8 +90,12 @@ def run_profile(opts: ProfileOptions, console=None) -> tuple[dict, Path]:
             try:
                 stage(doc, opts, ctx)
                 doc["stages"][name] = {"status": "done", "seconds": round(time.monotonic() - t0, 2)}
-            except QlabError:
-                raise
+            except QlabError as e:
+                if name == "detect":
+                    raise
+                doc["stages"][name] = {"status": "failed", "seconds": round(time.monotonic() - t0, 2),
+                                       "error": str(e)[:500]}
+                console.print(f"[red]stage {name} failed: {e}")
             except KeyboardInterrupt:
                 save()
                 raise

@@ -10,10 +10,6 @@ from collections.abc import Callable
 from qlab.errors import QlabError
 from qlab.profile.options import ProfileOptions
 
-# The ops tuned at Qwen3.6-27B shapes, in the order their time matters for decode.
-TUNE_OPS = ("dequant_matmul", "deltanet", "attention")
-
-
 @dataclasses.dataclass
 class Context:
     """What the stages share in one run: the torch device and a callback that saves the document."""
@@ -112,21 +108,46 @@ def _peak(doc: dict) -> tuple[float, float]:
     return mb.get("read_gbs") or doc["device"]["specs"]["mem_bandwidth_gbs"], tflops
 
 
+def tune_shapes_for(op: str, mode: str) -> list[dict]:
+    """The tuner's Qwen3.6-27B shapes; --quick keeps the decode ones (one token, depth ≤ 4K), since decode is
+    what the profile's predictions rest on and prefill shapes take seconds per call on a CPU."""
+    from qlab.tune.shapes import preset_shapes
+
+    shapes = preset_shapes(op)
+    if mode != "quick":
+        return shapes
+    return [s for s in shapes if s.get("T", 1) == 1 and s.get("M", 1) == 1 and s.get("S", 0) <= 4096]
+
+
 def stage_tune(doc: dict, opts: ProfileOptions, ctx: Context) -> None:
-    from qlab.tune import tune
+    """Tune every kernel op present at Qwen3.6-27B shapes; the tuner's cache makes a second run fast.
+    An op that fails is recorded with its error and the others still run."""
+    from qlab.tune import OPS, tune_shapes
 
     kernels = doc.setdefault("kernels", [])
+    errors = doc.setdefault("kernel_errors", {})
     done = {k["op"] for k in kernels}
-    budget = opts.tune_budget_s / len(TUNE_OPS)
+    ops = [op for op in OPS if op not in done]
+    budget = opts.tune_budget_s / max(1, len(ops))
     bw, tflops = _peak(doc)
-    for op in TUNE_OPS:
-        if op in done:
+    for op in ops:
+        shapes = tune_shapes_for(op, opts.mode)
+        if not shapes:
+            errors[op] = f"skipped in --{opts.mode} mode (prefill shapes only)"
             continue
-        for r in tune(op, device=ctx.torch_device, budget_s=budget):
-            row = dataclasses.asdict(r) if dataclasses.is_dataclass(r) else dict(r)
+        try:
+            results = tune_shapes(op, shapes, device=ctx.torch_device, budget_s=budget)
+        except Exception as e:  # noqa: BLE001 — recorded per op; the next op still runs
+            errors[op] = f"{type(e).__name__}: {str(e)[:300]}"
+            ctx.log(f"tuning {op} failed: {errors[op]}")
+            continue
+        errors.pop(op, None)
+        for r in results:
+            row = r.to_dict() if hasattr(r, "to_dict") else dict(r)
+            if not row.get("time_s"):
+                continue  # nothing valid was measured for this impl
             row["op"] = op
-            row.setdefault("bytes", 0.0)
-            row.setdefault("flops", 0.0)
+            row["config"] = row.get("config") or {}
             t = row["time_s"]
             row["achieved_gbs"] = row["bytes"] / t / 1e9
             row["achieved_tflops"] = row["flops"] / t / 1e12
