@@ -115,6 +115,7 @@ def build_report(hw_ids: list[str] | None = None, vendor: str | None = None, all
         "overview_svg": sections.overview(devices, summary, preds, model),
         "fit": sections.fit_matrix(devices, preds, model),
         "curves": sections.curves(summary["order"], preds, model),
+        "step_svg": sections.step_breakdown(summary["order"], preds, model),
         "prefill": sections.prefill(summary["order"], preds, model),
         "multi": multi,
         "value": sections.value(summary["order"], preds, model, budget_usd, multi["rows"]),

@@ -276,3 +276,29 @@ def nice_max(x: float) -> float:
         if m * e >= x:
             return m * e
     return 10 * e
+
+
+def step_breakdown(rows: list[dict]) -> str:
+    """Where one predicted decode step's time goes: each bar is one step split by term, in % of the step,
+    with the step's ms per token at its end (devices differ 50× in speed; shares compare, ms do not).
+    rows: {label, weights_s, dequant_s, kv_s, state_s, layer_overhead_s, compute_s}."""
+    parts = [("weights_s", "weights", "#2e86c1"), ("dequant_s", "dequant", "#85c1e9"), ("kv_s", "KV cache", "#e67e22"),
+             ("state_s", "DeltaNet state", "#17a589"), ("layer_overhead_s", "per-layer overhead", "#aaaaaa")]
+    fig, ax = plt.subplots(figsize=(6.4, 0.7 + 0.2 * len(rows)))
+    ys = list(range(len(rows)))[::-1]
+    totals = [sum(r.get(k) or 0.0 for k, _, _ in parts) or 1.0 for r in rows]
+    left = [0.0] * len(rows)
+    for key, label, color in parts:
+        vals = [100.0 * (r.get(key) or 0.0) / t for r, t in zip(rows, totals)]
+        ax.barh(ys, vals, left=left, color=color, height=0.7, label=label)
+        left = [a + b for a, b in zip(left, vals)]
+    for y, t in zip(ys, totals):
+        ax.text(101.5, y, f"{t * 1000:.1f} ms", va="center", fontsize=6.5, color="#333")
+    ax.set_yticks(ys)
+    ax.set_yticklabels([r["label"] for r in rows], fontsize=6.8)
+    ax.set_ylim(-0.6, len(rows) - 0.4)
+    ax.set_xlim(0, 100)
+    ax.grid(axis="y", visible=False)
+    ax.set_xlabel("% of the time per decoded token (predicted, batch 1, Q4_K_M, KV F16)")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.12, 1.0))
+    return to_svg(fig, label="Predicted decode time per token by term, hybrid against dense, short against long context")

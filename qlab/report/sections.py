@@ -343,3 +343,30 @@ def overview(devices, summary_, preds: Predictions, model: str) -> str | None:
         rows.append({"name": _short(d), "vendor": d.vendor, "tok_s": p["decode_tok_s"] if p["fits"] else None})
     rows.sort(key=lambda r: (-(r["tok_s"] or -1.0), r["name"]))
     return figures.overview_bars(rows, HEADLINE_QUANT, HEADLINE_CONTEXT) if rows else None
+
+
+# -- decode step breakdown -------------------------------------------------------------------------------
+
+def step_breakdown(order, preds: Predictions, model: str, n_devices: int = 4) -> str | None:
+    """Predicted time per token by term for a few devices spread over the speed ranking: the model at 4K and
+    at its longest context, against the dense contrast model at 4K and its longest context."""
+    try:
+        from qlab.predict import breakdown
+    except ImportError:  # a predictor without the breakdown: the section simply has no such figure
+        return None
+    if not order:
+        return None
+    picks = [order[round(i * (len(order) - 1) / max(1, n_devices - 1))] for i in range(min(n_devices, len(order)))]
+    rows = []
+    for d in dict.fromkeys(picks):
+        for m in (model, DENSE_CONTRAST) if model != DENSE_CONTRAST else (model,):
+            for c in (PROMPT_TOKENS, SUMMARY_CONTEXTS[-1], SUMMARY_CONTEXTS[-2]):
+                try:
+                    parts = breakdown(preds.devices.get(d.id, d.id), m, HEADLINE_QUANT, c,
+                                      profile=preds.profiles_by_hw.get(d.id))
+                except QlabError:
+                    continue  # beyond that model's context: try the next shorter one
+                rows.append({"label": f"{d.id} · {m} @ {c // 1024}K", **parts})
+                if c != PROMPT_TOKENS:
+                    break
+    return figures.step_breakdown(rows) if rows else None
