@@ -19,3 +19,15 @@ def prefill(B: int, T: int, HQ: int, HKV: int, D: int, causal: bool = True, io_b
     io = B * T * (2 * HQ * D + 2 * HKV * D) * io_bytes
     flops = 4 * B * HQ * T * T * D * (0.5 if causal else 1.0)
     return OpCost(io, flops)
+
+
+def decode_expected_s(B: int, HQ: int, HKV: int, D: int, S: int, bandwidth_gbs: float, kv_bytes: float = 2) -> float:
+    """The first of the two numbers: decode is memory-bound (HQ/HKV = 6 FLOPs per KV byte at bf16, far below any
+    GPU's ridge point), so its time is the KV bytes over the bandwidth."""
+    return decode(B, HQ, HKV, D, S, kv_bytes).bytes / (bandwidth_gbs * 1e9)
+
+
+def prefill_expected_s(B: int, T: int, HQ: int, HKV: int, D: int, bf16_tflops: float, causal: bool = True) -> float:
+    """The second: prefill at T >= a few hundred is compute-bound, so its time is the FLOPs over the dense bf16
+    tensor rate."""
+    return prefill(B, T, HQ, HKV, D, causal).flops / (bf16_tflops * 1e12)

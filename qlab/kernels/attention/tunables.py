@@ -49,17 +49,20 @@ def valid(impl: str, config: dict, shape: dict) -> bool:
     if any(k not in SPACES[impl] for k in config):
         return False
     D = shape.get("D", 256)
+    # Register rules read off the AOT compile report at D=256 (sm_80, the tightest): a K/V tile of more than
+    # 32 rows of 256, or more than 8 rows of 256 per warp, spills in both kernels; prefill's fp32 [BLOCK_M, D]
+    # accumulator must stay at <= 64 registers per thread (BLOCK_M=64 needs 8 warps).
     if impl == "triton_decode":
         kv = shape.get("kv_bytes", 2)
         kv = 2 if kv < 2 else kv          # FP8 tiles are converted to bf16 in registers
         tiles = 2 * cfg["BLOCK_N"] * D * kv * max(1, cfg["num_stages"])
-        regs_acc = 16 * D // (32 * cfg["num_warps"])            # fp32 [G_PAD=16, D] accumulator per thread
-        return _smem_ok(tiles, shape) and regs_acc <= 128 and D & (D - 1) == 0
+        regs_ok = cfg["BLOCK_N"] * D <= 32 * 256 and cfg["BLOCK_N"] * D <= 8 * 256 * cfg["num_warps"]
+        return _smem_ok(tiles, shape) and regs_ok and D & (D - 1) == 0
     if impl == "triton_prefill":
         bm, bn, io = cfg["BLOCK_M"], cfg["BLOCK_N"], shape.get("io_bytes", 2)
         need = bm * D * io + 2 * bn * D * io * max(1, cfg["num_stages"])
-        regs_acc = bm * D // (32 * cfg["num_warps"])
-        return bm % bn == 0 and _smem_ok(need, shape) and regs_acc <= 128 and D & (D - 1) == 0
+        regs_ok = bm * D <= 64 * 32 * cfg["num_warps"] and bn * D <= 32 * 256
+        return bm % bn == 0 and _smem_ok(need, shape) and regs_ok and D & (D - 1) == 0
     if impl == "cupy_decode":
         G = shape.get("HQ", 24) // max(1, shape.get("HKV", 4))
         per_word = 4 if shape.get("kv_bytes", 2) == 1 else 2
