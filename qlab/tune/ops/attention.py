@@ -37,6 +37,8 @@ class AttentionDecodeOp(_Attention):
     seq_dims = ("S",)
     presets = {"qwen3.6-27b": [{"S": 4096}, {"S": 32768}]}
     tile_dims = {"BLOCK_N": "S"}
+    grid_params = ()              # BLOCK_N steps through a split's keys; num_splits makes programs
+    parallel_dims = ("B", "HKV")   # one program per KV head's query group (and split)
     entry = "qlab.kernels.attention:decode"
 
     @staticmethod
@@ -71,6 +73,8 @@ class AttentionPrefillOp(_Attention):
     seq_dims = ("T",)
     presets = {"qwen3.6-27b": [{"T": 512}]}
     tile_dims = {"BLOCK_M": "T", "BLOCK_N": "T"}
+    grid_params = ("BLOCK_M",)
+    parallel_dims = ("B", "HQ")
     entry = "qlab.kernels.attention:prefill"
 
     @staticmethod

@@ -22,7 +22,9 @@ from qlab.tune.space import Config, Space
 # Rough peak rates for ranking only (the search measures): what matters is the ratio of memory to compute.
 CPU_GBS, CPU_GFLOPS_PER_CORE = 20.0, 30.0
 GPU_GBS, GPU_TFLOPS = 1000.0, 100.0
-CPU_OVERHEAD_S, GPU_OVERHEAD_S = 20e-6, 4e-6   # per tile/chunk/launch unit the impl loops over
+CPU_OVERHEAD_S, GPU_OVERHEAD_S = 20e-6, 4e-6   # CPU: per tile/chunk the impl loops over; GPU: per launch
+GPU_SMS = 108                                    # an A100-class count; only the shape of the curve matters
+SPLIT_PARAMS = ("num_splits", "SPLIT_K", "KSPLIT")   # parameters that split the reduction over more programs
 
 
 def next_pow2(n: int) -> int:
@@ -70,6 +72,8 @@ class TunableOp:
     seq_dims: tuple[str, ...] = ()     # bucketed to the next power of two
     presets: dict[str, list[dict[str, Any]]] = {}   # preset name -> shape overrides
     tile_dims: dict[str, str] = {}     # tunable parameter -> the shape dim it tiles (for the cost model)
+    grid_params: tuple[str, ...] = ()     # tile params that make separate GPU programs (others tile a loop)
+    parallel_dims: tuple[str, ...] = ()   # dims each a separate GPU program (batch, heads)
     package: str = ""                  # kernel package, e.g. "qlab.kernels.deltanet"
     entry: str = ""                    # "module:function" that must import for the op to be present
     rms_tol: dict[str, float] = {"fp32": 2e-3, "bf16": 1e-2, "fp16": 1e-2}
@@ -124,26 +128,31 @@ class TunableOp:
         raise NotImplementedError
 
     def cost_model(self, config: Config, shape: Mapping[str, Any], device: str = "cpu") -> float:
-        """Predicted seconds, for ranking: roofline time of the op's bytes and FLOPs at rough peak rates,
-        inflated by the work wasted padding each tiled dim up to its tile, plus a fixed cost per tile (so very
-        small tiles lose), and on the CPU divided among the threads (with diminishing returns)."""
+        """Predicted seconds, for ranking only (the search measures): the roofline time of the op's bytes and
+        FLOPs at rough peak rates, inflated by the work wasted padding each tiled dim up to its tile, plus a
+        fixed cost per tile (so very small tiles lose). CPU: the compute share divides among the threads with
+        diminishing returns. GPU: programs (tiles x parallel dims x splits) fewer than the SMs leave the
+        rest idle, and a partial last wave costs a whole one."""
         c = self.cost(shape, config)
-        if device == "cpu":
-            threads = config.get("threads") or 1
-            eff = min(threads, os.cpu_count() or 1) ** 0.8
-            t = max(c.bytes / (CPU_GBS * 1e9), c.flops / (CPU_GFLOPS_PER_CORE * 1e9 * eff))
-            unit = CPU_OVERHEAD_S
-        else:
-            t = c.time_s(GPU_GBS, GPU_TFLOPS)
-            unit = GPU_OVERHEAD_S
-        tiles, waste = 1, 1.0
+        tiles, grid, waste = 1, 1, 1.0
         for param, dim in self.tile_dims.items():
             block, size = config.get(param), shape.get(dim)
             if isinstance(block, int) and block > 0 and isinstance(size, int) and size > 0:
                 n = math.ceil(size / block)
                 tiles *= n
+                grid *= n if param in self.grid_params else 1
                 waste *= n * block / size
-        return t * waste + unit * tiles
+        if device == "cpu":
+            threads = config.get("threads") or 1
+            eff = min(threads, os.cpu_count() or 1) ** 0.8
+            t = max(c.bytes / (CPU_GBS * 1e9), c.flops / (CPU_GFLOPS_PER_CORE * 1e9 * eff))
+            return t * waste + CPU_OVERHEAD_S * tiles
+        programs = grid * math.prod(int(shape.get(d, 1)) for d in self.parallel_dims)
+        split = next((config[p] for p in SPLIT_PARAMS if p in config), 1)
+        split = split if split > 0 else max(1, 2 * GPU_SMS // programs)   # 0: the kernel picks (auto)
+        programs *= split
+        occupancy = programs / (math.ceil(programs / GPU_SMS) * GPU_SMS)
+        return c.time_s(GPU_GBS, GPU_TFLOPS) * waste / occupancy + GPU_OVERHEAD_S * (1 + (split > 1))
 
     # -- running ---------------------------------------------------------------------------------------------
     def make_inputs(self, shape: Mapping[str, Any], device: str = "cpu") -> Any:

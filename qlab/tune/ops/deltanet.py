@@ -18,6 +18,8 @@ class DeltaNetOp(TunableOp):
     presets = {"qwen3.6-27b": [{"T": 1}, {"T": 512}]}
     tile_dims = {"chunk_size": "T", "BT": "T", "BK": "K", "BV": "V", "BLOCK_K": "K", "BLOCK_V": "V",
                  "BLOCK_T": "T"}
+    grid_params = ("BV", "BK", "BLOCK_K", "BLOCK_V")
+    parallel_dims = ("B", "HV")
     entry = "qlab.kernels.deltanet:gated_delta_rule"
     package = "qlab.kernels.deltanet"
 

@@ -24,6 +24,8 @@ class DequantMatmulOp(TunableOp):
     seq_dims = ("M",)
     presets = {"qwen3.6-27b": [{"M": 1}, {"M": 8}]}
     tile_dims = {"BLOCK_M": "M", "BLOCK_N": "N", "BLOCK_K": "K"}
+    grid_params = ("BLOCK_M", "BLOCK_N")
+    parallel_dims = ()
     entry = "qlab.kernels.dequant_matmul:matmul"
     package = "qlab.kernels.dequant_matmul"
     rms_tol = {"fp32": 1e-3, "bf16": 1e-2, "fp16": 1e-2}
