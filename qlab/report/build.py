@@ -87,9 +87,6 @@ def build_report(hw_ids: list[str] | None = None, vendor: str | None = None, all
     measured_on, adhoc = _profile_devices(profiles)
     devices += [d for d in measured_on if d.id not in known and not known.add(d.id)]
 
-    from qlab.predict import predict
-
-    predict(adhoc.get(devices[0].id, devices[0].id), model, grid.HEADLINE_QUANT, grid.PROMPT_TOKENS)  # bad model: loud
     # a profile calibrates the predictor only where it carries efficiencies; others are shown, not used
     preds = Predictions(profiles_by_hw={p["device"]["id"]: p for p in profiles
                                         if isinstance((p.get("calibration") or {}).get("efficiencies"), dict)},
@@ -97,7 +94,7 @@ def build_report(hw_ids: list[str] | None = None, vendor: str | None = None, all
 
     from qlab.models.loader import get_model
 
-    m = get_model(model)
+    m = get_model(model)  # an unknown model is an error naming the closest ids, before any work
     arch = {"name": m.name, "n_layers": m.n_layers, "n_deltanet": m.layer_types.count("deltanet"),
             "n_attention": sum(1 for t in m.layer_types if "attention" in t), "hidden": m.hidden_size,
             "max_context": m.max_context, "max_context_scaled": m.max_context_scaled}

@@ -35,7 +35,8 @@ def summary(devices, preds: Predictions, model: str, budget) -> dict:
             p, kv = best
             cells.append({"p": p, "kv": kv, "ttft": preds.get(d.id, p["quant"], PROMPT_TOKENS, kv, model)})
         if cells[0] is None:
-            cannot.append({"device": d, "smallest": _smallest(d, preds, model)})
+            reason = next((msg for key, msg in preds.refused.items() if key[0] == d.id), None)
+            cannot.append({"device": d, "smallest": _smallest(d, preds, model), "reason": reason})
         else:
             rows.append({"device": d, "cells": cells, "within_budget": _within(d, budget)})
     headline = SUMMARY_CONTEXTS.index(HEADLINE_CONTEXT)
