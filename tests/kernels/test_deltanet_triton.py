@@ -79,8 +79,9 @@ def test_triton_impls_match_naive(impl, config, case):
     ("triton_chunk", {"chunk_size": 16, "BV": 64, "num_warps": 8}),
 ], ids=["recurrent-bv16", "chunk32-bv16", "chunk16-bv64"])
 def test_configs_batch_and_odd_head_dims(impl, config):
-    """Batch 2, two key heads, several V blocks, K and V not powers of two (masked lanes)."""
-    shape = (2, 35, 2, 4, 24, 40)
+    """Batch 2, two key heads, several V blocks, K and V not powers of two (masked lanes; K > 64: two state
+    halves in triton_chunk)."""
+    shape = (2, 35, 2, 4, 72, 40)
     o_ref, h_ref = reference(*shape, "medium", True, torch.float32)
     x = make_inputs(*shape, decay="medium", with_state=True)
     o, h = gated_delta_rule(**x, use_qk_l2norm=True, impl=impl, config=config)

@@ -81,6 +81,22 @@ def gdn_chunk_prep_kernel(
         tl.store(u + ((i_n * T + o_t[:, None]) * HV + i_hv) * V + o_v[None, :], b_u, mask=m)
 
 
+@triton.jit
+def _tile(base, rows, cols, row_stride, row0, col0, BR: tl.constexpr, BC: tl.constexpr):
+    """The zero-padded [BR, BC] tile at (row0, col0) of a [rows, cols] view with `row_stride`, `base` a
+    per-head pointer: offsets stay int32 (half the registers of 64-bit ones; T * HV * V < 2^31)."""
+    r, c = row0 + tl.arange(0, BR), col0 + tl.arange(0, BC)
+    return tl.load(base + r[:, None] * row_stride + c[None, :], mask=(r[:, None] < rows) & (c[None, :] < cols),
+                   other=0.0)
+
+
+@triton.jit
+def _put(base, rows, cols, row_stride, row0, col0, x, BR: tl.constexpr, BC: tl.constexpr):
+    r, c = row0 + tl.arange(0, BR), col0 + tl.arange(0, BC)
+    tl.store(base + r[:, None] * row_stride + c[None, :], x.to(base.dtype.element_ty),
+             mask=(r[:, None] < rows) & (c[None, :] < cols))
+
+
 @triton.jit(do_not_specialize=["T"])
 def gdn_chunk_fwd_kernel(
     q, k, w, u, gcum, o, h0, ht, scale, T,
@@ -88,44 +104,60 @@ def gdn_chunk_fwd_kernel(
     BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     USE_INITIAL_STATE: tl.constexpr, STORE_FINAL_STATE: tl.constexpr, IEEE: tl.constexpr,
 ):
+    # The state slice is held as up to two [BK, BV] halves (K <= 2 BK): every [BT, K] operand is then
+    # loaded a half at a time, right before its use, so the live register set stays small (no spills).
+    TWO: tl.constexpr = K > BK
     i_v, i_nh = tl.program_id(0), tl.program_id(1).to(tl.int64)
     i_n, i_hv = i_nh // HV, i_nh % HV
     i_h = i_hv // (HV // H)
-    o_k = tl.arange(0, BK)
-    o_v = i_v * BV + tl.arange(0, BV)
-    m_k, m_v = o_k < K, o_v < V
+    c_v = i_v * BV
     rows = tl.arange(0, BT)
     causal = rows[:, None] >= rows[None, :]
-    p_h = i_nh * K * V + o_k[:, None] * V + o_v[None, :]
+    # [T, K] / [T, V] views of this sequence and head (row strides: all heads of a token)
+    q_, k_ = q + (i_n * T * H + i_h) * K, k + (i_n * T * H + i_h) * K
+    w_ = w + (i_n * T * HV + i_hv) * K
+    u_, o_ = u + (i_n * T * HV + i_hv) * V, o + (i_n * T * HV + i_hv) * V
+    g_ = gcum + i_n * T * HV + i_hv
 
-    b_h = tl.zeros([BK, BV], dtype=tl.float32)
+    b_h1 = tl.zeros([BK, BV], dtype=tl.float32)
+    b_h2 = tl.zeros([BK, BV], dtype=tl.float32)
     if USE_INITIAL_STATE:
-        b_h += tl.load(h0 + p_h, mask=m_k[:, None] & m_v[None, :], other=0.0)
+        b_h1 += _tile(h0 + i_nh * K * V, K, V, V, 0, c_v, BK, BV)
+        if TWO:
+            b_h2 += _tile(h0 + i_nh * K * V, K, V, V, BK, c_v, BK, BV)
     for i_t in range(0, tl.cdiv(T, BT)):
-        o_t = i_t * BT + rows
-        m_t = o_t < T
-        m_tk, m_tv = m_t[:, None] & m_k[None, :], m_t[:, None] & m_v[None, :]
-        p_qk = ((i_n * T + o_t[:, None]) * H + i_h) * K + o_k[None, :]
-        b_q = tl.load(q + p_qk, mask=m_tk, other=0.0).to(tl.float32) * scale
-        b_k = tl.load(k + p_qk, mask=m_tk, other=0.0).to(tl.float32)
-        b_w = tl.load(w + ((i_n * T + o_t[:, None]) * HV + i_hv) * K + o_k[None, :], mask=m_tk, other=0.0)
-        p_uo = ((i_n * T + o_t[:, None]) * HV + i_hv) * V + o_v[None, :]
-        b_u = tl.load(u + p_uo, mask=m_tv, other=0.0)
-        b_gc = tl.load(gcum + (i_n * T + o_t) * HV + i_hv, mask=m_t, other=0.0)
-        b_glast = tl.load(gcum + (i_n * T + tl.minimum(i_t * BT + BT, T) - 1) * HV + i_hv)
+        t0 = i_t * BT
+        m_t = t0 + rows < T
+        b_glast = tl.load(g_ + (tl.minimum(t0 + BT, T) - 1) * HV)
+        b_gc = tl.load(g_ + (t0 + rows) * HV, mask=m_t, other=0.0)
         b_gc = tl.where(m_t, b_gc, b_glast)  # padded rows: no decay past the last token (no exp overflow)
 
-        b_vn = b_u - _dot(b_w, b_h, IEEE)                                        # V' [BT, BV]
-        b_att = _dot(b_q, tl.trans(b_k), IEEE)
-        b_att = tl.where(causal & m_t[:, None], b_att * tl.exp(tl.where(causal, b_gc[:, None] - b_gc[None, :], 0.0)),
-                         0.0)
-        b_o = _dot(b_q * tl.exp(b_gc)[:, None], b_h, IEEE) + _dot(b_att, b_vn, IEEE)
-        tl.store(o + p_uo, b_o.to(o.dtype.element_ty), mask=m_tv)
+        # V' = U - W S  (old state)
+        b_vn = _tile(u_, T, V, HV * V, t0, c_v, BT, BV) - _dot(_tile(w_, T, K, HV * K, t0, 0, BT, BK), b_h1, IEEE)
+        if TWO:
+            b_vn -= _dot(_tile(w_, T, K, HV * K, t0, BK, BT, BK), b_h2, IEEE)
+        # O = scale ((q e^gc) S + lower(q k^T e^(gc_i - gc_j)) V')
+        b_q = _tile(q_, T, K, H * K, t0, 0, BT, BK).to(tl.float32)
+        b_att = _dot(b_q, tl.trans(_tile(k_, T, K, H * K, t0, 0, BT, BK).to(tl.float32)), IEEE)
+        b_o = _dot(b_q * tl.exp(b_gc)[:, None], b_h1, IEEE)
+        if TWO:
+            b_q = _tile(q_, T, K, H * K, t0, BK, BT, BK).to(tl.float32)
+            b_att += _dot(b_q, tl.trans(_tile(k_, T, K, H * K, t0, BK, BT, BK).to(tl.float32)), IEEE)
+            b_o += _dot(b_q * tl.exp(b_gc)[:, None], b_h2, IEEE)
+        b_att = tl.where(causal, b_att * tl.exp(tl.where(causal, b_gc[:, None] - b_gc[None, :], 0.0)), 0.0)
+        _put(o_, T, V, HV * V, t0, c_v, (b_o + _dot(b_att, b_vn, IEEE)) * scale, BT, BV)
 
-        b_kd = b_k * tl.where(m_t, tl.exp(b_glast - b_gc), 0.0)[:, None]         # k exp(g_last - g_cum)
-        b_h = b_h * tl.exp(b_glast) + _dot(tl.trans(b_kd), b_vn, IEEE)
+        # S <- e^glast S + (k e^(glast - gc))^T V'
+        b_kd = tl.where(m_t, tl.exp(b_glast - b_gc), 0.0)[:, None]
+        b_k = _tile(k_, T, K, H * K, t0, 0, BT, BK).to(tl.float32) * b_kd
+        b_h1 = b_h1 * tl.exp(b_glast) + _dot(tl.trans(b_k), b_vn, IEEE)
+        if TWO:
+            b_k = _tile(k_, T, K, H * K, t0, BK, BT, BK).to(tl.float32) * b_kd
+            b_h2 = b_h2 * tl.exp(b_glast) + _dot(tl.trans(b_k), b_vn, IEEE)
     if STORE_FINAL_STATE:
-        tl.store(ht + p_h, b_h, mask=m_k[:, None] & m_v[None, :])
+        _put(ht + i_nh * K * V, K, V, V, 0, c_v, b_h1, BK, BV)
+        if TWO:
+            _put(ht + i_nh * K * V, K, V, V, BK, c_v, b_h2, BK, BV)
 
 
 def triton_chunk_gated_delta_rule(q, k, v, g, beta, scale=None, initial_state=None, output_final_state=True,
@@ -135,9 +167,12 @@ def triton_chunk_gated_delta_rule(q, k, v, g, beta, scale=None, initial_state=No
     cfg = {**DEFAULTS["triton_chunk"], **(config or {})}
     B, T, H, K = q.shape
     HV, V = v.shape[2], v.shape[3]
-    BT, BK = int(cfg["chunk_size"]), triton.next_power_of_2(K)
+    BT = int(cfg["chunk_size"])
+    BK = min(64, triton.next_power_of_2(K))  # state half: K <= 2 BK
+    if K > 2 * BK:
+        raise ValueError(f"k: head dim K={K}; triton_chunk handles K <= 128")
     BV = min(int(cfg["BV"]), triton.next_power_of_2(V))
-    BD = min(64, BK, triton.next_power_of_2(V))
+    BD = min(64, triton.next_power_of_2(K), triton.next_power_of_2(V))
     scale = K ** -0.5 if scale is None else scale
     if use_qk_l2norm:
         q, k = l2norm(q.float()).to(q.dtype), l2norm(k.float()).to(k.dtype)

@@ -10,21 +10,23 @@ QWEN36_SHAPE = {"B": 1, "T": 1, "H": 16, "HV": 48, "K": 128, "V": 128}
 SPACES = {
     "chunk_torch": {"chunk_size": [16, 32, 64, 128]},
     "triton_recurrent": {"BV": [16, 32, 64], "num_warps": [1, 2, 4, 8]},
-    "triton_chunk": {"chunk_size": [16, 32, 64], "BV": [16, 32, 64], "num_warps": [2, 4, 8], "num_stages": [1, 2]},
+    "triton_chunk": {"chunk_size": [16, 32], "BV": [16, 32, 64], "num_warps": [4, 8], "num_stages": [1, 2]},
     "cupy_recurrent": {"BV": [16, 32], "KSPLIT": [4, 8, 16]},
 }
 
 DEFAULTS = {
     "chunk_torch": {"chunk_size": 64},
     "triton_recurrent": {"BV": 32, "num_warps": 4},
-    "triton_chunk": {"chunk_size": 64, "BV": 32, "num_warps": 4, "num_stages": 1},
+    "triton_chunk": {"chunk_size": 32, "BV": 32, "num_warps": 8, "num_stages": 1},
     "cupy_recurrent": {"BV": 32, "KSPLIT": 8},
 }
 
-# fp32 registers a thread may spend on its share of a [rows, BV] register tile before ptxas starts spilling
-# (255 is the hardware cap; the rest of the kernel needs ~60)
-_TILE_REGS = 128
-
+# fp32 values of register tiles per thread above which ptxas spills (Triton 3.9, ptxas -v, sm_80..sm_120;
+# measured with `qlab kernels compile-report` at K = V = 128): the recurrent kernel's [K, BV] state slice
+# spills at 128 per thread and not at 64; the chunk kernel's [K, BV] state + [BT, K + BV] operands +
+# [BT, BT] attention tile spill at >= 60 and not at <= 54.
+_RECURRENT_TILE = 64
+_CHUNK_TILE = 56
 
 def _pow2(n: int) -> int:
     return 1 << max(int(n) - 1, 0).bit_length()
@@ -41,12 +43,12 @@ def valid(impl: str, config: dict, shape: dict | None = None) -> bool:
     if impl == "chunk_torch":
         return c["chunk_size"] >= 1
     if impl == "triton_recurrent":  # the [K, BV] state slice lives in registers
-        return c["BV"] <= V and K * c["BV"] // (32 * c["num_warps"]) <= _TILE_REGS
-    if impl == "triton_chunk":  # state slice [K, BV] and the [C, K] tiles of w, q, k in registers
-        threads = 32 * c["num_warps"]
-        tiles = K * c["BV"] + 3 * c["chunk_size"] * K + c["chunk_size"] ** 2
-        return c["BV"] <= V and tiles // threads <= 2 * _TILE_REGS
+        return c["BV"] <= V and K * c["BV"] / (32 * c["num_warps"]) <= _RECURRENT_TILE
+    if impl == "triton_chunk":
+        BT, BV = c["chunk_size"], c["BV"]
+        tiles = K * BV + BT * (K + BV) + BT * BT
+        return BV <= V and K <= 128 and tiles / (32 * c["num_warps"]) <= _CHUNK_TILE
     if impl == "cupy_recurrent":  # threads hold K / KSPLIT state values each; a block is BV x KSPLIT threads
         return (K % c["KSPLIT"] == 0 and c["BV"] * c["KSPLIT"] <= 1024 and V % c["BV"] == 0
-                and K // c["KSPLIT"] <= _TILE_REGS)
+                and K // c["KSPLIT"] <= _RECURRENT_TILE)
     return False
