@@ -162,3 +162,11 @@ def test_reported_speedup_matches_an_independent_remeasurement():
         if r.speedup > 2.0 and 0.5 < measured / r.speedup < 2.0:
             return
     pytest.fail(f"reported vs re-measured speedups disagree in all attempts: {attempts}")
+
+
+def test_a_stale_entry_is_reported_and_retuned(monkeypatch):
+    tune("blocked_matmul", SMALL, budget_s=1.5)
+    monkeypatch.setattr(BlockedMatmulOp, "source_hash", lambda self: "edited")   # as if the kernel changed
+    with pytest.warns(TuneCacheWarning, match=r"stale \(source '[0-9a-f]+' -> 'edited'\)"):
+        (r,) = tune("blocked_matmul", SMALL, budget_s=1.5)
+    assert not r.from_cache

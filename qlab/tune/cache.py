@@ -119,6 +119,22 @@ class TuneCache:
             self._disk = self._read_file()
         return self._disk.get(key)
 
+    def warn_if_stale(self, fields: Mapping[str, Any], same: tuple[str, ...]) -> None:
+        """On a miss: if an entry for the same `same` fields exists under other versions (a kernel edit, a new
+        torch or driver), say what changed, so a re-tune is not a surprise. It stays in the file, unused."""
+        if self._disk is None:
+            self._disk = self._read_file()
+        for entry in list(self._disk.values()) + list(self.memory.values()):
+            old = entry.get("key_fields")
+            if not isinstance(old, dict) or any(old.get(k) != fields.get(k) for k in same):
+                continue
+            changed = [f"{k} {old.get(k)!r} -> {v!r}" for k, v in sorted(fields.items()) if old.get(k) != v]
+            if changed:
+                warnings.warn(f"tune cache: the entry for {fields.get('op')}/{fields.get('impl')} at "
+                              f"{fields.get('bucket')} is stale ({'; '.join(changed)}); re-tuning",
+                              TuneCacheWarning, stacklevel=3)
+                return
+
     # -- writing ---------------------------------------------------------------------------------------------
     @contextlib.contextmanager
     def _locked(self):

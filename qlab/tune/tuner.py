@@ -198,8 +198,11 @@ def tune_task(top: TunableOp, shape: dict, device: str, budget_s: float, strateg
               seed: int = 0) -> TuneResult:
     t0 = time.monotonic()
     bucket = top.bucket(shape)
-    key = make_key(_cache_fields(top, shape, device)) if cache is not None else None
+    fields = _cache_fields(top, shape, device)
+    key = make_key(fields) if cache is not None else None
     hit = cache.get(key) if cache is not None else None
+    if hit is None and cache is not None:
+        cache.warn_if_stale(fields, same=("op", "impl", "bucket", "device"))
     if hit is not None and isinstance(hit.get("config"), dict) and top.is_valid(hit["config"], shape):
         cost = top.cost(hit.get("tuned_shape") or shape, hit["config"])
         t = hit.get("time_s")
@@ -238,7 +241,8 @@ def tune_task(top: TunableOp, shape: dict, device: str, budget_s: float, strateg
         [{"config": c, "time_s": v if math.isfinite(v) else None, "status": task.status.get(config_key(c), "ok")}
          for c, v in objective.history])
     if ok and cache is not None:
-        cache.put(key, {k: v for k, v in result.to_dict().items() if k not in ("from_cache", "elapsed_s")})
+        entry = {k: v for k, v in result.to_dict().items() if k not in ("from_cache", "elapsed_s")}
+        cache.put(key, dict(entry, key_fields=fields))
     if not ok:
         warnings.warn(f"{top.name} at {shape}: no configuration passed the reference check "
                       f"({dict(task.failures)}); first failure: {task.details[:1]}", stacklevel=2)
