@@ -90,7 +90,8 @@ def test_tunables_interface():
         assert impl in IMPLS and set(space) == set(DEFAULTS[impl])
         for key, value in DEFAULTS[impl].items():
             assert value in space[key], (impl, key)
-    assert valid("triton", DEFAULTS["triton"], (1, 5120, 17408, "Q4_K"))  # 17408 / 256 = 68 steps
-    assert valid("triton", {"BLOCK_K": 256}, (1, 17408, 5120, "Q4_K"))
-    assert not valid("triton", {"BLOCK_K": 256, "SPLIT_K": 8}, (1, 17408, 5120, "Q4_K"))  # 20 steps / 8
+    assert valid("triton", DEFAULTS["triton"], (1, 5120, 17408, "Q4_K"))
+    assert not valid("triton", {"BLOCK_N": 64, "BLOCK_K": 256}, (1, 5120, 17408, "Q4_K"))  # 128 values/thread
+    assert not valid("triton", {"SPLIT_K": 16}, (1, 64, 512, "Q8_0"))  # 4 K steps for 16 splits
+    assert not valid("triton", {}, (1, 64, 512, "Q2_K"))  # no triton kernel for Q2_K
     assert valid("torch_cpu", DEFAULTS["torch_cpu"], (1, 5120, 17408, "Q8_0"))

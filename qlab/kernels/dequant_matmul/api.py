@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from . import cost as _cost
+from .tunables import TRITON_FORMATS
 from .weight import QuantizedWeight
 
 
@@ -42,7 +43,6 @@ class Impl:
         return _cost.matmul(M, N, K, fmt, io_bytes=4)
 
 
-TRITON_FORMATS = ("Q8_0", "Q4_K", "INT4-G128", "Q4_0")
 CUPY_FORMATS = ("Q8_0", "Q4_K", "INT4-G128")
 IMPLS = {
     "naive": Impl("naive", _naive, None, "dequantize the whole weight, fp32 matmul (reference)"),

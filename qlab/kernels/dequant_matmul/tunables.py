@@ -7,7 +7,7 @@ config, shape) rejects configurations that cannot run (divisibility, register/sh
 
 from __future__ import annotations
 
-from qlab.formats import FORMATS
+TRITON_FORMATS = ("Q8_0", "Q4_0", "Q4_K", "INT4-G128")
 
 SPACES = {
     "torch_cpu": {
@@ -29,7 +29,7 @@ SPACES = {
 
 DEFAULTS = {
     "torch_cpu": {"gemv_max_m": 16, "tile_bytes": 1 << 24},
-    "triton": {"BLOCK_M": 1, "BLOCK_N": 32, "BLOCK_K": 256, "SPLIT_K": 1, "num_warps": 4, "num_stages": 2},
+    "triton": {"BLOCK_M": 1, "BLOCK_N": 16, "BLOCK_K": 256, "SPLIT_K": 1, "num_warps": 4, "num_stages": 2},
     "cupy": {"ROWS_PER_BLOCK": 4},
 }
 
@@ -51,17 +51,16 @@ def valid(impl: str, config: dict, shape) -> bool:
     if impl == "torch_cpu":
         return cfg["gemv_max_m"] >= 1 and cfg["tile_bytes"] >= 4 * K
     if impl == "triton":
-        block = FORMATS[str(fmt).upper()].block_size
         bk, split = cfg["BLOCK_K"], cfg["SPLIT_K"]
-        if bk % block and block % bk:  # a step covers whole blocks, or a whole number of steps covers one
+        if str(fmt).upper() not in TRITON_FORMATS or K % 32:
             return False
-        if bk < block and fmt.upper() not in ("INT4-G128",) and block > 32:
-            return False  # K-quant super-blocks are decoded whole: BLOCK_K must cover 256
-        if K % bk or (K // bk) % split:
-            return False  # every split gets a whole number of steps
-        # register budget: the dequantized tile BLOCK_N x BLOCK_K fp32 and the BLOCK_M x BLOCK_K activations
-        regs_per_thread = (cfg["BLOCK_N"] * bk + cfg["BLOCK_M"] * bk) / (32 * cfg["num_warps"])
-        return regs_per_thread <= 160
+        if (K + bk - 1) // bk < split:
+            return False  # a split with no K step would only add atomics
+        # registers: the decoded [BLOCK_N, BLOCK_K] fp32 tile; <= 32 values per thread compiles without spills
+        # (aot_specs.py); tl.dot (BLOCK_M >= 16) also stages x and w through shared memory
+        per_thread = cfg["BLOCK_N"] * bk / (32 * cfg["num_warps"])
+        smem = 4 * bk * (cfg["BLOCK_M"] + cfg["BLOCK_N"]) * cfg["num_stages"] if cfg["BLOCK_M"] >= 16 else 0
+        return per_thread <= 32 and smem <= 96 * 1024
     if impl == "cupy":
         return M <= 8 and cfg["ROWS_PER_BLOCK"] in SPACES["cupy"]["ROWS_PER_BLOCK"]
     return not config
