@@ -57,3 +57,13 @@ def test_unwritable_cache_dir_warns_and_still_answers(tmp_path, monkeypatch, cap
     captured = capsys.readouterr()
     assert "not writable" in captured.err and "in memory" in captured.err
     assert json.loads(captured.out)[0]["config"]
+
+
+def test_a_shape_the_kernel_rejects_is_one_line(capsys):
+    from qlab.tune import OPS
+
+    if "dequant_matmul" not in OPS:
+        pytest.skip("qlab.kernels.dequant_matmul is not in this tree")
+    assert main(["tune", "--op", "dequant_matmul", "--shapes", "K=100", "--budget", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "K=100 is not a multiple" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

@@ -155,8 +155,12 @@ class _Task:
     def _inputs(self):
         key = (type(self.top).__name__, make_key(self.shape))
         if key not in self.shared:
-            inputs = self.top.make_inputs(self.shape, self.device)
-            self.shared[key] = (inputs, self.top.reference(_clone(inputs)))
+            try:
+                inputs = self.top.make_inputs(self.shape, self.device)
+                self.shared[key] = (inputs, self.top.reference(_clone(inputs)))
+            except (ValueError, TypeError, RuntimeError) as e:  # a shape the op (or its reference) rejects
+                raise QlabError(f"{self.top.op} at {self.shape}: cannot build inputs or the reference: "
+                                f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
         return self.shared[key]
 
     def evaluate(self, config: Config, deadline: float | None, give_up_above: float | None = None) -> float:
@@ -271,10 +275,11 @@ def tune_shapes(op: str, shapes: list[dict] | None = None, device: str = "cpu", 
         share = (t_end - time.monotonic()) / (len(tasks) - i)
         try:
             results.append(tune_task(top, shape, device, share, strategy, store, timer, shared, seed))
-        except SpaceError as e:
-            skipped.append(str(e))
+        except QlabError as e:   # SpaceError, or inputs the op rejects at this shape: the other tasks go on
+            skipped.append(e)
     if not results:
-        raise SpaceError("; ".join(skipped))
+        kind = SpaceError if all(isinstance(e, SpaceError) for e in skipped) else QlabError
+        raise kind("; ".join(map(str, skipped)))
     for s in skipped:
         warnings.warn(f"skipped: {s}", stacklevel=2)
     return results
