@@ -20,6 +20,14 @@ def make_decode(B, HQ, HKV, D, S, dtype, seed=42):
     return q, k, v
 
 
+def make_prefill(B, T, HQ, HKV, D, dtype, seed=42):
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(B, T, HQ, D, generator=g).to(dtype)
+    k = torch.randn(B, T, HKV, D, generator=g).to(dtype)
+    v = torch.randn(B, T, HKV, D, generator=g).to(dtype)
+    return q, k, v
+
+
 def quantize_fp8(x):
     """[B, HKV, S, D] -> (e4m3 cache, per-(row, head) scale [B, HKV]) mapping each head's max to 448."""
     scale = x.float().abs().amax(dim=(2, 3)).clamp_min(1e-12) / 448.0
@@ -91,11 +99,7 @@ def test_fp8_cache_decode(k_scale_shape):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("causal", [True, False])
 def test_sdpa_prefill_matches_naive(HQ, HKV, dtype, causal):
-    g = torch.Generator().manual_seed(42)
-    B, T, D = 2, 129, 64
-    q = torch.randn(B, T, HQ, D, generator=g).to(dtype)
-    k = torch.randn(B, T, HKV, D, generator=g).to(dtype)
-    v = torch.randn(B, T, HKV, D, generator=g).to(dtype)
+    q, k, v = make_prefill(2, 129, HQ, HKV, 64, dtype)
     ref = A.prefill(q, k, v, causal=causal)
     for gqa in ("repeat", "native"):
         out = A.prefill(q, k, v, causal=causal, impl="sdpa", config={"gqa": gqa})
@@ -104,10 +108,7 @@ def test_sdpa_prefill_matches_naive(HQ, HKV, dtype, causal):
 
 def test_prefill_causal_row_t_equals_decode_at_length_t_plus_1():
     """Prefill and decode are the same attention: row t of a causal prefill is a decode over t+1 tokens."""
-    g = torch.Generator().manual_seed(42)
-    q = torch.randn(1, 20, 6, 32, generator=g)
-    k = torch.randn(1, 20, 1, 32, generator=g)
-    v = torch.randn(1, 20, 1, 32, generator=g)
+    q, k, v = make_prefill(1, 20, 6, 1, 32, torch.float32)
     o = A.prefill(q, k, v)
     for t in (0, 7, 19):
         d = A.decode(q[:, t], k.transpose(1, 2), v.transpose(1, 2), torch.tensor([t + 1]))
