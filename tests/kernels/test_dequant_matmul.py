@@ -40,7 +40,7 @@ def test_naive_is_x_times_dequantized_weight():
     assert_close("naive", ref, matmul(x, qw), 1e-6)
 
 
-@pytest.mark.parametrize("fmt", ["Q8_0", "Q4_K"])
+@pytest.mark.parametrize("fmt", ["Q8_0", "Q4_K", "Q6_K"])
 def test_torch_cpu_gemv_with_long_k_spans_several_x_chunks(fmt):
     qw = weight(fmt, n=40, k=6144)  # Q8_0 x chunk = 4096 weights at M=1: K is split in two, unevenly
     for M in (1, 5):
@@ -59,6 +59,24 @@ def test_torch_cpu_tiled_path_bounds_its_scratch(fmt, monkeypatch):
     cfg = {"gemv_max_m": 4, "tile_bytes": 16 * 512 * 4}
     assert_close(fmt, matmul(x, qw), matmul(x, qw, impl="torch_cpu", config=cfg), 1e-3)
     assert seen and max(seen) <= 16 and sum(seen) == 64
+
+
+@pytest.mark.parametrize("flags", [("-mno-avx512f",), ("-mno-avx512f", "-mno-avx2")], ids=["avx2", "portable"])
+def test_cpu_kernel_variants_for_other_cpus(flags):
+    """The AVX2 and the portable-C builds of cpu_kernels.c (what a machine without AVX-512 runs) agree too."""
+    from qlab.kernels.dequant_matmul.cpu_build import BuildError, load
+
+    try:
+        lib = load(flags)
+    except BuildError as e:
+        pytest.skip(f"compiler cannot build the variant: {e}")
+    for fmt in tcpu.GEMV_FORMATS:
+        qw = weight(fmt, n=40, k=768)
+        for M in (1, 6):
+            x = activations(M, 768)
+            y = torch.empty(M, 40)
+            getattr(lib, tcpu.GEMV_FORMATS[fmt])(x.data_ptr(), M, 768, qw.raw.ctypes.data, 40, y.data_ptr(), 2)
+            assert_close(f"{flags} {fmt} M={M}", matmul(x, qw), y, 1e-3)
 
 
 def test_every_available_impl_matches_naive_on_q8_0():

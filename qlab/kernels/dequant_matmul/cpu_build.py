@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 SOURCE = Path(__file__).with_name("cpu_kernels.c")
-FLAGS = [*os.environ.get("QLAB_CFLAGS", "").split(), "-O3", "-march=native", "-mprefer-vector-width=512", "-fopenmp", "-shared", "-fPIC", "-std=c11"]
+FLAGS = ["-O3", "-march=native", "-mprefer-vector-width=512", "-fopenmp", "-shared", "-fPIC", "-std=c11"]
 
 
 class BuildError(RuntimeError):
@@ -34,16 +34,19 @@ def _flags(cc: str) -> list[str]:
     return [f for f in FLAGS if platform.machine() in ("x86_64", "AMD64") or not f.startswith("-mprefer")]
 
 
-@functools.lru_cache(maxsize=1)
-def load() -> ctypes.CDLL:
-    """The compiled kernels (BuildError with the compiler's message when there is no working C compiler)."""
+@functools.lru_cache(maxsize=None)
+def load(extra_flags: tuple[str, ...] = ()) -> ctypes.CDLL:
+    """The compiled kernels (BuildError with the compiler's message when there is no working C compiler).
+
+    `extra_flags` (and $QLAB_CFLAGS) go last, so they can override: the tests build the AVX2 and the portable
+    variants on an AVX-512 machine with ("-mno-avx512f",) and ("-mno-avx512f", "-mno-avx2")."""
     import torch  # noqa: F401  load torch's libgomp first, so the kernels share its OpenMP runtime
 
     cc = os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
     if not cc:
         raise BuildError("torch_cpu needs a C compiler (gcc or cc on PATH, or $CC) to build cpu_kernels.c")
     src = SOURCE.read_bytes()
-    flags = _flags(cc)
+    flags = _flags(cc) + os.environ.get("QLAB_CFLAGS", "").split() + list(extra_flags)
     key = hashlib.sha256(src + " ".join([cc, *flags, platform.machine(), platform.node()]).encode()).hexdigest()
     so = _cache_dir() / f"cpu_kernels-{key[:16]}.so"
     if not so.exists():
@@ -57,7 +60,7 @@ def load() -> ctypes.CDLL:
         os.replace(tmp, so)  # atomic: a concurrent process sees the old state or the whole file
     lib = ctypes.CDLL(str(so))
     i64, ptr, i32 = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int
-    for name in ("qlab_q8_0_gemm", "qlab_q4_k_gemm"):
+    for name in ("qlab_q8_0_gemm", "qlab_q4_k_gemm", "qlab_q6_k_gemm"):
         getattr(lib, name).argtypes = [ptr, i64, i64, ptr, i64, ptr, i32]
         getattr(lib, name).restype = None
     for name in ("qlab_q8_0_dequant", "qlab_q4_k_dequant"):

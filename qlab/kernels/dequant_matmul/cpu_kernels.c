@@ -55,6 +55,12 @@ typedef __m512i vi;
 #define V_I8(p) _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(p)))
 #define VI_AND15(i) _mm512_and_si512(i, _mm512_set1_epi32(15))
 #define VI_SHR4(i) _mm512_srli_epi32(i, 4)
+#define V_SET1I(s) _mm512_set1_epi32(s)
+#define VI_AND(a, b) _mm512_and_si512(a, b)
+#define VI_OR(a, b) _mm512_or_si512(a, b)
+#define VI_SUB(a, b) _mm512_sub_epi32(a, b)
+#define VI_SHR(a, n) _mm512_srli_epi32(a, n)
+#define VI_SHL(a, n) _mm512_slli_epi32(a, n)
 static inline float v_sum(vf v) { return _mm512_reduce_add_ps(v); }
 #define HAVE_VEC 1
 #elif defined(__AVX2__) && defined(__FMA__)
@@ -71,6 +77,12 @@ typedef __m256i vi;
 #define V_I8(p) _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(p)))
 #define VI_AND15(i) _mm256_and_si256(i, _mm256_set1_epi32(15))
 #define VI_SHR4(i) _mm256_srli_epi32(i, 4)
+#define V_SET1I(s) _mm256_set1_epi32(s)
+#define VI_AND(a, b) _mm256_and_si256(a, b)
+#define VI_OR(a, b) _mm256_or_si256(a, b)
+#define VI_SUB(a, b) _mm256_sub_epi32(a, b)
+#define VI_SHR(a, n) _mm256_srli_epi32(a, n)
+#define VI_SHL(a, n) _mm256_slli_epi32(a, n)
 static inline float v_sum(vf v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -165,6 +177,45 @@ q4_k_row(const uint8_t *row, int64_t nb, const float *x, const float *xs, int64_
     }
 }
 
+// ---------------- Q6_K: { u8 ql[128]; u8 qh[64]; i8 scales[16]; half d; }  w = d·sc_j·(q − 32) -----------------
+// Each 128-weight half h reads ql[64h..], qh[32h..]; its 32-weight group t (0..3) takes the low (t < 2) or high
+// nibbles of ql[64h + 32(t % 2) + i] and bits 2t..2t+1 of qh[32h + i]; 16-weight sub-block j has scale sc[j].
+static inline __attribute__((always_inline)) void
+q6_k_row(const uint8_t *row, int64_t nb, const float *x, const float *xs, int64_t K, const int mb, float *out) {
+    (void)xs;
+    vf acc[MB_MAX];
+    for (int m = 0; m < mb; m++) acc[m] = V_ZERO();
+    const vi m32 = V_SET1I(32), m15 = V_SET1I(15), m3 = V_SET1I(3);
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *blk = row + 210 * b;
+        PREFETCH(blk);
+        PREFETCH(blk + 64);
+        PREFETCH(blk + 128);
+        PREFETCH(blk + 192);
+        const float d = h2f(blk + 208);
+        float dsc[16];
+        for (int j = 0; j < 16; j++) dsc[j] = d * (float)(int8_t)blk[192 + j];
+        for (int h = 0; h < 2; h++) {
+            const uint8_t *ql = blk + 64 * h, *qh = blk + 128 + 32 * h;
+            for (int v = 0; v < 32 / VW; v++) {
+                const vi a = V_U8(ql + VW * v), c = V_U8(ql + 32 + VW * v), hb = V_U8(qh + VW * v);
+                vi q[4];
+                q[0] = VI_OR(VI_AND(a, m15), VI_SHL(VI_AND(hb, m3), 4));
+                q[1] = VI_OR(VI_AND(c, m15), VI_SHL(VI_AND(VI_SHR(hb, 2), m3), 4));
+                q[2] = VI_OR(VI_SHR(a, 4), VI_SHL(VI_AND(VI_SHR(hb, 4), m3), 4));
+                q[3] = VI_OR(VI_SHR(c, 4), VI_SHL(VI_SHR(hb, 6), 4));
+                for (int t = 0; t < 4; t++) {
+                    const int j = 8 * h + 2 * t + (VW * v) / 16;
+                    const vf w = V_MUL(V_CVT(VI_SUB(q[t], m32)), V_SET1(dsc[j]));
+                    for (int m = 0; m < mb; m++)
+                        acc[m] = V_FMA(w, V_LOADX(x + m * K + 256 * b + 128 * h + 32 * t + VW * v), acc[m]);
+                }
+            }
+        }
+    }
+    for (int m = 0; m < mb; m++) out[m] = v_sum(acc[m]);
+}
+
 #else  // portable C (other CPUs): correct, left to the compiler's auto-vectoriser
 static inline void q8_0_row(const uint8_t *row, int64_t nb, const float *x, const float *xs, int64_t K, const int mb,
                             float *out) {
@@ -197,6 +248,24 @@ static inline void q4_k_row(const uint8_t *row, int64_t nb, const float *x, cons
                     s += (dsc[2 * c] * (float)(q & 15) - dm[2 * c]) * x[m * K + 256 * b + 64 * c + i];
                     s += (dsc[2 * c + 1] * (float)(q >> 4) - dm[2 * c + 1]) * x[m * K + 256 * b + 64 * c + 32 + i];
                 }
+        }
+        out[m] = s;
+    }
+}
+static inline void q6_k_row(const uint8_t *row, int64_t nb, const float *x, const float *xs, int64_t K, const int mb,
+                            float *out) {
+    (void)xs;
+    for (int m = 0; m < mb; m++) {
+        float s = 0.f;
+        for (int64_t b = 0; b < nb; b++) {
+            const uint8_t *blk = row + 210 * b;
+            const float d = h2f(blk + 208);
+            for (int p = 0; p < 256; p++) {
+                const int h = p / 128, r = p % 128, t = r / 32, i = r % 32;
+                const uint8_t lo = blk[64 * h + 32 * (t % 2) + i], hi = blk[128 + 32 * h + i];
+                const int q = (((t < 2) ? (lo & 15) : (lo >> 4)) | (((hi >> (2 * t)) & 3) << 4)) - 32;
+                s += d * (float)(int8_t)blk[192 + p / 16] * (float)q * x[m * K + 256 * b + p];
+            }
         }
         out[m] = s;
     }
@@ -260,6 +329,7 @@ static void gemm_rows(row_fn fn, int64_t bs, int64_t bb, const float *x, int64_t
     }
 SPECIALISE(q8_0_row)
 SPECIALISE(q4_k_row)
+SPECIALISE(q6_k_row)
 
 void qlab_q8_0_gemm(const float *x, int64_t M, int64_t K, const uint8_t *raw, int64_t N, float *y, int nt) {
     gemm_rows(q8_0_row_any, 32, 34, x, M, K, raw, N, y, nt);
@@ -267,6 +337,10 @@ void qlab_q8_0_gemm(const float *x, int64_t M, int64_t K, const uint8_t *raw, in
 
 void qlab_q4_k_gemm(const float *x, int64_t M, int64_t K, const uint8_t *raw, int64_t N, float *y, int nt) {
     gemm_rows(q4_k_row_any, 256, 144, x, M, K, raw, N, y, nt);
+}
+
+void qlab_q6_k_gemm(const float *x, int64_t M, int64_t K, const uint8_t *raw, int64_t N, float *y, int nt) {
+    gemm_rows(q6_k_row_any, 256, 210, x, M, K, raw, N, y, nt);
 }
 
 // ---------------- tile dequantizers (large M: decode a bounded tile of rows to fp32, then a BLAS matmul) ------
