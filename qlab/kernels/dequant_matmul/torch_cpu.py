@@ -61,8 +61,9 @@ def matmul(x, qw: QuantizedWeight, config: dict | None = None):
         from .cpu_build import load
 
         raw = prepare(qw)["raw"]
-        getattr(load(), GEMV_FORMATS[qw.fmt])(x.data_ptr(), M, K, raw.data_ptr(), N, y.data_ptr(),
-                                              torch.get_num_threads())
+        # small weights (the 5120 -> 48 projections) on one thread: waking the OpenMP team costs more than it saves
+        threads = 1 if qw.raw.nbytes * M < cfg["single_thread_bytes"] else torch.get_num_threads()
+        getattr(load(), GEMV_FORMATS[qw.fmt])(x.data_ptr(), M, K, raw.data_ptr(), N, y.data_ptr(), threads)
         return y
     if qw.fmt == "F32":  # the bytes already are the matrix
         w = prepare(qw)["raw"].view(torch.float32).view(N, K)

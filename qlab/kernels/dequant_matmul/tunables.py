@@ -13,6 +13,7 @@ SPACES = {
     "torch_cpu": {
         "gemv_max_m": [1, 4, 8, 16, 32, 64],          # largest M served by the C GEMV (above: tiles + BLAS)
         "tile_bytes": [1 << 22, 1 << 24, 1 << 26],    # fp32 scratch per dequantized tile of rows
+        "single_thread_bytes": [0, 1 << 17, 1 << 19, 1 << 21],  # GEMVs below this many weight bytes x M: 1 thread
     },
     "triton": {
         "BLOCK_M": [1, 2, 4, 8, 16, 32, 64],         # activation rows per program
@@ -28,7 +29,7 @@ SPACES = {
 }
 
 DEFAULTS = {
-    "torch_cpu": {"gemv_max_m": 16, "tile_bytes": 1 << 24},
+    "torch_cpu": {"gemv_max_m": 16, "tile_bytes": 1 << 24, "single_thread_bytes": 1 << 19},
     "triton": {"BLOCK_M": 1, "BLOCK_N": 16, "BLOCK_K": 256, "SPLIT_K": 1, "num_warps": 4, "num_stages": 2},
     "cupy": {"ROWS_PER_BLOCK": 4},
 }
