@@ -8,8 +8,11 @@ import pytest
 gguf = pytest.importorskip("gguf")
 from gguf import GGMLQuantizationType as T  # noqa: E402
 
+import torch  # noqa: E402
+
 from qlab.kernels.dequant_matmul import (SUPPORTED, QuantizedWeight, dequantize, from_gguf_tensor,  # noqa: E402
-                                         quantize)
+                                         matmul, prepare, quantize)
+from qlab.testing import assert_close  # noqa: E402
 
 GGUF_FORMATS = ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_XS", "MXFP4"]
 # Relative RMS error of quantize -> dequantize on N(0, 1) weights (measured values in the comments, seed 42,
@@ -103,6 +106,11 @@ def test_from_gguf_tensor_round_trip_without_copy(tmp_path):
         assert qw.fmt == fmt and qw.shape == (8, 512) and qw.name == tensor.name
         assert np.shares_memory(qw.raw, tensor.data), "the bytes were copied"
         assert np.array_equal(qw.raw, want.raw)
+        # the fast CPU path runs straight off the read-only memory map, still without a copy
+        prepare(qw, "torch_cpu")
+        assert qw.prepared["torch_cpu"]["raw"].data_ptr() == qw.raw.ctypes.data
+        x = torch.randn(2, 512, generator=torch.Generator().manual_seed(42))
+        assert_close(tensor.name, matmul(x, qw), matmul(x, qw, impl="torch_cpu"), 1e-3)
 
 
 def test_from_gguf_tensor_rejects_truncated_and_misaligned(tmp_path):

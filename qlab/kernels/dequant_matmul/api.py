@@ -75,6 +75,29 @@ def available_impls() -> list[str]:
     return out
 
 
+def prepare(qw: QuantizedWeight, impl: str = "torch_cpu", device=None) -> QuantizedWeight:
+    """Do `impl`'s load-time work for qw now rather than on its first matmul (cached on qw.prepared):
+    torch_cpu builds its C kernels and wraps the bytes (no copy, no repack); triton and cupy copy the bytes to
+    the GPU (`device`, default "cuda"); naive has nothing to do."""
+    if impl not in IMPLS:
+        raise ValueError(f"unknown dequant_matmul impl {impl!r}; impls: {', '.join(IMPLS)}")
+    if impl == "torch_cpu":
+        from .cpu_build import load
+        from .torch_cpu import prepare as prep
+
+        load()
+        prep(qw)
+    elif impl == "triton":
+        from .triton_gemv import prepare as prep
+
+        prep(qw, device or "cuda")
+    elif impl == "cupy":
+        from .cupy_gemv import prepare as prep
+
+        prep(qw)
+    return qw
+
+
 def matmul(x, qw: QuantizedWeight, *, impl: str = "naive", config: dict | None = None):
     """y [M, N] (fp32) = x [M, K] · dequantize(qw)ᵀ with the chosen impl (see IMPLS)."""
     import torch

@@ -33,6 +33,16 @@ def _module():
     return cupy.RawModule(code=SOURCE.read_text(), options=("-std=c++17",))
 
 
+def prepare(qw):
+    """The raw bytes on the GPU, copied once per weight and cached on it."""
+    import torch
+
+    _need_gpu()
+    if "cupy" not in qw.prepared:
+        qw.prepared["cupy"] = torch.from_numpy(qw.raw).cuda()
+    return qw.prepared["cupy"]
+
+
 def matmul(x, qw, config: dict | None = None):
     """y [M, N] fp32 (a torch CUDA tensor) = x [M, K] · dequantize(qw)ᵀ for M <= 8."""
     import torch
@@ -45,10 +55,7 @@ def matmul(x, qw, config: dict | None = None):
         raise ValueError(f"cupy dequant_matmul is a GEMV: M={M} > {MAX_M}; use impl='triton' for larger M")
     cupy = _need_gpu()
     N = qw.shape[0]
-    key = "cupy"
-    if key not in qw.prepared:
-        qw.prepared[key] = torch.from_numpy(qw.raw).cuda()
-    w = qw.prepared[key]
+    w = prepare(qw)
     x = x.to(device="cuda", dtype=torch.float32).contiguous()
     y = torch.empty((M, N), dtype=torch.float32, device="cuda")
     rows = cfg["ROWS_PER_BLOCK"]

@@ -103,6 +103,16 @@ def dequant_matmul_kernel(x_ptr, w_ptr, y_ptr, M, N, K, stride_xm, stride_wn, st
         tl.store(p_y, acc, mask=y_mask)
 
 
+def prepare(qw, device):
+    """The raw bytes on `device`, copied once per weight and cached on it."""
+    import torch
+
+    key = f"triton:{torch.device(device)}"
+    if key not in qw.prepared:
+        qw.prepared[key] = torch.from_numpy(qw.raw).to(device)
+    return qw.prepared[key]
+
+
 def matmul(x, qw, config: dict | None = None):
     """y [M, N] fp32 = x [M, K] · dequantize(qw)ᵀ, on x's device (CUDA, or CPU under TRITON_INTERPRET=1)."""
     import torch
@@ -116,10 +126,7 @@ def matmul(x, qw, config: dict | None = None):
     M, K = x.shape
     N = qw.shape[0]
     dev = x.device
-    key = f"triton:{dev}"
-    if key not in qw.prepared:  # the raw bytes on the device, once per weight
-        qw.prepared[key] = torch.from_numpy(qw.raw).to(dev)
-    w = qw.prepared[key]
+    w = prepare(qw, dev)
     x = x.to(torch.float32).contiguous()
     split = cfg["SPLIT_K"]
     y = torch.zeros((M, N), dtype=torch.float32, device=dev) if split > 1 else \
