@@ -12,7 +12,7 @@ from qlab.kernels.deltanet import (IMPLS, ImplUnavailableError, available_impls,
 from qlab.kernels.deltanet.naive import gate, l2norm
 from qlab.kernels.deltanet.tunables import DEFAULTS, SPACES, valid
 from qlab.testing import assert_close
-from qlab.kernels.deltanet.inputs import make_inputs
+from qlab.kernels.deltanet.inputs import make_inputs, torch_threads
 from qlab.kernels.deltanet.inputs import naive_reference as reference
 
 TOL = {torch.float32: 2e-3, torch.bfloat16: 1e-2}
@@ -20,11 +20,8 @@ TOL = {torch.float32: 2e-3, torch.bfloat16: 1e-2}
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_torch_thread():
-    """Small shapes on a shared 2-core machine: one intra-op thread is several times faster than two."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+    with torch_threads(1):
+        yield
 
 
 CASES = [(dtype, T, HV, decay, with_state)

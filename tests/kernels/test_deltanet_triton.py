@@ -18,7 +18,7 @@ import torch
 pytest.importorskip("triton")
 
 from qlab.kernels.deltanet import gated_delta_rule  # noqa: E402
-from qlab.kernels.deltanet.inputs import make_inputs  # noqa: E402
+from qlab.kernels.deltanet.inputs import make_inputs, torch_threads  # noqa: E402
 from qlab.kernels.deltanet.inputs import naive_reference as reference  # noqa: E402
 from qlab.kernels.deltanet.naive import gate, l2norm  # noqa: E402
 from qlab.testing import assert_close  # noqa: E402
@@ -38,10 +38,8 @@ def test_in_interpreter_subprocess():
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
 
 
 # (dtype, T, HV, decay, with_state): B = 1, H = 1 (so HV is the GVA ratio), K = V = 32 — interpreter-sized

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 
 import torch
@@ -30,3 +31,14 @@ def naive_reference(B, T, H, HV, K, V, decay, with_state, dtype, l2norm=True):
     x = make_inputs(B, T, H, HV, K, V, decay, with_state, dtype)
     return gated_delta_rule(**x, use_qk_l2norm=l2norm, impl="naive")
 
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """Run a block with `n` intra-op threads (small shapes on a shared machine: one thread beats two)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
