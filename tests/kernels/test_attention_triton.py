@@ -123,3 +123,36 @@ def test_triton_prefill_rejects_tiles_that_do_not_divide():
     q = torch.randn(1, 8, 2, 32)
     with pytest.raises(ValueError, match="BLOCK_M"):
         A.prefill(q, q, q, impl="triton_prefill", config={"BLOCK_M": 32, "BLOCK_N": 64})
+
+
+@interpreted
+def test_triton_kernels_at_qwen_head_shape():
+    """HQ=24, HKV=4, D=256 (Qwen3.6) at interpreter-sized lengths: the G=6 -> 16 padding and the full head_dim."""
+    q, k, v = make_decode(2, 24, 4, 256, 70, torch.bfloat16)
+    lengths = torch.tensor([1, 70])
+    ref = A.decode(q, k, v, lengths, scale=1 / 16)
+    out = A.decode(q, k, v, lengths, scale=1 / 16, impl="triton_decode", config={"num_splits": 2})
+    assert_close("decode qwen shape", ref.float(), out.float(), TOL[torch.bfloat16])
+    q, k, v = make_prefill(1, 40, 24, 4, 256, torch.bfloat16)
+    ref = A.prefill(q, k, v, scale=1 / 16)
+    out = A.prefill(q, k, v, scale=1 / 16, impl="triton_prefill", config={"BLOCK_M": 32, "BLOCK_N": 16})
+    assert_close("prefill qwen shape", ref.float(), out.float(), TOL[torch.bfloat16])
+
+
+@interpreted
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("unit_offset", [True, False])
+def test_fused_norm_rope_matches_torch(dtype, unit_offset):
+    g = torch.Generator().manual_seed(42)
+    B, T, HQ, HKV, D = 2, 3, 6, 2, 256
+    qp = torch.randn(B, T, HQ * 2 * D, generator=g).to(dtype)
+    k = torch.randn(B, T, HKV, D, generator=g).to(dtype)
+    qw, kw = (0.1 * torch.randn(D, generator=g)).to(dtype), (0.1 * torch.randn(D, generator=g)).to(dtype)
+    pos = torch.tensor([[0, 1, 2], [4000, 4001, 4002]])
+    args = (qp, k, qw, kw, pos)
+    kw_ = dict(num_heads=HQ, head_dim=D, unit_offset=unit_offset)
+    q_ref, k_ref, gate_ref = A.prepare_qk(*args, **kw_)
+    q_tri, k_tri, gate_tri = A.prepare_qk(*args, **kw_, impl="triton")
+    assert q_tri.dtype == dtype and torch.equal(gate_tri, gate_ref)
+    assert_close("fused q", q_ref.float(), q_tri.float(), TOL[dtype])
+    assert_close("fused k", k_ref.float(), k_tri.float(), TOL[dtype])

@@ -1,6 +1,6 @@
 """Ahead-of-time compile specs (qlab/kernels/README.md): one per Triton kernel and configuration the tuner may
 pick at Qwen3.6-27B shapes (HQ=24, HKV=4, D=256): every valid() point of tunables.SPACES, with a bf16 cache
-and an FP8 one for decode, bf16 for prefill, plus the split-merge kernel."""
+and an FP8 one for decode, bf16 for prefill, plus the split-merge kernel and the fused q/k norm + rope."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import itertools
 
 from .tunables import SPACES, valid
 from .triton_decode import _merge_kernel, _split_kernel
+from .triton_norm_rope import _norm_rope_kernel
 from .triton_prefill import _prefill_kernel
 
 HQ, HKV, D = 24, 4, 256
@@ -43,6 +44,14 @@ def _prefill_spec(bm: int, bn: int, warps: int, stages: int) -> dict:
             "constexprs": consts, "num_warps": warps, "num_stages": stages}
 
 
+def _norm_rope_spec(dtype: str) -> dict:
+    sig = {"x_ptr": f"*{dtype}", "w_ptr": f"*{dtype}", "cos_ptr": "*fp32", "sin_ptr": "*fp32", "y_ptr": f"*{dtype}",
+           "stride_xn": "i32", "stride_xh": "i32", "stride_yn": "i32", "stride_yh": "i32", "eps": "fp32",
+           "D": "constexpr", "ROT": "constexpr", "UNIT_OFFSET": "constexpr"}
+    return {"name": f"norm_rope_{dtype}", "fn": _norm_rope_kernel, "signature": sig,
+            "constexprs": {"D": D, "ROT": 64, "UNIT_OFFSET": True}, "num_warps": 2, "num_stages": 1}
+
+
 def _points(impl: str, shape: dict, skip=()):
     space = {k: v for k, v in SPACES[impl].items() if k not in skip}
     for values in itertools.product(*space.values()):
@@ -61,7 +70,7 @@ def aot_specs() -> list[dict]:
     shape = {"B": 1, "T": 4096, "HQ": HQ, "HKV": HKV, "D": D, "io_bytes": 2}
     for c in _points("triton_prefill", shape):
         specs.append(_prefill_spec(c["BLOCK_M"], c["BLOCK_N"], c["num_warps"], c["num_stages"]))
-    return specs
+    return specs + [_norm_rope_spec("bf16")]
 
 
 def default_specs() -> list[dict]:
@@ -70,4 +79,4 @@ def default_specs() -> list[dict]:
     d, p = DEFAULTS["triton_decode"], DEFAULTS["triton_prefill"]
     return [_decode_spec("bf16", d["BLOCK_N"], d["num_warps"], d["num_stages"]),
             _decode_spec("u8", d["BLOCK_N"], d["num_warps"], d["num_stages"]), _merge_spec(64),
-            _prefill_spec(p["BLOCK_M"], p["BLOCK_N"], p["num_warps"], p["num_stages"])]
+            _prefill_spec(p["BLOCK_M"], p["BLOCK_N"], p["num_warps"], p["num_stages"]), _norm_rope_spec("bf16")]

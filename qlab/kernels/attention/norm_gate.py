@@ -46,14 +46,22 @@ def output_gate(o: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
 
 def prepare_qk(q_proj_out: torch.Tensor, k: torch.Tensor, q_weight: torch.Tensor, k_weight: torch.Tensor,
                positions, *, num_heads: int, head_dim: int, eps: float = EPS, unit_offset: bool = True,
-               rotary_dim: int = 64, theta: float = 1e7):
+               rotary_dim: int = 64, theta: float = 1e7, impl: str = "torch"):
     """Everything between the q/k projections and attention, in model order: split q_proj's output into query
     and gate, RMSNorm q and k per head, RoPE both (cos/sin computed once for the two).
-    q_proj_out [*P, HQ·2·D], k [*P, HKV, D], positions [*P] -> (q [*P, HQ, D], k [*P, HKV, D], gate)."""
+    q_proj_out [*P, HQ·2·D], k [*P, HKV, D], positions [*P] -> (q [*P, HQ, D], k [*P, HKV, D], gate).
+    impl "triton" runs norm + rope as one kernel per tensor (triton_norm_rope.py; CUDA or TRITON_INTERPRET)."""
     from .rope import apply_rope, rope_cos_sin
 
     q, gate = split_q_gate(q_proj_out, num_heads, head_dim)
-    q, k = qk_norm(q, k, q_weight, k_weight, eps, unit_offset)
     cs = rope_cos_sin(positions, rotary_dim, theta)
+    if impl == "triton":
+        from .triton_norm_rope import norm_rope
+
+        kw = dict(eps=eps, unit_offset=unit_offset, rotary_dim=rotary_dim, cos_sin=cs)
+        return norm_rope(q, q_weight, **kw), norm_rope(k, k_weight, **kw), gate
+    if impl != "torch":
+        raise ValueError(f"impl: prepare_qk impls are 'torch' and 'triton', got {impl!r}")
+    q, k = qk_norm(q, k, q_weight, k_weight, eps, unit_offset)
     return (apply_rope(q, None, rotary_dim=rotary_dim, cos_sin=cs),
             apply_rope(k, None, rotary_dim=rotary_dim, cos_sin=cs), gate)
