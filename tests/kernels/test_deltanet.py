@@ -25,7 +25,8 @@ def _one_torch_thread():
 
 
 CASES = [(dtype, T, HV, decay, with_state)
-         for T in (1, 63, 130) for HV in (2, 6) for decay in ("weak", "medium", "strong") for with_state in (False, True)
+         for T in (1, 63, 130) for HV in (2, 6) for decay in ("weak", "medium", "strong")
+         for with_state in (False, True)
          for dtype in ((torch.float32, torch.bfloat16) if (T == 63 and decay == "medium") else (torch.float32,))]
 
 

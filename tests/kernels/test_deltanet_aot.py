@@ -50,3 +50,22 @@ def test_default_configs_compile_without_spills(spec):
 def test_every_spec_compiles_without_spills(cc):
     bad = [r for r in (compile_spec(s, cc, "deltanet") for s in aot_specs()) if r.error or r.spills]
     assert not bad, [(r.name, r.num_warps, r.num_stages, r.spills, r.error) for r in bad]
+
+
+def _variant(name: str, signature: dict, constexprs: dict) -> dict:
+    spec = next(s for s in aot_specs() if s["name"].split()[0] == name)
+    return {**spec, "signature": {**spec["signature"], **signature}, "constexprs": {**spec["constexprs"], **constexprs}}
+
+
+@pytest.mark.parametrize("spec", [
+    _variant("gdn_recurrent_fwd", {n: "*fp32" for n in ("q", "k", "v", "g", "beta", "o")},
+             dict(USE_INITIAL_STATE=False, STORE_FINAL_STATE=False, USE_QK_L2NORM=False, USE_GATE=False,
+                  HAS_DT_BIAS=False, K=72)),
+    _variant("gdn_chunk_prep", {"k": "*fp32", "v": "*fp32"}, dict(IEEE=True)),
+    _variant("gdn_chunk_fwd", {"q": "*fp32", "k": "*fp32", "o": "*fp32"},
+             dict(IEEE=True, USE_INITIAL_STATE=False, STORE_FINAL_STATE=False, K=64, BK=64)),
+], ids=["recurrent-fp32-nogate-K72", "prep-fp32", "fwd-fp32-onehalf"])
+def test_other_branches_compile(spec):
+    """The launchers' other constexpr branches (fp32 io, no gate, no state, one K half) compile too."""
+    r = compile_spec(spec, 80, "deltanet")
+    assert r.error == "" and r.regs > 0, r

@@ -59,9 +59,9 @@ def cupy_recurrent_gated_delta_rule(q, k, v, g, beta, scale=None, initial_state=
     ht = None
     if output_final_state:
         ht = state_out if state_out is not None else torch.empty(B, HV, K, V, dtype=torch.float32, device=q.device)
-    flags = ((_FLAGS["initial_state"] if initial_state is not None else 0) | (_FLAGS["final_state"] if ht is not None else 0)
-             | (_FLAGS["l2norm"] if use_qk_l2norm else 0) | (_FLAGS["gate"] if A_log is not None else 0)
-             | (_FLAGS["dt_bias"] if dt_bias is not None else 0))
+    used = {"initial_state": initial_state is not None, "final_state": ht is not None, "l2norm": use_qk_l2norm,
+            "gate": A_log is not None, "dt_bias": dt_bias is not None}
+    flags = sum(bit for name, bit in _FLAGS.items() if used[name])
     A_log = A_log.float().contiguous() if A_log is not None else g
     dt_bias = dt_bias.float().contiguous() if dt_bias is not None else g
     dl = cupy.from_dlpack
