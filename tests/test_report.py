@@ -155,6 +155,7 @@ def test_measured_profile_section(profiled_html):
     section = profiled_html[profiled_html.index('<section id="measured">'):profiled_html.index('<section id="methods">')]
     assert "measured" in section and "triton_q4k" in section and "BLOCK_N=64" in section
     assert "88%" in section  # kernel % of peak bandwidth (87.6)
+    assert "1.37×" in section and "BLOCK_K=128" in section  # tuned against default config
     assert re.search(r"matmul bfloat16</td><td[^>]*>61\.5 TFLOPS</td><td[^>]*>71\.2 TFLOPS</td><td[^>]*>86%", section)
     assert re.search(r"memory read</td><td[^>]*>850 GB/s</td><td[^>]*>936 GB/s</td><td[^>]*>91%", section)
     assert section.count("<svg") >= 3  # measured vs predicted, breakdown, kernel efficiency

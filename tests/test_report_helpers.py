@@ -88,7 +88,8 @@ def sample_profile(device_id: str = "rtx-3090", with_calibration: bool = True) -
                        "launch": {"name": "launch", "time_s": 4.5e-6, "repeats": 200}},
         "kernels": [
             {"op": "dequant_matmul", "impl": "triton_q4k", "shape": {"M": 1, "N": 17408, "K": 5120},
-             "config": {"BLOCK_N": 64, "BLOCK_K": 256, "num_warps": 4}, "time_s": 6.1e-5, "bytes": 5.0e7, "flops": 1.78e8,
+             "config": {"BLOCK_N": 64, "BLOCK_K": 256, "num_warps": 4}, "time_s": 6.1e-5,
+             "default_config": {"BLOCK_N": 32, "BLOCK_K": 128, "num_warps": 4}, "speedup": 1.37, "bytes": 5.0e7, "flops": 1.78e8,
              "achieved_gbs": 820.0, "achieved_tflops": 2.9, "pct_of_peak_bw": 87.6, "pct_of_peak_flops": 4.1},
             {"op": "attention", "impl": "triton_decode", "shape": {"context": 32768, "kv_heads": 4, "head_dim": 256},
              "config": {"SPLIT_K": 16}, "time_s": 9.0e-5, "bytes": 6.7e7, "flops": 4.0e8,

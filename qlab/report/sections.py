@@ -253,7 +253,8 @@ def measured(profile: dict, preds: Predictions, model: str) -> dict:
 
     kernels = profile.get("kernels") or []
     out["kernels"] = [dict(k, label=f"{k.get('op')}/{k.get('impl')}", shape_text=_compact(k.get("shape")),
-                           config_text=_compact(k.get("config"))) for k in kernels]
+                           config_text=_compact(k.get("config")), default_text=_compact(k.get("default_config")))
+                     for k in kernels]
     if kernels:
         out["kernel_svg"] = figures.kernel_efficiency(
             [{"label": f"{k['label']}\n{k['shape_text'][:48]}", "bw_pct": k.get("pct_of_peak_bw"),
