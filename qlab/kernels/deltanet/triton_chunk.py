@@ -171,6 +171,9 @@ def triton_chunk_gated_delta_rule(q, k, v, g, beta, scale=None, initial_state=No
     BK = min(64, triton.next_power_of_2(K))  # state half: K <= 2 BK
     if K > 2 * BK:
         raise ValueError(f"k: head dim K={K}; triton_chunk handles K <= 128")
+    if T * max(H * K, HV * max(K, V)) >= 2**31:  # the fwd kernel's tile offsets are int32 per sequence
+        raise ValueError(f"v: shape {list(v.shape)}: T * HV * max(K, V) must stay below 2^31 for triton_chunk "
+                         "(split the prefill into shorter calls, threading the state)")
     BV = min(int(cfg["BV"]), triton.next_power_of_2(V))
     BD = min(64, triton.next_power_of_2(K), triton.next_power_of_2(V))
     scale = K ** -0.5 if scale is None else scale
