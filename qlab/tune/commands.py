@@ -32,12 +32,14 @@ def _fmt_time(t) -> str:
     return f"{t * 1e3:.3f} ms" if t < 1 else f"{t:.2f} s"
 
 
-def _fmt_shape(r: dict, defaults: dict) -> str:
-    parts = [f"{k}={v}" for k, v in r["shape"].items() if k != "dtype" and defaults.get(k) != v]
+def _fmt_shape(r: dict, op_cls) -> str:
+    """The bucketed dims always, the others where they differ from the Qwen3.6-27B default."""
+    parts = [f"{k}={v}" for k, v in r["shape"].items()
+             if k != "dtype" and (k in op_cls.seq_dims or op_cls.dims.get(k) != v)]
     return ",".join(parts + [str(r["shape"].get("dtype", ""))]) or "default"
 
 
-def _print_table(results: list[dict], dims: dict[str, dict]) -> None:
+def _print_table(results: list[dict], classes: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -48,7 +50,7 @@ def _print_table(results: list[dict], dims: dict[str, dict]) -> None:
     for r in results:
         cfg = ",".join(f"{k}={v}" for k, v in (r["config"] or {}).items()) or "(none passed)"
         rejected = ",".join(f"{k}:{v}" for k, v in r["failures"].items()) or "-"
-        table.add_row(r["op"], r["impl"], _fmt_shape(r, dims.get(r["op"], {})), cfg, _fmt_time(r["time_s"]),
+        table.add_row(r["op"], r["impl"], _fmt_shape(r, classes[r["op"]]), cfg, _fmt_time(r["time_s"]),
                       _fmt_time(r["default_time_s"]), f"{r['speedup']:.2f}x" if r["speedup"] else "-",
                       f"{r['gbs']:.1f}" if r["gbs"] else "-", str(r["evaluations"]), rejected,
                       "cache" if r["from_cache"] else "measured")
@@ -99,5 +101,5 @@ def run(args) -> int:
     if args.json:
         print(json.dumps(results, indent=1))
     else:
-        _print_table(results, {op: dict(_load(op)[0].dims) for op in ops})
+        _print_table(results, {op: _load(op)[0] for op in ops})
     return 0
