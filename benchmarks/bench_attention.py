@@ -34,6 +34,18 @@ def read_bandwidth_gbs() -> float:
     return x.numel() * 4 / best / 1e9
 
 
+THREADS = sorted({1, torch.get_num_threads()})
+
+
+@pytest.fixture(params=THREADS, ids=lambda n: f"t{n}")
+def threads(request):
+    """Both 1 thread and torch's default: on a shared machine one thread often wins (no OpenMP waits)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(before)
+
+
 def _median(benchmark) -> float:
     return benchmark.stats.stats.median
 
@@ -55,21 +67,22 @@ def _decode_inputs(S: int, kv: str):
 
 @pytest.mark.parametrize("S", [4096, 32768, 131072])
 @pytest.mark.parametrize("impl,kv", [("sdpa", "bf16"), ("sdpa", "fp8")])
-def test_decode_cpu(benchmark, impl, kv, S):
+def test_decode_cpu(benchmark, impl, kv, S, threads):
     q, k, v, lengths, kw = _decode_inputs(S, kv)
     benchmark.pedantic(A.decode, args=(q, k, v, lengths), kwargs=dict(impl=impl, scale=1 / 16, **kw),
                        rounds=5 if S <= 32768 else 3, iterations=1, warmup_rounds=1)
     c = cost.decode(1, HQ, HKV, D, S, kv_bytes=1 if kv == "fp8" else 2)
     gbs = c.bytes / _median(benchmark) / 1e9
     bw = read_bandwidth_gbs()
-    benchmark.extra_info.update(bytes=c.bytes, flops=c.flops, gbs=round(gbs, 2), read_bw_gbs=round(bw, 2),
+    benchmark.extra_info.update(threads=threads, bytes=c.bytes, flops=c.flops, gbs=round(gbs, 2),
+                                read_bw_gbs=round(bw, 2),
                                 frac_of_bw=round(gbs / bw, 3), ms_per_token_16_layers=round(
                                     16 * _median(benchmark) * 1e3, 1))
 
 
 @pytest.mark.parametrize("T", [512, 4096])
 @pytest.mark.parametrize("impl", ["sdpa"])
-def test_prefill_cpu(benchmark, impl, T):
+def test_prefill_cpu(benchmark, impl, T, threads):
     g = torch.Generator().manual_seed(42)
     q = torch.randn(1, T, HQ, D, generator=g).bfloat16()
     k = torch.randn(1, T, HKV, D, generator=g).bfloat16()
@@ -77,4 +90,5 @@ def test_prefill_cpu(benchmark, impl, T):
     benchmark.pedantic(A.prefill, args=(q, k, v), kwargs=dict(impl=impl, scale=1 / 16),
                        rounds=3 if T <= 512 else 1, iterations=1, warmup_rounds=1 if T <= 512 else 0)
     c = cost.prefill(1, T, HQ, HKV, D)
-    benchmark.extra_info.update(bytes=c.bytes, flops=c.flops, gflops=round(c.flops / _median(benchmark) / 1e9, 1))
+    benchmark.extra_info.update(threads=threads, bytes=c.bytes, flops=c.flops,
+                                gflops=round(c.flops / _median(benchmark) / 1e9, 1))

@@ -69,10 +69,12 @@ def check_decode(q, k_cache, v_cache, lengths, scale, k_scale, v_scale):
     if lengths.dtype.is_floating_point or lengths.dtype == torch.bool or tuple(lengths.shape) != (B,):
         raise ValueError(f"lengths: expected an integer tensor of shape [B]=[{B}], got {lengths.dtype} "
                          f"{tuple(lengths.shape)}")
-    if B and int(lengths.min()) < 1:
-        raise ValueError(f"lengths: every length must be >= 1, got min {int(lengths.min())}")
-    if B and int(lengths.max()) > S:
-        raise ValueError(f"lengths: length {int(lengths.max())} > cache size S={S}")
+    if B:
+        lo, hi = (int(x) for x in torch.aminmax(lengths))     # one pass, one sync: this runs 16x per token
+        if lo < 1:
+            raise ValueError(f"lengths: every length must be >= 1, got min {lo}")
+        if hi > S:
+            raise ValueError(f"lengths: length {hi} > cache size S={S}")
     fp8 = k_cache.dtype in FP8
     if fp8:
         ks = _scale_per_head("k_scale", 1.0 if k_scale is None else k_scale, B, HKV, q.device)
