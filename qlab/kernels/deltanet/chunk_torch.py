@@ -57,12 +57,14 @@ def chunk_torch_gated_delta_rule(q, k, v, g, beta, scale=None, initial_state=Non
     strict = idx[:, None] > idx[None, :]
     A = (beta * (k @ k.transpose(-1, -2)) * decay_incl).masked_fill(~strict, 0.0)
     eye = torch.eye(C, device=q.device).expand_as(A)
-    rhs = torch.cat([beta * g.exp()[..., None] * k, beta * v], dim=-1)
-    WU = torch.linalg.solve_triangular(eye + A, rhs, upper=False, unitriangular=True)
-    W, U = WU[..., :K], WU[..., K:]
+    # Tinv explicitly (C right-hand sides), then GEMMs: about twice as fast on CPU as solving for K + V columns
+    Tinv = torch.linalg.solve_triangular(eye + A, eye, upper=False, unitriangular=True)
+    U = Tinv @ (beta * v)
+    # rows [0, C): W = Tinv (beta e^g_cum k); rows [C, 2C): q e^g_cum. Both multiply the state entering the
+    # chunk, so the state pass does one matmul for the two.
+    WQ = torch.cat([Tinv @ (beta * g.exp()[..., None] * k), q * g.exp()[..., None]], dim=-2)
     attn = (q @ k.transpose(-1, -2)) * decay_incl                    # lower incl. diagonal
-    q_decayed = q * g.exp()[..., None]
-    k_to_end = k * (g[..., -1:] - g).exp()[..., None]                # k exp(g_cum_C - g_cum_j)
+    k_to_end = (k * (g[..., -1:] - g).exp()[..., None]).transpose(-1, -2).contiguous()  # (k e^(g_C - g_j))^T
     chunk_decay = g[..., -1].exp()[..., None, None]                  # [B, HV, N, 1, 1]
 
     S = torch.zeros(B, HV, K, V, dtype=torch.float32, device=q.device)
@@ -70,9 +72,12 @@ def chunk_torch_gated_delta_rule(q, k, v, g, beta, scale=None, initial_state=Non
         S = S + initial_state.float()
     o = torch.empty(B, HV, N, C, V, dtype=torch.float32, device=q.device)
     for n in range(N):  # the only sequential part: the state handed from chunk to chunk
-        v_new = U[:, :, n] - W[:, :, n] @ S
-        o[:, :, n] = q_decayed[:, :, n] @ S + attn[:, :, n] @ v_new
-        S = chunk_decay[:, :, n] * S + k_to_end[:, :, n].transpose(-1, -2) @ v_new
+        ws = WQ[:, :, n] @ S                                         # [W; q e^g] S: [B, HV, 2C, V]
+        v_new = U[:, :, n] - ws[:, :, :C]
+        torch.baddbmm(ws[:, :, C:].reshape(-1, C, V), attn[:, :, n].reshape(-1, C, C), v_new.reshape(-1, C, V),
+                      out=o[:, :, n].view(-1, C, V))
+        S = torch.baddbmm((chunk_decay[:, :, n] * S).reshape(-1, K, V), k_to_end[:, :, n].reshape(-1, K, C),
+                          v_new.reshape(-1, C, V)).view(B, HV, K, V)
     o = o.reshape(B, HV, N * C, V)[:, :, :T].transpose(1, 2).to(out_dtype).contiguous()
     if state_out is not None:
         state_out.copy_(S)
