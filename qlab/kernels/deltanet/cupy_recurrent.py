@@ -64,7 +64,10 @@ def cupy_recurrent_gated_delta_rule(q, k, v, g, beta, scale=None, initial_state=
     flags = sum(bit for name, bit in _FLAGS.items() if used[name])
     A_log = A_log.float().contiguous() if A_log is not None else g
     dt_bias = dt_bias.float().contiguous() if dt_bias is not None else g
-    dl = cupy.from_dlpack
+
+    def dl(t):  # zero-copy view; cupy has no bfloat16 dtype, and the kernel reads bf16 as raw 16-bit words
+        return cupy.from_dlpack(t.view(torch.int16) if t.dtype == torch.bfloat16 else t)
+
     args = (dl(q), dl(k), dl(v), dl(g), dl(beta), dl(A_log), dl(dt_bias), dl(o),
             dl(initial_state if initial_state is not None else g), dl(ht if ht is not None else o),
             cupy.float32(scale), cupy.int32(T), cupy.int32(H), cupy.int32(HV), cupy.int32(V), cupy.int32(flags))
