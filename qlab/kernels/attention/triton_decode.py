@@ -20,7 +20,6 @@ import triton.language as tl
 from .tunables import DEFAULTS, choose_num_splits
 
 
-
 @triton.jit
 def _e4m3_to_f32(b):
     """FP8 e4m3 bytes (uint8) -> fp32 with integer ops, so sm_80/86 (no native e4m3) run the same code:
