@@ -176,6 +176,9 @@ def test_unknown_and_unavailable_impls():
     if "cupy_recurrent" not in available_impls():
         with pytest.raises(ImplUnavailableError, match=r"'cupy_recurrent' is not available .*available: naive"):
             gated_delta_rule(**x, impl="cupy_recurrent")
+    if "triton_chunk" not in available_impls():  # no GPU and no TRITON_INTERPRET
+        with pytest.raises(ImplUnavailableError, match=r"'triton_chunk' is not available .*no CUDA device"):
+            gated_delta_rule(**x, impl="triton_chunk")
 
 
 def test_inplace_needs_a_contiguous_state():
