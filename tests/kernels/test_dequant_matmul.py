@@ -40,7 +40,7 @@ def test_naive_is_x_times_dequantized_weight():
     assert_close("naive", ref, matmul(x, qw), 1e-6)
 
 
-@pytest.mark.parametrize("fmt", ["Q8_0", "Q4_K", "Q6_K"])
+@pytest.mark.parametrize("fmt", sorted(tcpu.GEMV_FORMATS))
 def test_torch_cpu_gemv_with_long_k_spans_several_x_chunks(fmt):
     qw = weight(fmt, n=40, k=6144)  # Q8_0 x chunk = 4096 weights at M=1: K is split in two, unevenly
     for M in (1, 5):

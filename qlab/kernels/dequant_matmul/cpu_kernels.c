@@ -216,6 +216,65 @@ q6_k_row(const uint8_t *row, int64_t nb, const float *x, const float *xs, int64_
     for (int m = 0; m < mb; m++) out[m] = v_sum(acc[m]);
 }
 
+// ---------------- Q5_K: { half d, dmin; u8 scales[12]; u8 qh[32]; u8 qs[128]; }  Q4_K plus a 5th bit ----------
+// qh[i] bit j is the high bit of element i of sub-block j; the rest is Q4_K's arithmetic.
+static inline __attribute__((always_inline)) void
+q5_k_row(const uint8_t *row, int64_t nb, const float *x, const float *xs, int64_t K, const int mb, float *out) {
+    vf acc[MB_MAX];
+    float macc[MB_MAX];
+    for (int m = 0; m < mb; m++) { acc[m] = V_ZERO(); macc[m] = 0.f; }
+    const vi one = V_SET1I(1);
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *blk = row + 176 * b;
+        PREFETCH(blk);
+        PREFETCH(blk + 64);
+        PREFETCH(blk + 128);
+        float dsc[8], dm[8];
+        q4_k_scales(blk + 4, h2f(blk), h2f(blk + 2), dsc, dm);
+        for (int m = 0; m < mb; m++)
+            for (int j = 0; j < 8; j++) macc[m] += dm[j] * xs[m * (K / 32) + 8 * b + j];
+        for (int c = 0; c < 4; c++) {
+            vf tl[MB_MAX], th[MB_MAX];
+            for (int v = 0; v < 32 / VW; v++) {
+                const vi q = V_U8(blk + 48 + 32 * c + VW * v), hb = V_U8(blk + 16 + VW * v);
+                const vf ql = V_CVT(VI_OR(VI_AND15(q), VI_SHL(VI_AND(VI_SHR(hb, 2 * c), one), 4)));
+                const vf qh = V_CVT(VI_OR(VI_SHR4(q), VI_SHL(VI_AND(VI_SHR(hb, 2 * c + 1), one), 4)));
+                for (int m = 0; m < mb; m++) {
+                    const float *xm = x + m * K + 256 * b + 64 * c + VW * v;
+                    tl[m] = v ? V_FMA(ql, V_LOADX(xm), tl[m]) : V_MUL(ql, V_LOADX(xm));
+                    th[m] = v ? V_FMA(qh, V_LOADX(xm + 32), th[m]) : V_MUL(qh, V_LOADX(xm + 32));
+                }
+            }
+            const vf s0 = V_SET1(dsc[2 * c]), s1 = V_SET1(dsc[2 * c + 1]);
+            for (int m = 0; m < mb; m++) acc[m] = V_FMA(th[m], s1, V_FMA(tl[m], s0, acc[m]));
+        }
+    }
+    for (int m = 0; m < mb; m++) out[m] = v_sum(acc[m]) - macc[m];
+}
+
+// ---------------- Q4_0: { half d; u8 qs[16]; }  w = d·(q − 8); byte i = element i (low) | i + 16 (high) --------
+static inline __attribute__((always_inline)) void
+q4_0_row(const uint8_t *row, int64_t nb, const float *x, const float *xs, int64_t K, const int mb, float *out) {
+    (void)xs;
+    vf acc[MB_MAX];
+    for (int m = 0; m < mb; m++) acc[m] = V_ZERO();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *blk = row + 18 * b;
+        PREFETCH(blk);
+        const float d = h2f(blk);
+        const vf vd = V_SET1(d), voff = V_SET1(-8.f * d);
+        for (int v = 0; v < 16 / VW; v++) {
+            const vi q = V_U8(blk + 2 + VW * v);
+            const vf wl = V_FMA(V_CVT(VI_AND15(q)), vd, voff), wh = V_FMA(V_CVT(VI_SHR4(q)), vd, voff);
+            for (int m = 0; m < mb; m++) {
+                const float *xm = x + m * K + 32 * b + VW * v;
+                acc[m] = V_FMA(wh, V_LOADX(xm + 16), V_FMA(wl, V_LOADX(xm), acc[m]));
+            }
+        }
+    }
+    for (int m = 0; m < mb; m++) out[m] = v_sum(acc[m]);
+}
+
 #else  // portable C (other CPUs): correct, left to the compiler's auto-vectoriser
 static inline void q8_0_row(const uint8_t *row, int64_t nb, const float *x, const float *xs, int64_t K, const int mb,
                             float *out) {
@@ -265,6 +324,42 @@ static inline void q6_k_row(const uint8_t *row, int64_t nb, const float *x, cons
                 const uint8_t lo = blk[64 * h + 32 * (t % 2) + i], hi = blk[128 + 32 * h + i];
                 const int q = (((t < 2) ? (lo & 15) : (lo >> 4)) | (((hi >> (2 * t)) & 3) << 4)) - 32;
                 s += d * (float)(int8_t)blk[192 + p / 16] * (float)q * x[m * K + 256 * b + p];
+            }
+        }
+        out[m] = s;
+    }
+}
+static inline void q5_k_row(const uint8_t *row, int64_t nb, const float *x, const float *xs, int64_t K, const int mb,
+                            float *out) {
+    (void)xs;
+    for (int m = 0; m < mb; m++) {
+        float s = 0.f;
+        for (int64_t b = 0; b < nb; b++) {
+            const uint8_t *blk = row + 176 * b;
+            float dsc[8], dm[8];
+            q4_k_scales(blk + 4, h2f(blk), h2f(blk + 2), dsc, dm);
+            for (int p = 0; p < 256; p++) {
+                const int j = p / 32, i = p % 32;
+                const uint8_t byte = blk[48 + 32 * (j / 2) + i];
+                const int q = ((j % 2) ? (byte >> 4) : (byte & 15)) | (((blk[16 + i] >> j) & 1) << 4);
+                s += (dsc[j] * (float)q - dm[j]) * x[m * K + 256 * b + p];
+            }
+        }
+        out[m] = s;
+    }
+}
+
+static inline void q4_0_row(const uint8_t *row, int64_t nb, const float *x, const float *xs, int64_t K, const int mb,
+                            float *out) {
+    (void)xs;
+    for (int m = 0; m < mb; m++) {
+        float s = 0.f;
+        for (int64_t b = 0; b < nb; b++) {
+            const uint8_t *blk = row + 18 * b;
+            const float d = h2f(blk);
+            for (int i = 0; i < 16; i++) {
+                s += d * (float)((blk[2 + i] & 15) - 8) * x[m * K + 32 * b + i];
+                s += d * (float)((blk[2 + i] >> 4) - 8) * x[m * K + 32 * b + 16 + i];
             }
         }
         out[m] = s;
@@ -330,6 +425,8 @@ static void gemm_rows(row_fn fn, int64_t bs, int64_t bb, const float *x, int64_t
 SPECIALISE(q8_0_row)
 SPECIALISE(q4_k_row)
 SPECIALISE(q6_k_row)
+SPECIALISE(q5_k_row)
+SPECIALISE(q4_0_row)
 
 void qlab_q8_0_gemm(const float *x, int64_t M, int64_t K, const uint8_t *raw, int64_t N, float *y, int nt) {
     gemm_rows(q8_0_row_any, 32, 34, x, M, K, raw, N, y, nt);
@@ -337,6 +434,14 @@ void qlab_q8_0_gemm(const float *x, int64_t M, int64_t K, const uint8_t *raw, in
 
 void qlab_q4_k_gemm(const float *x, int64_t M, int64_t K, const uint8_t *raw, int64_t N, float *y, int nt) {
     gemm_rows(q4_k_row_any, 256, 144, x, M, K, raw, N, y, nt);
+}
+
+void qlab_q5_k_gemm(const float *x, int64_t M, int64_t K, const uint8_t *raw, int64_t N, float *y, int nt) {
+    gemm_rows(q5_k_row_any, 256, 176, x, M, K, raw, N, y, nt);
+}
+
+void qlab_q4_0_gemm(const float *x, int64_t M, int64_t K, const uint8_t *raw, int64_t N, float *y, int nt) {
+    gemm_rows(q4_0_row_any, 32, 18, x, M, K, raw, N, y, nt);
 }
 
 void qlab_q6_k_gemm(const float *x, int64_t M, int64_t K, const uint8_t *raw, int64_t N, float *y, int nt) {

@@ -32,7 +32,9 @@ CODECS = {
     "INT4-G128": (blocks_gpu.quantize_int4_g128, blocks_gpu.dequantize_int4_g128),
 }
 SUPPORTED = tuple(CODECS) + ("FP8",)
-_CHUNK_BLOCKS = 1 << 14  # blocks per numpy pass: bounds the scale search's scratch to tens of MB
+_CHUNK_BLOCKS = 1 << 14  # blocks per numpy quantize pass: bounds the scale search's scratch to tens of MB
+_DEQUANT_CHUNK_WEIGHTS = 1 << 19  # weights per numpy dequantize pass: temporaries stay in L2/L3 (3-4x faster
+#                                   for K-quants than 4M-weight passes, measured)
 
 
 def block_format(fmt: str) -> BlockFormat:
@@ -125,8 +127,9 @@ def dequantize_rows(qw: QuantizedWeight, start: int = 0, stop: int | None = None
     d_fn = CODECS[qw.fmt][1]
     blocks = qw.blocks(slice(start, stop))
     out = np.empty((blocks.shape[0], bf.block_size), dtype=np.float32)
-    for i in range(0, blocks.shape[0], _CHUNK_BLOCKS):
-        out[i:i + _CHUNK_BLOCKS] = d_fn(blocks[i:i + _CHUNK_BLOCKS])
+    chunk = max(1, _DEQUANT_CHUNK_WEIGHTS // bf.block_size)
+    for i in range(0, blocks.shape[0], chunk):
+        out[i:i + chunk] = d_fn(blocks[i:i + chunk])
     return out.reshape(stop - start, qw.shape[1])
 
 
