@@ -60,7 +60,8 @@ def load(extra_flags: tuple[str, ...] = ()) -> ctypes.CDLL:
         os.replace(tmp, so)  # atomic: a concurrent process sees the old state or the whole file
     lib = ctypes.CDLL(str(so))
     i64, ptr, i32 = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int
-    for name in ("qlab_q8_0_gemm", "qlab_q4_k_gemm", "qlab_q6_k_gemm", "qlab_q5_k_gemm", "qlab_q4_0_gemm"):
+    for name in ("qlab_q8_0_gemm", "qlab_q4_k_gemm", "qlab_q6_k_gemm", "qlab_q5_k_gemm", "qlab_q4_0_gemm",
+                 "qlab_iq4_xs_gemm"):
         getattr(lib, name).argtypes = [ptr, i64, i64, ptr, i64, ptr, i32]
         getattr(lib, name).restype = None
     for name in ("qlab_q8_0_dequant", "qlab_q4_k_dequant"):

@@ -56,6 +56,8 @@ typedef __m512i vi;
 #define VI_AND15(i) _mm512_and_si512(i, _mm512_set1_epi32(15))
 #define VI_SHR4(i) _mm512_srli_epi32(i, 4)
 #define V_SET1I(s) _mm512_set1_epi32(s)
+// 16-entry int32 table lookup, idx in 0..15
+static inline vi v_lookup16(vi idx, const int32_t *t) { return _mm512_permutexvar_epi32(idx, _mm512_loadu_si512(t)); }
 #define VI_AND(a, b) _mm512_and_si512(a, b)
 #define VI_OR(a, b) _mm512_or_si512(a, b)
 #define VI_SUB(a, b) _mm512_sub_epi32(a, b)
@@ -78,6 +80,11 @@ typedef __m256i vi;
 #define VI_AND15(i) _mm256_and_si256(i, _mm256_set1_epi32(15))
 #define VI_SHR4(i) _mm256_srli_epi32(i, 4)
 #define V_SET1I(s) _mm256_set1_epi32(s)
+static inline vi v_lookup16(vi idx, const int32_t *t) {  // two 8-entry permutes, picked by bit 3 of idx
+    const __m256i lo = _mm256_permutevar8x32_epi32(_mm256_loadu_si256((const __m256i *)t), idx);
+    const __m256i hi = _mm256_permutevar8x32_epi32(_mm256_loadu_si256((const __m256i *)(t + 8)), idx);
+    return _mm256_blendv_epi8(lo, hi, _mm256_cmpgt_epi32(idx, _mm256_set1_epi32(7)));
+}
 #define VI_AND(a, b) _mm256_and_si256(a, b)
 #define VI_OR(a, b) _mm256_or_si256(a, b)
 #define VI_SUB(a, b) _mm256_sub_epi32(a, b)
@@ -275,6 +282,38 @@ q4_0_row(const uint8_t *row, int64_t nb, const float *x, const float *xs, int64_
     for (int m = 0; m < mb; m++) out[m] = v_sum(acc[m]);
 }
 
+// ---------------- IQ4_XS: { half d; u16 scales_h; u8 scales_l[4]; u8 qs[128]; }  w = d·(ls_j − 32)·KV[q] -------
+// sub-block j (32 weights) reads qs[16j..16j+16]: low nibbles elements 0..15, high nibbles 16..31.
+static const int32_t KV_IQ4[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+static inline __attribute__((always_inline)) void
+iq4_xs_row(const uint8_t *row, int64_t nb, const float *x, const float *xs, int64_t K, const int mb, float *out) {
+    (void)xs;
+    vf acc[MB_MAX];
+    for (int m = 0; m < mb; m++) acc[m] = V_ZERO();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *blk = row + 136 * b;
+        PREFETCH(blk);
+        PREFETCH(blk + 64);
+        PREFETCH(blk + 128);
+        const float d = h2f(blk);
+        const unsigned sh = (unsigned)blk[2] | ((unsigned)blk[3] << 8);
+        for (int j = 0; j < 8; j++) {
+            const int ls = (((blk[4 + j / 2] >> (4 * (j % 2))) & 15) | (((sh >> (2 * j)) & 3) << 4)) - 32;
+            const vf s = V_SET1(d * (float)ls);
+            for (int v = 0; v < 16 / VW; v++) {
+                const vi q = V_U8(blk + 8 + 16 * j + VW * v);
+                const vf wl = V_MUL(V_CVT(v_lookup16(VI_AND15(q), KV_IQ4)), s);
+                const vf wh = V_MUL(V_CVT(v_lookup16(VI_SHR4(q), KV_IQ4)), s);
+                for (int m = 0; m < mb; m++) {
+                    const float *xm = x + m * K + 256 * b + 32 * j + VW * v;
+                    acc[m] = V_FMA(wh, V_LOADX(xm + 16), V_FMA(wl, V_LOADX(xm), acc[m]));
+                }
+            }
+        }
+    }
+    for (int m = 0; m < mb; m++) out[m] = v_sum(acc[m]);
+}
+
 #else  // portable C (other CPUs): correct, left to the compiler's auto-vectoriser
 static inline void q8_0_row(const uint8_t *row, int64_t nb, const float *x, const float *xs, int64_t K, const int mb,
                             float *out) {
@@ -365,6 +404,28 @@ static inline void q4_0_row(const uint8_t *row, int64_t nb, const float *x, cons
         out[m] = s;
     }
 }
+static const int32_t KV_IQ4[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+static inline void iq4_xs_row(const uint8_t *row, int64_t nb, const float *x, const float *xs, int64_t K,
+                              const int mb, float *out) {
+    (void)xs;
+    for (int m = 0; m < mb; m++) {
+        float s = 0.f;
+        for (int64_t b = 0; b < nb; b++) {
+            const uint8_t *blk = row + 136 * b;
+            const float d = h2f(blk);
+            const unsigned sh = (unsigned)blk[2] | ((unsigned)blk[3] << 8);
+            for (int j = 0; j < 8; j++) {
+                const int ls = (((blk[4 + j / 2] >> (4 * (j % 2))) & 15) | (((sh >> (2 * j)) & 3) << 4)) - 32;
+                for (int i = 0; i < 16; i++) {
+                    const uint8_t q = blk[8 + 16 * j + i];
+                    s += d * (float)ls * (float)KV_IQ4[q & 15] * x[m * K + 256 * b + 32 * j + i];
+                    s += d * (float)ls * (float)KV_IQ4[q >> 4] * x[m * K + 256 * b + 32 * j + 16 + i];
+                }
+            }
+        }
+        out[m] = s;
+    }
+}
 #endif
 
 // ---------------- drivers: row groups over threads, K in chunks whose x fits L1, M in passes of MB_MAX ---------
@@ -427,6 +488,7 @@ SPECIALISE(q4_k_row)
 SPECIALISE(q6_k_row)
 SPECIALISE(q5_k_row)
 SPECIALISE(q4_0_row)
+SPECIALISE(iq4_xs_row)
 
 void qlab_q8_0_gemm(const float *x, int64_t M, int64_t K, const uint8_t *raw, int64_t N, float *y, int nt) {
     gemm_rows(q8_0_row_any, 32, 34, x, M, K, raw, N, y, nt);
@@ -442,6 +504,10 @@ void qlab_q5_k_gemm(const float *x, int64_t M, int64_t K, const uint8_t *raw, in
 
 void qlab_q4_0_gemm(const float *x, int64_t M, int64_t K, const uint8_t *raw, int64_t N, float *y, int nt) {
     gemm_rows(q4_0_row_any, 32, 18, x, M, K, raw, N, y, nt);
+}
+
+void qlab_iq4_xs_gemm(const float *x, int64_t M, int64_t K, const uint8_t *raw, int64_t N, float *y, int nt) {
+    gemm_rows(iq4_xs_row_any, 256, 136, x, M, K, raw, N, y, nt);
 }
 
 void qlab_q6_k_gemm(const float *x, int64_t M, int64_t K, const uint8_t *raw, int64_t N, float *y, int nt) {
