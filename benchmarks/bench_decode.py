@@ -5,7 +5,7 @@ embedding and head (vocab 248320), written as F16 by `qlab gguf synth` and quant
 Q8_0 and Q4_K_M. Each engine runs in its own process (so each has its own peak RSS): it fills the context with
 a prompt, then decodes `--tokens` tokens one at a time; the median step time is its decode speed.
 
-    python benchmarks/bench_decode.py --threads 2 [--quants Q8_0,Q4_K_M] [--context 64] [--tokens 16]
+    python benchmarks/bench_decode.py --threads 2 [--quants Q8_0,Q4_K_M] [--context 32] [--tokens 8]
                                       [--dir ~/.cache/qlab/bench] [--json out.json]
 
 The files (8.1 GB F16, 4.3 GB Q8_0, 2.6 GB Q4_K_M) are kept in --dir and reused. Timings on a shared machine
@@ -70,13 +70,18 @@ def child_llamacpp(path: str, threads: int, context: int, tokens: int) -> dict:
     t0 = time.perf_counter()
     llm.eval(prompt)
     prefill_s = time.perf_counter() - t0
+    n_vocab = llm.n_vocab()
+
+    def last_logits():   # the output row of the last evaluated token (logits_all is off, as in normal use)
+        return np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(n_vocab,))
+
     steps = []
-    tok = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+    tok = int(np.argmax(last_logits()))
     for _ in range(tokens):
         t0 = time.perf_counter()
         llm.eval([tok])
         steps.append(time.perf_counter() - t0)
-        tok = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+        tok = int(np.argmax(last_logits()))
     step = float(np.median(steps))
     return {"engine": "llama.cpp", "version": llama_cpp.__version__, "decode_tok_s": 1 / step,
             "decode_ms_per_token": 1e3 * step, "prefill_tok_s": context / prefill_s,
@@ -105,8 +110,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quants", default="Q8_0,Q4_K_M")
-    ap.add_argument("--context", type=int, default=64, help="prompt tokens before decoding (both engines)")
-    ap.add_argument("--tokens", type=int, default=16)
+    ap.add_argument("--context", type=int, default=32, help="prompt tokens before decoding (both engines)")
+    ap.add_argument("--tokens", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=2, help="alternating runs per engine; best is reported")
     ap.add_argument("--dir", default=os.path.expanduser("~/.cache/qlab/bench"))
     ap.add_argument("--json", default=None, help="also write the results here")

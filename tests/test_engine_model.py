@@ -72,7 +72,7 @@ def test_value_head_order_matters(weights, ref):
     """Negative control: without the tiled->grouped value-head permutation the logits are wrong, so the
     comparison above can fail."""
     m = Qwen35(weights, reference_backend())
-    m.perm = None
+    m.perm = False
     st = m.new_state(32)
     out = prefill(m, torch.tensor([TOKENS]), st, all_logits=True)[0]
     with pytest.raises(AssertionError):

@@ -101,6 +101,6 @@ def test_logits_match_llamacpp(files, tokens, quant, rms_tol):
 def test_a_wrong_engine_would_fail(files, tokens):
     """Negative control: dropping the DeltaNet value-head permutation breaks the agreement with llama.cpp."""
     m = Qwen35(read_gguf(files["F16"]), default_backend("cpu"))
-    m.perm = None
+    m.perm = False
     out = prefill(m, torch.tensor([tokens]), m.new_state(len(tokens)), all_logits=True)[0]
     assert rel_rms_error(llamacpp_logits(files["F16"], tokens), out) > 2e-2

@@ -42,16 +42,17 @@ class DecodeState:
         return {"kv_cache": kv, "state": st}
 
 
-def _gva_perm(H: int, HV: int, device) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """(tiled index of each grouped head, grouped index of each tiled head); None when HV == H."""
-    r = HV // H
-    if r == 1:
-        return None
-    m = torch.arange(HV)
-    to_grouped = (m % r) * H + m // r           # grouped head m = key head m // r, copy m % r
-    to_tiled = torch.empty_like(to_grouped)
-    to_tiled[to_grouped] = m
-    return to_grouped.to(device), to_tiled.to(device)
+def tiled_to_grouped(x: torch.Tensor, H: int) -> torch.Tensor:
+    """[..., HV, D] in tiled order (value head j reads key head j % H) -> grouped order (head m reads key head
+    m // r): tiled j = c·H + h is grouped m = h·r + c, i.e. a transpose of the (c, h) factors. A copy of a few
+    KB; cheaper than an index gather, which torch parallelises."""
+    HV = x.shape[-2]
+    return x.unflatten(-2, (HV // H, H)).transpose(-3, -2).flatten(-3, -2)
+
+
+def grouped_to_tiled(x: torch.Tensor, H: int) -> torch.Tensor:
+    HV = x.shape[-2]
+    return x.unflatten(-2, (H, HV // H)).transpose(-3, -2).flatten(-3, -2)
 
 
 class Qwen35:
@@ -66,7 +67,7 @@ class Qwen35:
         self.w = weights
         self.ops = Ops(self.backend, timer)
         self.device = torch.device(self.backend.device)
-        self.perm = _gva_perm(self.cfg.lin_k_heads, self.cfg.lin_v_heads, self.device)
+        self.perm = self.cfg.lin_v_heads != self.cfg.lin_k_heads   # tiled <-> grouped value heads needed
 
     def set_timer(self, timer: OpTimer | None) -> None:
         self.ops = Ops(self.backend, timer)
@@ -152,13 +153,13 @@ class Qwen35:
             v = qkv[..., 2 * c.key_dim:].reshape(B, T, HV, V)
             g = self.w[p + "ssm_a"] * F.softplus(a.float() + self.w[p + "ssm_dt.bias"])  # log decay <= 0
             beta = torch.sigmoid(b.float())
-            if self.perm is not None:       # tiled (GGUF) -> grouped (kernel) value-head order
-                to_grouped = self.perm[0]
-                v, g, beta = v[:, :, to_grouped], g[:, :, to_grouped], beta[:, :, to_grouped]
+            if self.perm:       # tiled (GGUF) -> grouped (kernel) value-head order
+                v = tiled_to_grouped(v, H)
+                g, beta = (tiled_to_grouped(t[..., None], H)[..., 0] for t in (g, beta))
         o = self.ops.delta_rule(q, k, v, g, beta, st.rec[i], scale=K ** -0.5)             # [B, T, HV, V]
         with self.ops.other():
-            if self.perm is not None:
-                o = o[:, :, self.perm[1]]
+            if self.perm:
+                o = grouped_to_tiled(o, H)
             o = self.norm_w(o, p + "ssm_norm.weight") * F.silu(z.view(B, T, HV, V))
             o = o.reshape(B, T, HV * V)
         return self.ops.linear(o, self.w[p + "ssm_out.weight"])
@@ -172,6 +173,12 @@ class Qwen35:
         if st.pos + T > st.max_context:
             raise QlabError(f"context {st.pos + T} tokens exceeds the cache of {st.max_context} tokens "
                             f"(allocate the state with a larger max_context)")
+        with self.ops.small_ops_single_threaded(T == 1):
+            return self._forward(tokens, st, all_logits)
+
+    def _forward(self, tokens: torch.Tensor, st: DecodeState, all_logits: bool) -> torch.Tensor:
+        c = self.cfg
+        T = tokens.shape[1]
         with self.ops.section("head"):
             x = self.ops.embed(tokens, self.w["token_embd.weight"])
         for i in range(c.n_layers):
