@@ -18,6 +18,8 @@ import tempfile
 from pathlib import Path
 
 SOURCE = Path(__file__).with_name("cpu_kernels.c")
+# the C entry points (torch_cpu.GEMV_FORMATS maps formats onto them)
+GEMV_ENTRY_POINTS = tuple(f"qlab_{f}_gemm" for f in ("q8_0", "q4_0", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "iq4_xs"))
 FLAGS = ["-O3", "-march=native", "-mprefer-vector-width=512", "-fopenmp", "-shared", "-fPIC", "-std=c11"]
 
 
@@ -60,8 +62,7 @@ def load(extra_flags: tuple[str, ...] = ()) -> ctypes.CDLL:
         os.replace(tmp, so)  # atomic: a concurrent process sees the old state or the whole file
     lib = ctypes.CDLL(str(so))
     i64, ptr, i32 = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int
-    for name in ("qlab_q8_0_gemm", "qlab_q4_k_gemm", "qlab_q6_k_gemm", "qlab_q5_k_gemm", "qlab_q4_0_gemm",
-                 "qlab_iq4_xs_gemm"):
+    for name in GEMV_ENTRY_POINTS:
         getattr(lib, name).argtypes = [ptr, i64, i64, ptr, i64, ptr, i32]
         getattr(lib, name).restype = None
     for name in ("qlab_q8_0_dequant", "qlab_q4_k_dequant"):

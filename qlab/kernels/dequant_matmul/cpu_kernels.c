@@ -314,6 +314,68 @@ iq4_xs_row(const uint8_t *row, int64_t nb, const float *x, const float *xs, int6
     for (int m = 0; m < mb; m++) out[m] = v_sum(acc[m]);
 }
 
+// ---------------- Q2_K / Q3_K: 16-weight sub-blocks, 2-bit planes ---------------------------------------------
+// Element p = 128h + 32s + i takes bits 2s..2s+1 of qs[32h + i] (and, for Q3_K, bit 4h + s of hmask[i]);
+// its sub-block is p / 16. Q2_K: w = d·sc_j·q − dmin·m_j; Q3_K: w = d·(sc_j − 32)·(q − 4).
+static inline __attribute__((always_inline)) void
+q2_k_row(const uint8_t *row, int64_t nb, const float *x, const float *xs, int64_t K, const int mb, float *out) {
+    (void)xs;
+    vf acc[MB_MAX];
+    for (int m = 0; m < mb; m++) acc[m] = V_ZERO();
+    const vi three = V_SET1I(3);
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *blk = row + 84 * b;
+        PREFETCH(blk);
+        PREFETCH(blk + 64);
+        const float d = h2f(blk + 80), dmin = h2f(blk + 82);
+        float sc[16], mn[16];
+        for (int j = 0; j < 16; j++) { sc[j] = d * (float)(blk[j] & 15); mn[j] = -dmin * (float)(blk[j] >> 4); }
+        for (int h = 0; h < 2; h++)
+            for (int v = 0; v < 32 / VW; v++) {
+                const vi qb = V_U8(blk + 16 + 32 * h + VW * v);
+                for (int s = 0; s < 4; s++) {
+                    const int j = 8 * h + 2 * s + (VW * v) / 16;
+                    const vf w = V_FMA(V_CVT(VI_AND(VI_SHR(qb, 2 * s), three)), V_SET1(sc[j]), V_SET1(mn[j]));
+                    for (int m = 0; m < mb; m++)
+                        acc[m] = V_FMA(w, V_LOADX(x + m * K + 256 * b + 128 * h + 32 * s + VW * v), acc[m]);
+                }
+            }
+    }
+    for (int m = 0; m < mb; m++) out[m] = v_sum(acc[m]);
+}
+
+static inline int q3_k_scale(const uint8_t *s, int k) {
+    return (((s[k % 8] >> (4 * (k / 8))) & 15) | (((s[8 + k % 4] >> (2 * (k / 4))) & 3) << 4)) - 32;
+}
+
+static inline __attribute__((always_inline)) void
+q3_k_row(const uint8_t *row, int64_t nb, const float *x, const float *xs, int64_t K, const int mb, float *out) {
+    (void)xs;
+    vf acc[MB_MAX];
+    for (int m = 0; m < mb; m++) acc[m] = V_ZERO();
+    const vi three = V_SET1I(3), one = V_SET1I(1);
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *blk = row + 110 * b;
+        PREFETCH(blk);
+        PREFETCH(blk + 64);
+        const float d = h2f(blk + 108);
+        float sc[16];
+        for (int j = 0; j < 16; j++) sc[j] = d * (float)q3_k_scale(blk + 96, j);
+        for (int h = 0; h < 2; h++)
+            for (int v = 0; v < 32 / VW; v++) {
+                const vi qb = V_U8(blk + 32 + 32 * h + VW * v), hb = V_U8(blk + VW * v);
+                for (int s = 0; s < 4; s++) {
+                    const int j = 8 * h + 2 * s + (VW * v) / 16;
+                    const vi q = VI_OR(VI_AND(VI_SHR(qb, 2 * s), three), VI_SHL(VI_AND(VI_SHR(hb, 4 * h + s), one), 2));
+                    const vf w = V_FMA(V_CVT(q), V_SET1(sc[j]), V_SET1(-4.f * sc[j]));
+                    for (int m = 0; m < mb; m++)
+                        acc[m] = V_FMA(w, V_LOADX(x + m * K + 256 * b + 128 * h + 32 * s + VW * v), acc[m]);
+                }
+            }
+    }
+    for (int m = 0; m < mb; m++) out[m] = v_sum(acc[m]);
+}
+
 #else  // portable C (other CPUs): correct, left to the compiler's auto-vectoriser
 static inline void q8_0_row(const uint8_t *row, int64_t nb, const float *x, const float *xs, int64_t K, const int mb,
                             float *out) {
@@ -426,6 +488,45 @@ static inline void iq4_xs_row(const uint8_t *row, int64_t nb, const float *x, co
         out[m] = s;
     }
 }
+static inline int q3_k_scale(const uint8_t *s, int k) {
+    return (((s[k % 8] >> (4 * (k / 8))) & 15) | (((s[8 + k % 4] >> (2 * (k / 4))) & 3) << 4)) - 32;
+}
+
+static inline void q2_k_row(const uint8_t *row, int64_t nb, const float *x, const float *xs, int64_t K, const int mb,
+                            float *out) {
+    (void)xs;
+    for (int m = 0; m < mb; m++) {
+        float s = 0.f;
+        for (int64_t b = 0; b < nb; b++) {
+            const uint8_t *blk = row + 84 * b;
+            const float d = h2f(blk + 80), dmin = h2f(blk + 82);
+            for (int p = 0; p < 256; p++) {
+                const int h = p / 128, pl = (p % 128) / 32, i = p % 32, j = p / 16;
+                const int q = (blk[16 + 32 * h + i] >> (2 * pl)) & 3;
+                s += (d * (float)(blk[j] & 15) * (float)q - dmin * (float)(blk[j] >> 4)) * x[m * K + 256 * b + p];
+            }
+        }
+        out[m] = s;
+    }
+}
+
+static inline void q3_k_row(const uint8_t *row, int64_t nb, const float *x, const float *xs, int64_t K, const int mb,
+                            float *out) {
+    (void)xs;
+    for (int m = 0; m < mb; m++) {
+        float s = 0.f;
+        for (int64_t b = 0; b < nb; b++) {
+            const uint8_t *blk = row + 110 * b;
+            const float d = h2f(blk + 108);
+            for (int p = 0; p < 256; p++) {
+                const int h = p / 128, pl = (p % 128) / 32, i = p % 32;
+                const int q = (((blk[32 + 32 * h + i] >> (2 * pl)) & 3) | (((blk[i] >> (4 * h + pl)) & 1) << 2)) - 4;
+                s += d * (float)q3_k_scale(blk + 96, p / 16) * (float)q * x[m * K + 256 * b + p];
+            }
+        }
+        out[m] = s;
+    }
+}
 #endif
 
 // ---------------- drivers: row groups over threads, K in chunks whose x fits L1, M in passes of MB_MAX ---------
@@ -489,6 +590,8 @@ SPECIALISE(q6_k_row)
 SPECIALISE(q5_k_row)
 SPECIALISE(q4_0_row)
 SPECIALISE(iq4_xs_row)
+SPECIALISE(q2_k_row)
+SPECIALISE(q3_k_row)
 
 void qlab_q8_0_gemm(const float *x, int64_t M, int64_t K, const uint8_t *raw, int64_t N, float *y, int nt) {
     gemm_rows(q8_0_row_any, 32, 34, x, M, K, raw, N, y, nt);
@@ -508,6 +611,14 @@ void qlab_q4_0_gemm(const float *x, int64_t M, int64_t K, const uint8_t *raw, in
 
 void qlab_iq4_xs_gemm(const float *x, int64_t M, int64_t K, const uint8_t *raw, int64_t N, float *y, int nt) {
     gemm_rows(iq4_xs_row_any, 256, 136, x, M, K, raw, N, y, nt);
+}
+
+void qlab_q2_k_gemm(const float *x, int64_t M, int64_t K, const uint8_t *raw, int64_t N, float *y, int nt) {
+    gemm_rows(q2_k_row_any, 256, 84, x, M, K, raw, N, y, nt);
+}
+
+void qlab_q3_k_gemm(const float *x, int64_t M, int64_t K, const uint8_t *raw, int64_t N, float *y, int nt) {
+    gemm_rows(q3_k_row_any, 256, 110, x, M, K, raw, N, y, nt);
 }
 
 void qlab_q6_k_gemm(const float *x, int64_t M, int64_t K, const uint8_t *raw, int64_t N, float *y, int nt) {

@@ -1,6 +1,6 @@
 """`torch_cpu`: the fast CPU path of the dequantizing matmul (the decode loop runs on it).
 
-Small M (decode, M <= gemv_max_m): Q8_0, Q4_0, Q4_K, Q5_K, Q6_K and IQ4_XS go through the C kernels of `cpu_kernels.c`, which read the
+Small M (decode, M <= gemv_max_m): every GGUF type but MXFP4 (Q8_0, Q4_0, Q2_K..Q6_K, IQ4_XS) goes through the C kernels of `cpu_kernels.c`, which read the
 ggml blocks in place (no repack, no weight copy), decode them in vector registers and accumulate in fp32.
 Other formats, and large M (prefill), dequantize a bounded tile of rows at a time into one fp32 scratch
 buffer (at most `tile_bytes`) and hand it to torch's BLAS matmul: the whole weight is never held dequantized.
@@ -15,8 +15,8 @@ import numpy as np
 from .tunables import resolve
 from .weight import QuantizedWeight, dequantize_rows
 
-GEMV_FORMATS = {"Q8_0": "qlab_q8_0_gemm", "Q4_K": "qlab_q4_k_gemm", "Q6_K": "qlab_q6_k_gemm", "Q5_K": "qlab_q5_k_gemm",
-                "Q4_0": "qlab_q4_0_gemm", "IQ4_XS": "qlab_iq4_xs_gemm"}
+# formats with a C GEMV in cpu_kernels.c -> its entry point
+GEMV_FORMATS = {f: f"qlab_{f.lower()}_gemm" for f in ("Q8_0", "Q4_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_XS")}
 TILE_DEQUANT = {"Q8_0": "qlab_q8_0_dequant", "Q4_K": "qlab_q4_k_dequant"}
 
 
