@@ -56,6 +56,12 @@ typedef __m512i vi;
 #define VI_AND15(i) _mm512_and_si512(i, _mm512_set1_epi32(15))
 #define VI_SHR4(i) _mm512_srli_epi32(i, 4)
 #define V_SET1I(s) _mm512_set1_epi32(s)
+static inline vf V_FP8(const uint8_t *p) {  // 16 e4m3 bytes -> 16 floats, times 2^-8 (see fp8_row)
+    const __m256i b = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)p));
+    const __m256i h = _mm256_or_si256(_mm256_slli_epi16(_mm256_and_si256(b, _mm256_set1_epi16(0x7f)), 7),
+                                      _mm256_slli_epi16(_mm256_and_si256(b, _mm256_set1_epi16(0x80)), 8));
+    return _mm512_cvtph_ps(h);
+}
 // 16-entry int32 table lookup, idx in 0..15
 static inline vi v_lookup16(vi idx, const int32_t *t) { return _mm512_permutexvar_epi32(idx, _mm512_loadu_si512(t)); }
 #define VI_AND(a, b) _mm512_and_si512(a, b)
@@ -80,6 +86,12 @@ typedef __m256i vi;
 #define VI_AND15(i) _mm256_and_si256(i, _mm256_set1_epi32(15))
 #define VI_SHR4(i) _mm256_srli_epi32(i, 4)
 #define V_SET1I(s) _mm256_set1_epi32(s)
+static inline vf V_FP8(const uint8_t *p) {  // 8 e4m3 bytes -> 8 floats, times 2^-8 (see fp8_row)
+    const __m128i b = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)p));
+    const __m128i h = _mm_or_si128(_mm_slli_epi16(_mm_and_si128(b, _mm_set1_epi16(0x7f)), 7),
+                                   _mm_slli_epi16(_mm_and_si128(b, _mm_set1_epi16(0x80)), 8));
+    return _mm256_cvtph_ps(h);
+}
 static inline vi v_lookup16(vi idx, const int32_t *t) {  // two 8-entry permutes, picked by bit 3 of idx
     const __m256i lo = _mm256_permutevar8x32_epi32(_mm256_loadu_si256((const __m256i *)t), idx);
     const __m256i hi = _mm256_permutevar8x32_epi32(_mm256_loadu_si256((const __m256i *)(t + 8)), idx);
@@ -376,6 +388,26 @@ q3_k_row(const uint8_t *row, int64_t nb, const float *x, const float *xs, int64_
     for (int m = 0; m < mb; m++) out[m] = v_sum(acc[m]);
 }
 
+// ---------------- FP8 e4m3fn, one byte per weight (rows of 32-byte "blocks"); per-channel scale applied by caller --
+// (b & 0x7f) << 7 | (b & 0x80) << 8 is an fp16 whose value is e4m3(b)·2^-8 (normals and subnormals alike: fp16
+// has the wider exponent), so the hardware fp16 -> fp32 conversion decodes 16 weights at once; the caller
+// multiplies y by 256·scale[n]. (NaN codes 0x7f/0xff are never produced by quantize and are not special-cased.)
+static inline __attribute__((always_inline)) void
+fp8_row(const uint8_t *row, int64_t nb, const float *x, const float *xs, int64_t K, const int mb, float *out) {
+    (void)xs;
+    vf acc[MB_MAX];
+    for (int m = 0; m < mb; m++) acc[m] = V_ZERO();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *blk = row + 32 * b;
+        PREFETCH(blk);
+        for (int v = 0; v < 32 / VW; v++) {
+            const vf w = V_FP8(blk + VW * v);
+            for (int m = 0; m < mb; m++) acc[m] = V_FMA(w, V_LOADX(x + m * K + 32 * b + VW * v), acc[m]);
+        }
+    }
+    for (int m = 0; m < mb; m++) out[m] = v_sum(acc[m]);
+}
+
 #else  // portable C (other CPUs): correct, left to the compiler's auto-vectoriser
 static inline void q8_0_row(const uint8_t *row, int64_t nb, const float *x, const float *xs, int64_t K, const int mb,
                             float *out) {
@@ -527,6 +559,20 @@ static inline void q3_k_row(const uint8_t *row, int64_t nb, const float *x, cons
         out[m] = s;
     }
 }
+static inline void fp8_row(const uint8_t *row, int64_t nb, const float *x, const float *xs, int64_t K, const int mb,
+                           float *out) {
+    (void)xs;
+    for (int m = 0; m < mb; m++) {
+        float s = 0.f;
+        for (int64_t k = 0; k < 32 * nb; k++) {
+            const uint16_t h = (uint16_t)(((row[k] & 0x7f) << 7) | ((row[k] & 0x80) << 8));
+            uint8_t hb[2];
+            memcpy(hb, &h, 2);
+            s += h2f(hb) * x[m * K + k];
+        }
+        out[m] = s;
+    }
+}
 #endif
 
 // ---------------- drivers: row groups over threads, K in chunks whose x fits L1, M in passes of MB_MAX ---------
@@ -592,6 +638,7 @@ SPECIALISE(q4_0_row)
 SPECIALISE(iq4_xs_row)
 SPECIALISE(q2_k_row)
 SPECIALISE(q3_k_row)
+SPECIALISE(fp8_row)
 
 void qlab_q8_0_gemm(const float *x, int64_t M, int64_t K, const uint8_t *raw, int64_t N, float *y, int nt) {
     gemm_rows(q8_0_row_any, 32, 34, x, M, K, raw, N, y, nt);
@@ -619,6 +666,10 @@ void qlab_q2_k_gemm(const float *x, int64_t M, int64_t K, const uint8_t *raw, in
 
 void qlab_q3_k_gemm(const float *x, int64_t M, int64_t K, const uint8_t *raw, int64_t N, float *y, int nt) {
     gemm_rows(q3_k_row_any, 256, 110, x, M, K, raw, N, y, nt);
+}
+
+void qlab_fp8_gemm(const float *x, int64_t M, int64_t K, const uint8_t *raw, int64_t N, float *y, int nt) {
+    gemm_rows(fp8_row_any, 32, 32, x, M, K, raw, N, y, nt);  // y still needs · 256·scale[n]
 }
 
 void qlab_q6_k_gemm(const float *x, int64_t M, int64_t K, const uint8_t *raw, int64_t N, float *y, int nt) {

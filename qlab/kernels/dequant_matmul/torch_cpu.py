@@ -1,6 +1,6 @@
 """`torch_cpu`: the fast CPU path of the dequantizing matmul (the decode loop runs on it).
 
-Small M (decode, M <= gemv_max_m): every GGUF type but MXFP4 (Q8_0, Q4_0, Q2_K..Q6_K, IQ4_XS) goes through the C kernels of `cpu_kernels.c`, which read the
+Small M (decode, M <= gemv_max_m): every GGUF type but MXFP4 (Q8_0, Q4_0, Q2_K..Q6_K, IQ4_XS), and FP8, go through the C kernels of `cpu_kernels.c`, which read the
 ggml blocks in place (no repack, no weight copy), decode them in vector registers and accumulate in fp32.
 Other formats, and large M (prefill), dequantize a bounded tile of rows at a time into one fp32 scratch
 buffer (at most `tile_bytes`) and hand it to torch's BLAS matmul: the whole weight is never held dequantized.
@@ -16,7 +16,8 @@ from .tunables import resolve
 from .weight import QuantizedWeight, dequantize_rows
 
 # formats with a C GEMV in cpu_kernels.c -> its entry point
-GEMV_FORMATS = {f: f"qlab_{f.lower()}_gemm" for f in ("Q8_0", "Q4_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_XS")}
+GEMV_FORMATS = {f: f"qlab_{f.lower()}_gemm"
+                for f in ("Q8_0", "Q4_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_XS", "FP8")}
 TILE_DEQUANT = {"Q8_0": "qlab_q8_0_dequant", "Q4_K": "qlab_q4_k_dequant"}
 
 
@@ -30,6 +31,8 @@ def prepare(qw: QuantizedWeight) -> dict:
         with warnings.catch_warnings():  # a read-only GGUF memory map: torch warns, we only ever read it
             warnings.simplefilter("ignore", UserWarning)
             state = {"raw": torch.from_numpy(raw)}
+        if qw.scale is not None:  # FP8: per-channel scale, times the 256 the kernel's decode leaves out
+            state["fp8_scale"] = torch.from_numpy(qw.scale.astype(np.float32) * np.float32(256))
         qw.prepared["torch_cpu"] = state
     return state
 
@@ -58,13 +61,15 @@ def matmul(x, qw: QuantizedWeight, config: dict | None = None):
     N = qw.shape[0]
     x = x.detach().to(torch.float32).contiguous()
     y = torch.empty((M, N), dtype=torch.float32)
-    if qw.fmt in GEMV_FORMATS and M <= cfg["gemv_max_m"]:
+    if qw.fmt in GEMV_FORMATS and M <= cfg["gemv_max_m"] and K % 32 == 0:
         from .cpu_build import load
 
         raw = prepare(qw)["raw"]
         # small weights (the 5120 -> 48 projections) on one thread: waking the OpenMP team costs more than it saves
         threads = 1 if qw.raw.nbytes * M < cfg["single_thread_bytes"] else torch.get_num_threads()
         getattr(load(), GEMV_FORMATS[qw.fmt])(x.data_ptr(), M, K, raw.data_ptr(), N, y.data_ptr(), threads)
+        if qw.fmt == "FP8":  # the kernel decodes e4m3·2^-8 (fp16 trick in cpu_kernels.c); scales go on per channel
+            y.mul_(prepare(qw)["fp8_scale"])
         return y
     if qw.fmt == "F32":  # the bytes already are the matrix
         w = prepare(qw)["raw"].view(torch.float32).view(N, K)
