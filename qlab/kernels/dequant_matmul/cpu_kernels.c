@@ -62,6 +62,7 @@ static inline vf V_FP8(const uint8_t *p) {  // 16 e4m3 bytes -> 16 floats, times
                                       _mm256_slli_epi16(_mm256_and_si256(b, _mm256_set1_epi16(0x80)), 8));
     return _mm512_cvtph_ps(h);
 }
+static inline vi v_u8_part(__m128i b, int part) { (void)part; return _mm512_cvtepu8_epi32(b); }  // 16 bytes
 // 16-entry int32 table lookup, idx in 0..15
 static inline vi v_lookup16(vi idx, const int32_t *t) { return _mm512_permutexvar_epi32(idx, _mm512_loadu_si512(t)); }
 #define VI_AND(a, b) _mm512_and_si512(a, b)
@@ -91,6 +92,9 @@ static inline vf V_FP8(const uint8_t *p) {  // 8 e4m3 bytes -> 8 floats, times 2
     const __m128i h = _mm_or_si128(_mm_slli_epi16(_mm_and_si128(b, _mm_set1_epi16(0x7f)), 7),
                                    _mm_slli_epi16(_mm_and_si128(b, _mm_set1_epi16(0x80)), 8));
     return _mm256_cvtph_ps(h);
+}
+static inline vi v_u8_part(__m128i b, int part) {  // bytes 8·part .. 8·part+7 of b
+    return _mm256_cvtepu8_epi32(part ? _mm_srli_si128(b, 8) : b);
 }
 static inline vi v_lookup16(vi idx, const int32_t *t) {  // two 8-entry permutes, picked by bit 3 of idx
     const __m256i lo = _mm256_permutevar8x32_epi32(_mm256_loadu_si256((const __m256i *)t), idx);
@@ -408,6 +412,43 @@ fp8_row(const uint8_t *row, int64_t nb, const float *x, const float *xs, int64_t
     for (int m = 0; m < mb; m++) out[m] = v_sum(acc[m]);
 }
 
+// ---------------- INT4-G128: { u8 qs[64]; half scale; half zero; }  w = (q − zero)·scale -------------------------
+// Byte t holds elements 2t (low) and 2t+1 (high): unpacking the low and high nibbles byte-wise puts 16 bytes of
+// codes back in element order, 32 weights per 16 bytes. Σ (q − z)·s·x = s·(Σ q·x − z·Σx), Σx from the sub-block sums.
+static inline __attribute__((always_inline)) void
+int4_g128_row(const uint8_t *row, int64_t nb, const float *x, const float *xs, int64_t K, const int mb, float *out) {
+    vf acc[MB_MAX];
+    float macc[MB_MAX];
+    for (int m = 0; m < mb; m++) { acc[m] = V_ZERO(); macc[m] = 0.f; }
+    const __m128i low4 = _mm_set1_epi8(15);
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *blk = row + 68 * b;
+        PREFETCH(blk);
+        PREFETCH(blk + 64);
+        const float s = h2f(blk + 64), z = h2f(blk + 66);
+        for (int m = 0; m < mb; m++) {
+            const float *xsm = xs + m * (K / 32) + 4 * b;
+            macc[m] += s * z * (xsm[0] + xsm[1] + xsm[2] + xsm[3]);
+        }
+        vf t[MB_MAX];
+        for (int m = 0; m < mb; m++) t[m] = V_ZERO();
+        for (int c = 0; c < 4; c++) {  // 16 bytes = elements 32c .. 32c+31
+            const __m128i raw = _mm_loadu_si128((const __m128i *)(blk + 16 * c));
+            const __m128i lo = _mm_and_si128(raw, low4), hi = _mm_and_si128(_mm_srli_epi16(raw, 4), low4);
+            const __m128i e[2] = {_mm_unpacklo_epi8(lo, hi), _mm_unpackhi_epi8(lo, hi)};  // element order
+            for (int u = 0; u < 2; u++)
+                for (int v = 0; v < 16 / VW; v++) {
+                    const vf q = V_CVT(v_u8_part(e[u], v));
+                    for (int m = 0; m < mb; m++)
+                        t[m] = V_FMA(q, V_LOADX(x + m * K + 128 * b + 32 * c + 16 * u + VW * v), t[m]);
+                }
+        }
+        const vf vs = V_SET1(s);
+        for (int m = 0; m < mb; m++) acc[m] = V_FMA(t[m], vs, acc[m]);
+    }
+    for (int m = 0; m < mb; m++) out[m] = v_sum(acc[m]) - macc[m];
+}
+
 #else  // portable C (other CPUs): correct, left to the compiler's auto-vectoriser
 static inline void q8_0_row(const uint8_t *row, int64_t nb, const float *x, const float *xs, int64_t K, const int mb,
                             float *out) {
@@ -573,6 +614,22 @@ static inline void fp8_row(const uint8_t *row, int64_t nb, const float *x, const
         out[m] = s;
     }
 }
+static inline void int4_g128_row(const uint8_t *row, int64_t nb, const float *x, const float *xs, int64_t K,
+                                 const int mb, float *out) {
+    (void)xs;
+    for (int m = 0; m < mb; m++) {
+        float acc = 0.f;
+        for (int64_t b = 0; b < nb; b++) {
+            const uint8_t *blk = row + 68 * b;
+            const float s = h2f(blk + 64), z = h2f(blk + 66);
+            for (int t = 0; t < 64; t++) {
+                acc += ((float)(blk[t] & 15) - z) * s * x[m * K + 128 * b + 2 * t];
+                acc += ((float)(blk[t] >> 4) - z) * s * x[m * K + 128 * b + 2 * t + 1];
+            }
+        }
+        out[m] = acc;
+    }
+}
 #endif
 
 // ---------------- drivers: row groups over threads, K in chunks whose x fits L1, M in passes of MB_MAX ---------
@@ -639,6 +696,7 @@ SPECIALISE(iq4_xs_row)
 SPECIALISE(q2_k_row)
 SPECIALISE(q3_k_row)
 SPECIALISE(fp8_row)
+SPECIALISE(int4_g128_row)
 
 void qlab_q8_0_gemm(const float *x, int64_t M, int64_t K, const uint8_t *raw, int64_t N, float *y, int nt) {
     gemm_rows(q8_0_row_any, 32, 34, x, M, K, raw, N, y, nt);
@@ -670,6 +728,10 @@ void qlab_q3_k_gemm(const float *x, int64_t M, int64_t K, const uint8_t *raw, in
 
 void qlab_fp8_gemm(const float *x, int64_t M, int64_t K, const uint8_t *raw, int64_t N, float *y, int nt) {
     gemm_rows(fp8_row_any, 32, 32, x, M, K, raw, N, y, nt);  // y still needs · 256·scale[n]
+}
+
+void qlab_int4_g128_gemm(const float *x, int64_t M, int64_t K, const uint8_t *raw, int64_t N, float *y, int nt) {
+    gemm_rows(int4_g128_row_any, 128, 68, x, M, K, raw, N, y, nt);
 }
 
 void qlab_q6_k_gemm(const float *x, int64_t M, int64_t K, const uint8_t *raw, int64_t N, float *y, int nt) {
