@@ -11,7 +11,8 @@ from qlab.kernels.dequant_matmul import torch_cpu as tcpu
 from qlab.kernels.dequant_matmul.tunables import DEFAULTS, SPACES, valid
 from qlab.testing import assert_close
 
-FORMATS = ["Q8_0", "Q4_0", "Q4_K", "Q5_K", "Q6_K", "Q3_K", "Q2_K", "IQ4_XS", "INT4-G128", "FP8", "F16", "BF16", "F32"]
+FORMATS = ["Q8_0", "Q4_0", "Q4_K", "Q5_K", "Q6_K", "Q3_K", "Q2_K", "IQ4_XS", "MXFP4", "INT4-G128", "FP8", "F16", "BF16",
+           "F32"]
 MS = [1, 3, 16, 100]
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 SOURCE = Path(__file__).with_name("cpu_kernels.c")
 # the C entry points (torch_cpu.GEMV_FORMATS maps formats onto them)
 GEMV_ENTRY_POINTS = tuple(f"qlab_{f}_gemm" for f in ("q8_0", "q4_0", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "iq4_xs",
-                                                     "fp8", "int4_g128"))
+                                                     "fp8", "int4_g128", "mxfp4"))
 FLAGS = ["-O3", "-march=native", "-mprefer-vector-width=512", "-fopenmp", "-shared", "-fPIC", "-std=c11"]
 
 

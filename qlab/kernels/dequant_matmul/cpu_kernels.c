@@ -449,6 +449,36 @@ int4_g128_row(const uint8_t *row, int64_t nb, const float *x, const float *xs, i
     for (int m = 0; m < mb; m++) out[m] = v_sum(acc[m]) - macc[m];
 }
 
+// ---------------- MXFP4: { u8 e; u8 qs[16]; }  w = 2^(e−128)·KV[q] (ggml: half the e8m0 scale, doubled e2m1) -----
+static const int32_t KV_MXFP4[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
+static inline float e8m0_half(uint8_t e) {  // ggml_e8m0_to_fp32_half
+    const uint32_t bits = e < 2 ? 0x00200000u << e : (uint32_t)(e - 1) << 23;
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+static inline __attribute__((always_inline)) void
+mxfp4_row(const uint8_t *row, int64_t nb, const float *x, const float *xs, int64_t K, const int mb, float *out) {
+    (void)xs;
+    vf acc[MB_MAX];
+    for (int m = 0; m < mb; m++) acc[m] = V_ZERO();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *blk = row + 17 * b;
+        PREFETCH(blk);
+        const vf d = V_SET1(e8m0_half(blk[0]));
+        for (int v = 0; v < 16 / VW; v++) {
+            const vi q = V_U8(blk + 1 + VW * v);
+            const vf wl = V_MUL(V_CVT(v_lookup16(VI_AND15(q), KV_MXFP4)), d);
+            const vf wh = V_MUL(V_CVT(v_lookup16(VI_SHR4(q), KV_MXFP4)), d);
+            for (int m = 0; m < mb; m++) {
+                const float *xm = x + m * K + 32 * b + VW * v;
+                acc[m] = V_FMA(wh, V_LOADX(xm + 16), V_FMA(wl, V_LOADX(xm), acc[m]));
+            }
+        }
+    }
+    for (int m = 0; m < mb; m++) out[m] = v_sum(acc[m]);
+}
+
 #else  // portable C (other CPUs): correct, left to the compiler's auto-vectoriser
 static inline void q8_0_row(const uint8_t *row, int64_t nb, const float *x, const float *xs, int64_t K, const int mb,
                             float *out) {
@@ -630,6 +660,29 @@ static inline void int4_g128_row(const uint8_t *row, int64_t nb, const float *x,
         out[m] = acc;
     }
 }
+static const int32_t KV_MXFP4[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
+static inline float e8m0_half(uint8_t e) {
+    const uint32_t bits = e < 2 ? 0x00200000u << e : (uint32_t)(e - 1) << 23;
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+static inline void mxfp4_row(const uint8_t *row, int64_t nb, const float *x, const float *xs, int64_t K,
+                             const int mb, float *out) {
+    (void)xs;
+    for (int m = 0; m < mb; m++) {
+        float s = 0.f;
+        for (int64_t b = 0; b < nb; b++) {
+            const uint8_t *blk = row + 17 * b;
+            const float d = e8m0_half(blk[0]);
+            for (int i = 0; i < 16; i++) {
+                s += d * (float)KV_MXFP4[blk[1 + i] & 15] * x[m * K + 32 * b + i];
+                s += d * (float)KV_MXFP4[blk[1 + i] >> 4] * x[m * K + 32 * b + 16 + i];
+            }
+        }
+        out[m] = s;
+    }
+}
 #endif
 
 // ---------------- drivers: row groups over threads, K in chunks whose x fits L1, M in passes of MB_MAX ---------
@@ -697,6 +750,7 @@ SPECIALISE(q2_k_row)
 SPECIALISE(q3_k_row)
 SPECIALISE(fp8_row)
 SPECIALISE(int4_g128_row)
+SPECIALISE(mxfp4_row)
 
 void qlab_q8_0_gemm(const float *x, int64_t M, int64_t K, const uint8_t *raw, int64_t N, float *y, int nt) {
     gemm_rows(q8_0_row_any, 32, 34, x, M, K, raw, N, y, nt);
@@ -732,6 +786,10 @@ void qlab_fp8_gemm(const float *x, int64_t M, int64_t K, const uint8_t *raw, int
 
 void qlab_int4_g128_gemm(const float *x, int64_t M, int64_t K, const uint8_t *raw, int64_t N, float *y, int nt) {
     gemm_rows(int4_g128_row_any, 128, 68, x, M, K, raw, N, y, nt);
+}
+
+void qlab_mxfp4_gemm(const float *x, int64_t M, int64_t K, const uint8_t *raw, int64_t N, float *y, int nt) {
+    gemm_rows(mxfp4_row_any, 32, 17, x, M, K, raw, N, y, nt);
 }
 
 void qlab_q6_k_gemm(const float *x, int64_t M, int64_t K, const uint8_t *raw, int64_t N, float *y, int nt) {

@@ -1,9 +1,9 @@
 """`torch_cpu`: the fast CPU path of the dequantizing matmul (the decode loop runs on it).
 
-Small M (decode, M <= gemv_max_m): every GGUF type but MXFP4 (Q8_0, Q4_0, Q2_K..Q6_K, IQ4_XS), FP8 and
-INT4-G128 go through the C kernels of `cpu_kernels.c`, which read the
+Small M (decode, M <= gemv_max_m): every quantized type (Q8_0, Q4_0, Q2_K..Q6_K, IQ4_XS, MXFP4, FP8,
+INT4-G128) goes through the C kernels of `cpu_kernels.c`, which read the
 ggml blocks in place (no repack, no weight copy), decode them in vector registers and accumulate in fp32.
-Other formats, and large M (prefill), dequantize a bounded tile of rows at a time into one fp32 scratch
+Float types (F16/BF16/F32), and large M (prefill), dequantize a bounded tile of rows at a time into one fp32 scratch
 buffer (at most `tile_bytes`) and hand it to torch's BLAS matmul: the whole weight is never held dequantized.
 """
 
@@ -18,7 +18,7 @@ from .weight import QuantizedWeight, dequantize_rows
 
 # formats with a C GEMV in cpu_kernels.c -> its entry point
 GEMV_FORMATS = {f: f"qlab_{f.lower().replace('-', '_')}_gemm"
-                for f in ("Q8_0", "Q4_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_XS", "FP8", "INT4-G128")}
+                for f in ("Q8_0", "Q4_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_XS", "MXFP4", "FP8", "INT4-G128")}
 TILE_DEQUANT = {"Q8_0": "qlab_q8_0_dequant", "Q4_K": "qlab_q4_k_dequant"}
 
 
