@@ -711,7 +711,9 @@ static void gemm_rows(row_fn fn, int64_t bs, int64_t bb, const float *x, int64_t
         const int64_t n0 = g * ROWS_PER_TASK, rows = N - n0 < ROWS_PER_TASK ? N - n0 : ROWS_PER_TASK;
         for (int64_t m0 = 0; m0 < M; m0 += MB_MAX) {
             const int mb = (int)(M - m0 < MB_MAX ? M - m0 : MB_MAX);
-            int64_t kb = X_CHUNK_BYTES / (4 * bs * mb);  // blocks per K chunk
+            // blocks per K chunk: whole rows for one activation row (one sequential stream per row streams
+            // 5-25% faster, measured; x, <= 70 KB, stays in L2), L1-sized x chunks when several rows share it
+            int64_t kb = mb == 1 ? nb : X_CHUNK_BYTES / (4 * bs * mb);
             if (kb < 1) kb = 1;
             float part[ROWS_PER_TASK][MB_MAX] = {{0}}, out[MB_MAX];
             for (int64_t b0 = 0; b0 < nb; b0 += kb) {
