@@ -98,7 +98,8 @@ def _write_gguf(path, tensors):
 
 
 def test_from_gguf_tensor_round_trip_without_copy(tmp_path):
-    originals = {f"blk.0.{f.lower()}.weight": (f, quantize(gaussian(8, 512), f)) for f in ("Q4_K", "Q8_0", "Q6_K")}
+    originals = {f"blk.0.{f.lower()}.weight": (f, quantize(gaussian(8, 512), f))
+                 for f in ("Q4_K", "Q8_0", "Q6_K", "IQ4_XS", "F16", "BF16", "F32")}
     reader = _write_gguf(tmp_path / "t.gguf", originals)
     for tensor in reader.tensors:
         fmt, want = originals[tensor.name]
