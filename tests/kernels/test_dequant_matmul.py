@@ -116,3 +116,18 @@ def test_tunables_interface():
     assert not valid("triton", {"SPLIT_K": 16}, (1, 64, 512, "Q8_0"))  # 4 K steps for 16 splits
     assert not valid("triton", {}, (1, 64, 512, "Q2_K"))  # no triton kernel for Q2_K
     assert valid("torch_cpu", DEFAULTS["torch_cpu"], (1, 5120, 17408, "Q8_0"))
+
+
+def test_torch_cpu_without_a_compiler_falls_back_to_tiles(monkeypatch):
+    from qlab.kernels.dequant_matmul import cpu_build
+
+    def broken(extra_flags=()):
+        raise cpu_build.BuildError("no C compiler")
+
+    monkeypatch.setattr(cpu_build, "load", broken)
+    monkeypatch.setattr(tcpu._lib, "warned", False, raising=False)
+    qw = weight("Q4_K", n=16, k=256)
+    x = activations(1, 256)
+    with pytest.warns(UserWarning, match="C kernels unavailable"):
+        out = matmul(x, qw, impl="torch_cpu")
+    assert_close("fallback", matmul(x, qw), out, 1e-3)

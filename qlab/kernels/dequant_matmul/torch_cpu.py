@@ -22,6 +22,19 @@ GEMV_FORMATS = {f: f"qlab_{f.lower().replace('-', '_')}_gemm"
 TILE_DEQUANT = {"Q8_0": "qlab_q8_0_dequant", "Q4_K": "qlab_q4_k_dequant"}
 
 
+def _lib():
+    """The C kernels, or None (with one warning) where they cannot be built: the tile path still works."""
+    from .cpu_build import BuildError, load
+
+    try:
+        return load()
+    except BuildError as e:
+        if not getattr(_lib, "warned", False):
+            warnings.warn(f"torch_cpu: C kernels unavailable, using dequantized tiles + BLAS (slower): {e}")
+            _lib.warned = True
+        return None
+
+
 def prepare(qw: QuantizedWeight) -> dict:
     """Per-weight state for this impl, cached on the weight: a torch view of the bytes (no copy)."""
     import torch
@@ -43,12 +56,10 @@ def _tile_rows(qw: QuantizedWeight, start: int, stop: int, out):
     import torch
 
     name = TILE_DEQUANT.get(qw.fmt)
-    if name is not None:
-        from .cpu_build import load
-
+    lib = _lib() if name is not None else None
+    if lib is not None:
         raw = prepare(qw)["raw"]
-        getattr(load(), name)(raw[start].data_ptr(), stop - start, qw.shape[1], out.data_ptr(),
-                              torch.get_num_threads())
+        getattr(lib, name)(raw[start].data_ptr(), stop - start, qw.shape[1], out.data_ptr(), torch.get_num_threads())
     else:
         out[: stop - start].copy_(torch.from_numpy(dequantize_rows(qw, start, stop)))
 
@@ -62,13 +73,12 @@ def matmul(x, qw: QuantizedWeight, config: dict | None = None):
     N = qw.shape[0]
     x = x.detach().to(torch.float32).contiguous()
     y = torch.empty((M, N), dtype=torch.float32)
-    if qw.fmt in GEMV_FORMATS and M <= cfg["gemv_max_m"] and K % 32 == 0:
-        from .cpu_build import load
-
+    lib = _lib() if qw.fmt in GEMV_FORMATS and M <= cfg["gemv_max_m"] and K % 32 == 0 else None
+    if lib is not None:
         raw = prepare(qw)["raw"]
         # small weights (the 5120 -> 48 projections) on one thread: waking the OpenMP team costs more than it saves
         threads = 1 if qw.raw.nbytes * M < cfg["single_thread_bytes"] else torch.get_num_threads()
-        getattr(load(), GEMV_FORMATS[qw.fmt])(x.data_ptr(), M, K, raw.data_ptr(), N, y.data_ptr(), threads)
+        getattr(lib, GEMV_FORMATS[qw.fmt])(x.data_ptr(), M, K, raw.data_ptr(), N, y.data_ptr(), threads)
         if qw.fmt == "FP8":  # the kernel decodes e4m3·2^-8 (fp16 trick in cpu_kernels.c); scales go on per channel
             y.mul_(prepare(qw)["fp8_scale"])
         return y
