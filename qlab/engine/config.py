@@ -125,16 +125,37 @@ class ModelConfig:
                        vocab=vocab or self.vocab)
 
 
-QWEN36_27B = ModelConfig()
-PRESETS: dict[str, ModelConfig] = {
-    "qwen3.6-27b": QWEN36_27B,
-    "qwen3.5-27b": replace(QWEN36_27B, name="qwen3.5-27b"),
-}
+QWEN36_27B = ModelConfig()   # DESIGN.md's numbers; the qlab.models preset, when present, is what get_config reads
+
+
+def from_preset(preset) -> ModelConfig:
+    """A ModelConfig from a `qlab.models` ModelPreset of a qwen35-architecture (dense Qwen3.5/3.6) model.
+    RoPE (64 of 256 dims, theta 1e7, sections [11, 11, 10]) is not in the preset's fields and comes from
+    the defaults above (DESIGN.md)."""
+    if preset.gguf_arch != "qwen35" or preset.deltanet is None or preset.is_moe:
+        raise QlabError(f"model {preset.id!r} has architecture {preset.gguf_arch!r}; the decode loop runs the "
+                        f"dense Qwen3.5/3.6 architecture (qwen35) only")
+    attn = [i for i, t in enumerate(preset.layer_types) if t == "attention"]
+    interval = attn[0] + 1 if attn else preset.n_layers + 1
+    if any(t != ("attention" if (i + 1) % interval == 0 else "deltanet") for i, t in enumerate(preset.layer_types)):
+        raise QlabError(f"model {preset.id!r}: layer pattern is not 'attention every {interval}th layer'")
+    a, d = preset.attention, preset.deltanet
+    return ModelConfig(
+        name=preset.id, n_layers=preset.n_layers, full_layers=preset.n_layers, hidden=preset.hidden_size,
+        ffn=preset.ffn.intermediate_size, vocab=preset.vocab_size, rms_eps=preset.norm_eps,
+        full_attn_interval=interval, n_heads=a.heads, n_kv_heads=a.kv_heads, head_dim=a.head_dim,
+        lin_k_heads=d.key_heads, lin_v_heads=d.value_heads, lin_k_dim=d.key_head_dim, lin_v_dim=d.value_head_dim,
+        conv_kernel=d.conv_kernel, max_context=preset.max_context, mtp_layers=preset.mtp_layers)
 
 
 def get_config(model: str) -> ModelConfig:
-    """The engine's config for a model id. Only the qwen35-architecture dense models run in this loop."""
-    cfg = PRESETS.get(model.lower())
-    if cfg is None:
-        raise unknown("model for the decode loop", model, PRESETS)
-    return cfg
+    """The engine's config for a model id: from the `qlab.models` preset (errors name the closest ids), or
+    DESIGN.md's numbers when that package is unavailable."""
+    try:
+        from qlab.models import get_model
+    except ImportError:
+        cfg = {"qwen3.6-27b": QWEN36_27B, "qwen3.5-27b": replace(QWEN36_27B, name="qwen3.5-27b")}.get(model.lower())
+        if cfg is None:
+            raise unknown("model for the decode loop", model, ["qwen3.6-27b", "qwen3.5-27b"]) from None
+        return cfg
+    return from_preset(get_model(model))
