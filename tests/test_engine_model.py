@@ -116,3 +116,12 @@ def test_slice_that_does_not_fit_fails_before_allocating(monkeypatch):
         synthetic_weights(QWEN36_27B.sliced(64), "Q8_0")
     with pytest.raises(MemoryError):    # what the profile runner catches to record "out of memory" and go on
         synthetic_weights(QWEN36_27B.sliced(64), "Q8_0")
+
+
+def test_formats_the_gpu_matmul_lacks_fall_back_to_the_reference():
+    from qlab.engine.ops import Ops, default_backend as backend
+
+    ops = Ops(backend("cpu", matmul="triton"))       # the CUDA choice; only asked which impl it would use
+    assert ops.matmul_impl("Q8_0") == "triton" and ops.matmul_impl("Q4_K") == "triton"
+    assert ops.matmul_impl("Q6_K") == "naive" and ops.fallbacks == {"Q6_K": "naive"}
+    assert Ops(backend("cpu")).matmul_impl("Q6_K") == "torch_cpu"

@@ -195,6 +195,7 @@ def run_decode_bench(model: str = "qwen3.6-27b", layers: int | None = 4, quant: 
         "quant": quant.upper() if not gguf else "+".join(sorted(w.formats())), "formats": w.formats(),
         "width_scale": width_scale, "hidden": cfg.hidden, "vocab": cfg.vocab,
         "device": device, "threads": torch.get_num_threads(), "backend": backend.as_dict(),
+        "matmul_fallbacks": dict(m.ops.fallbacks),
         "context": context, "tokens": tokens, "fill": how if context else "none",
         "load_s": round(load_s, 3),
         "prefill_tokens": n_pre, "prefill_tok_s": n_pre / prefill_s,

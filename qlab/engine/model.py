@@ -70,7 +70,9 @@ class Qwen35:
         self.perm = self.cfg.lin_v_heads != self.cfg.lin_k_heads   # tiled <-> grouped value heads needed
 
     def set_timer(self, timer: OpTimer | None) -> None:
+        fallbacks = self.ops.fallbacks
         self.ops = Ops(self.backend, timer)
+        self.ops.fallbacks = fallbacks
 
     # ---- state ------------------------------------------------------------------------------------------
     def new_state(self, max_context: int, batch: int = 1) -> DecodeState:

@@ -137,6 +137,7 @@ class Ops:
     def __init__(self, backend: Backend, timer: OpTimer | None = None):
         self.b = backend
         self.mm_threads: int | None = None   # set while small ops run single-threaded (see below)
+        self.fallbacks: dict[str, str] = {}  # weight format -> matmul impl used instead of the backend's
         self.t = timer if timer is not None else _nothing
         self.section = timer.section if timer is not None else _nothing
 
@@ -168,10 +169,25 @@ class Ops:
             if isinstance(w, torch.Tensor):   # F32/F16/BF16 weights: torch's own GEMM in the weight's dtype
                 y = F.linear(x2.to(w.dtype), w).to(self.b.act_dtype)
             else:
-                y = _dm().matmul(x2.to(self.b.act_dtype), w, impl=self.b.matmul).to(self.b.act_dtype)
+                impl = self.matmul_impl(w.fmt)
+                xin = x2.to(self.b.act_dtype)
+                if impl == self.b.matmul:
+                    y = _dm().matmul(xin, w, impl=impl)
+                else:   # the reference on the host: slow, but the loop still runs (see matmul_impl)
+                    y = _dm().matmul(xin.cpu(), w, impl=impl).to(x2.device)
+                y = y.to(self.b.act_dtype)
         if self.mm_threads:
             torch.set_num_threads(1)
         return y.reshape(*lead, y.shape[-1])
+
+    def matmul_impl(self, fmt: str) -> str:
+        """The backend's matmul impl if it reads `fmt`, else `naive` (e.g. the Triton GEMV has no Q6_K, which
+        Q4_K_M files use for attn_v, ffn_down and the head). Fallbacks are recorded in `self.fallbacks`."""
+        spec = _dm().IMPLS.get(self.b.matmul)
+        if spec is None or spec.formats is None or fmt in spec.formats:
+            return self.b.matmul
+        self.fallbacks[fmt] = "naive"
+        return "naive"
 
     def embed(self, tokens: torch.Tensor, table) -> torch.Tensor:
         """Rows `tokens` [B, T] of the embedding table -> [B, T, hidden]: only those rows are dequantized."""
