@@ -9,16 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-import _engine_shim
-
-_engine_shim.install()
-
-from qlab.cli import main  # noqa: E402
-from qlab.engine.bench import run_decode_bench  # noqa: E402
-from qlab.engine.config import QWEN36_27B  # noqa: E402
-from qlab.engine.reference import reference_logits  # noqa: E402
-from qlab.engine.weights import synthetic_weights  # noqa: E402
-from qlab.testing import rel_rms_error  # noqa: E402
+from qlab.cli import main
+from qlab.engine.bench import run_decode_bench
+from qlab.engine.config import QWEN36_27B
+from qlab.engine.reference import reference_logits
+from qlab.engine.weights import synthetic_weights
+from qlab.testing import rel_rms_error
 
 SMALL = dict(width_scale=8, vocab=512, threads=2)
 

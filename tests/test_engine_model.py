@@ -6,18 +6,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-import _engine_shim
-
-_engine_shim.install()
-
-from qlab.engine import memory  # noqa: E402
-from qlab.engine.config import QWEN36_27B, get_config  # noqa: E402
-from qlab.engine.model import Qwen35, decode_n_tokens, decode_one_token, prefill  # noqa: E402
-from qlab.engine.ops import default_backend, reference_backend  # noqa: E402
-from qlab.engine.reference import reference_logits  # noqa: E402
-from qlab.engine.weights import synthetic_weights  # noqa: E402
-from qlab.errors import QlabError  # noqa: E402
-from qlab.testing import assert_close  # noqa: E402
+from qlab.engine import memory
+from qlab.engine.config import QWEN36_27B, get_config
+from qlab.engine.model import Qwen35, decode_n_tokens, decode_one_token, prefill
+from qlab.engine.ops import default_backend, reference_backend
+from qlab.engine.reference import reference_logits
+from qlab.engine.weights import synthetic_weights
+from qlab.errors import QlabError
+from qlab.testing import assert_close
 
 TOKENS = [5, 17, 300, 2, 99, 511, 0, 42, 7, 8, 130]
 CFG = QWEN36_27B.width_scaled(8, vocab=512).sliced(4)   # hidden 512, 2 key / 6 value DeltaNet heads

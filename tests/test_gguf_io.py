@@ -9,18 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-import _engine_shim
-
-_engine_shim.install()
-
-from qlab.cli import main  # noqa: E402
-from qlab.engine import gguf_io  # noqa: E402
-from qlab.engine.config import QWEN36_27B  # noqa: E402
-from qlab.engine.model import Qwen35, prefill  # noqa: E402
-from qlab.engine.ops import reference_backend  # noqa: E402
-from qlab.engine.tensors import TensorSpec  # noqa: E402
-from qlab.engine.weights import synthetic_weights  # noqa: E402
-from qlab.errors import QlabError  # noqa: E402
+from qlab.cli import main
+from qlab.engine import gguf_io
+from qlab.engine.config import QWEN36_27B
+from qlab.engine.model import Qwen35, prefill
+from qlab.engine.ops import reference_backend
+from qlab.engine.tensors import TensorSpec
+from qlab.engine.weights import synthetic_weights
+from qlab.errors import QlabError
 
 CFG = QWEN36_27B.width_scaled(8, vocab=512).sliced(4)
 TOKENS = torch.tensor([[5, 17, 300, 2, 99]])

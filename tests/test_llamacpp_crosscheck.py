@@ -19,10 +19,6 @@ import torch
 
 llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (pip install '.[peer]')")
 
-import _engine_shim  # noqa: E402
-
-_engine_shim.install()
-
 from qlab.engine.config import QWEN36_27B  # noqa: E402
 from qlab.engine.gguf_io import read_gguf, write_synthetic_gguf  # noqa: E402
 from qlab.engine.model import Qwen35, decode_one_token, prefill  # noqa: E402
