@@ -141,29 +141,27 @@ def run_decode_bench(model: str = "qwen3.6-27b", layers: int | None = 4, quant: 
     decode_one_token(m, rand_tokens(1)[0], warm)
     del warm
 
-    # prefill throughput (from an empty state)
+    # prefill throughput (from an empty state), then the caches and states filled to `context`
     n_pre = prefill_tokens or max(1, min(context, 128) if context else 32)
-    st = m.new_state(max(max_ctx, n_pre + tokens + PROFILE_TOKENS + 1))
+    how = fill if fill != "auto" else ("prefill" if context <= 512 else "synthetic")
+    grow = how == "prefill" and context >= n_pre        # the measured prompt is the start of the fill
+    st = m.new_state(max(max_ctx, n_pre) if grow else n_pre)
     prompt = rand_tokens(n_pre)
     _sync(device)
     t0 = time.perf_counter()
     logits = prefill(m, prompt, st)
     _sync(device)
     prefill_s = time.perf_counter() - t0
-
-    # fill to depth
-    how = fill if fill != "auto" else ("prefill" if context <= 512 else "synthetic")
-    if context == 0:
-        st = m.new_state(max_ctx)
-    elif how == "prefill":
+    if grow:
         if context > n_pre:
             logits = prefill(m, rand_tokens(context - n_pre), st)   # continue the prompt up to the depth
-        elif context < n_pre:
-            st = m.new_state(max_ctx)
-            logits = prefill(m, prompt[:, :context], st)
     else:
+        del st                                                      # never two caches at once
         st = m.new_state(max_ctx)
-        fill_synthetic(st, context, seed)
+        if context and how == "prefill":
+            logits = prefill(m, prompt[:, :context], st)
+        elif context:
+            fill_synthetic(st, context, seed)
     token = logits.argmax(-1) if context else rand_tokens(1)[0]
 
     # decode, no instrumentation: the tok/s figure
