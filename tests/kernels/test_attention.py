@@ -185,3 +185,17 @@ def test_naive_is_fp32_math():
     lengths = torch.tensor([64])
     o32 = naive.decode(q.float(), k.float(), v.float(), lengths, 32 ** -0.5)
     assert torch.equal(A.decode(q, k, v, lengths), o32.to(torch.bfloat16))
+
+
+def test_decode_accepts_strided_views():
+    """A cache stored token-major [B, S, HKV, D] and viewed as [B, HKV, S, D], and q sliced out of q_proj's
+    [q | gate] rows (split_q_gate), are strided views: every impl must read them as they are."""
+    q_and_gate = torch.randn(2, 12, 2 * 32, generator=torch.Generator().manual_seed(42))
+    q = q_and_gate[..., :32]
+    k_tm = torch.randn(2, 40, 2, 32, generator=torch.Generator().manual_seed(43))
+    v_tm = torch.randn(2, 40, 2, 32, generator=torch.Generator().manual_seed(44))
+    k, v = k_tm.transpose(1, 2), v_tm.transpose(1, 2)
+    lengths = torch.tensor([40, 9])
+    ref = A.decode(q.contiguous(), k.contiguous(), v.contiguous(), lengths)
+    for impl in A.available_impls("decode"):
+        assert_close(impl, ref, A.decode(q, k, v, lengths, impl=impl), TOL[torch.float32])
