@@ -26,7 +26,13 @@ FAMILIES = ("float", "q8_0", "q4_0", "kquant", "mxfp4", "server")
 # Classes the published rows never reach, where the pooled GPU numbers would mislead: a CPU streams weights
 # at well under its DRAM peak (llama.cpp on desktop CPUs: about 0.6), its attention is no faster per byte,
 # and it pays no kernel-launch cost per layer. Assumptions (basis "roofline") until a profile measures them.
-UNCALIBRATED = {"cpu": {"weights": 0.6, "kv": 0.5, "layer_overhead_us": 2.0, "compute": 0.5}}
+# The CPU's dequantization runs in SIMD integer code beside the loads, not at the FP32 rate the GPU classes
+# fit: its cost is a per-family time factor instead (dequant_ops 0). Weights 0.75 and the factors are what
+# qlab measured on its reference CPU (profiles/cpu-host-*.json: Q8_0 streams at 0.8 of read bandwidth,
+# K-quants at 0.45); a profile of the machine at hand replaces them.
+UNCALIBRATED = {"cpu": {"weights": 0.75, "kv": 0.5, "layer_overhead_us": 2.0, "compute": 0.5,
+                        "dequant_ops": {"float": 0.0, "q8_0": 0.0, "q4_0": 0.0, "kquant": 0.0, "mxfp4": 0.0},
+                        "family_factor": {"q8_0": 1.0, "q4_0": 1.4, "kquant": 1.7, "mxfp4": 1.4}}}
 
 
 @dataclass(frozen=True)
@@ -75,7 +81,8 @@ def _from_entry(entry: dict, cal: dict, cls: str, source: str) -> Efficiencies:
     return Efficiencies(weights=entry["weights"], kv=entry["kv"], compute=entry.get("compute", 0.6),
                         prefill=entry.get("prefill", PREFILL_EFFICIENCY.get(cls, 0.4)),
                         layer_overhead_s=entry.get("layer_overhead_us", 0.0) * 1e-6,
-                        family_factor=dict(cal.get("family_factor", {})), dequant_ops=dict(cal.get("dequant_ops", {})),
+                        family_factor=dict(entry.get("family_factor", cal.get("family_factor", {}))),
+                        dequant_ops=dict(entry.get("dequant_ops", cal.get("dequant_ops", {}))),
                         deltanet_units=cal.get("deltanet_layer_units", 1.5),
                         kv_quant_factor=cal.get("kv_quant_factor", 1.0), source=source)
 

@@ -20,8 +20,8 @@ def chunk(B: int, T: int, H: int, HV: int, K: int, V: int, chunk_size: int = 64,
     """Chunked (WY) prefill. Per value head and chunk of C tokens: q·kᵀ and k·kᵀ (2·2C²K), the triangular
     solve (≈ C³/3·2), w = A·k and u = A·v (2C²K + 2C²V), q·S and w·S (2·2CKV), intra-chunk attention·v
     (2C²V) and the state update kᵀ·v (2CKV): about 6CKV + 6C²K/… per chunk, written out below."""
-    C = chunk_size
-    n_chunks = -(-T // C)
+    C = min(chunk_size, T)  # a prompt shorter than a chunk computes only its own tokens
+    n_chunks = -(-T // C) if T else 0
     per_chunk = (4 * C * C * K + (2 * C**3) / 3 + 2 * C * C * K + 2 * C * C * V + 4 * C * K * V + 2 * C * C * V
                  + 2 * C * K * V)
     flops = B * HV * n_chunks * per_chunk
