@@ -50,9 +50,16 @@ def medians(run: dict) -> dict[str, tuple[float, str]]:
     """name -> (median seconds, bound) for every benchmark of a run."""
     out = {}
     for b in run["benchmarks"]:
-        bound = (b.get("extra_info") or {}).get("bound", "memory")
+        bound = bound_of(b.get("extra_info") or {})
         out[b.get("fullname") or b["name"]] = (float(b["stats"]["median"]), bound)
     return out
+
+
+def bound_of(extra: dict) -> str:
+    """A benchmark's kind: as it says (`bound`), else compute when it reports only a FLOP rate."""
+    if extra.get("bound") in PROBES:
+        return extra["bound"]
+    return "compute" if "gflops" in extra and "gbs" not in extra else "memory"
 
 
 def _probe(times: dict[str, tuple[float, str]], bound: str) -> float | None:

@@ -11,7 +11,8 @@ from qlab.errors import QlabError
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_SUITES = ("benchmarks/bench_probes.py", "benchmarks/bench_deltanet.py", "benchmarks/bench_attention.py",
-                  "benchmarks/bench_dequant_matmul.py", "benchmarks/bench_decode.py")
+                  "benchmarks/bench_dequant_matmul.py", "benchmarks/bench_decode_loop.py",
+                  "benchmarks/bench_predict.py")
 
 
 def run_suites(suites: list[str], out_json: Path, extra_args: list[str] = (), keyword: str | None = None) -> Path:
