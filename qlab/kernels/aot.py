@@ -99,5 +99,20 @@ def op_specs(op: str) -> list[dict]:
     return list(module.aot_specs())
 
 
-def compile_report(ops: tuple[str, ...] = OPS, archs: tuple[int, ...] = ARCHS) -> list[CompileResult]:
-    return [compile_spec(spec, cc, op) for op in ops for spec in op_specs(op) for cc in archs]
+def _compile_indexed(op: str, index: int, cc: int) -> CompileResult:
+    """Worker entry: specs hold jit functions, which do not pickle, so a worker looks its spec up by index."""
+    return compile_spec(op_specs(op)[index], cc, op)
+
+
+def compile_report(ops: tuple[str, ...] = OPS, archs: tuple[int, ...] = ARCHS,
+                   workers: int | None = None) -> list[CompileResult]:
+    """Every (op, spec, arch), compiled in parallel processes (Triton's front end is Python: one core each)."""
+    jobs = [(op, i, cc) for op in ops for i in range(len(op_specs(op))) for cc in archs]
+    workers = workers or min(len(jobs), os.cpu_count() or 1)
+    if workers <= 1:
+        return [_compile_indexed(*job) for job in jobs]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return list(pool.map(_compile_indexed, *zip(*jobs), chunksize=4))
