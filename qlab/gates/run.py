@@ -17,8 +17,8 @@ DEFAULT_SUITES = ("benchmarks/bench_probes.py", "benchmarks/bench_deltanet.py", 
 
 def run_suites(suites: list[str], out_json: Path, extra_args: list[str] = (), keyword: str | None = None) -> Path:
     """`pytest SUITES --benchmark-enable --benchmark-json OUT`; the probes always run with the suites."""
-    paths = [str(REPO / s) if not Path(s).is_absolute() and (REPO / s).exists() else s for s in suites]
-    missing = [p for p in paths if not Path(p).exists()]
+    paths = [str(REPO / s) if not Path(s).is_absolute() and (REPO / s.split("::")[0]).exists() else s for s in suites]
+    missing = [p for p in paths if not Path(p.split("::")[0]).exists()]
     if missing:
         raise QlabError(f"benchmark suite(s) not found: {', '.join(missing)}")
     probes = str(REPO / "benchmarks" / "bench_probes.py")
