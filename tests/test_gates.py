@@ -17,11 +17,14 @@ def _bench(name, median, bound="memory"):
 
 
 def _run(scale_kernels=1.0, scale_machine=1.0):
+    """Probes, the benchmark under test (`test_decode_step`, slowed by `scale_kernels`) and five steady ones."""
+    steady = [_bench(f"test_steady_{i}", 0.001 * (i + 1) * scale_machine) for i in range(5)]
     return {"machine_info": {"node": "test"}, "benchmarks": [
         _bench("test_probe_bandwidth", 0.010 * scale_machine),
         _bench("test_probe_matmul", 0.002 * scale_machine, "compute"),
         _bench("test_decode_step", 0.004 * scale_machine * scale_kernels),
-        _bench("test_prefill", 0.050 * scale_machine * scale_kernels, "compute"),
+        _bench("test_prefill", 0.050 * scale_machine, "compute"),
+        *steady,
     ]}
 
 
@@ -33,15 +36,18 @@ def test_twice_slower_benchmark_regresses():
 
 
 def test_slower_machine_is_not_a_regression():
-    rows = compare(_run(), _run(scale_machine=1.8), threshold=1.5)
-    assert all(r.status == "ok" for r in rows)
-    raw = compare(_run(), _run(scale_machine=1.8), threshold=1.5, normalise=False)
+    for normalise in ("median", "probe"):
+        rows = compare(_run(), _run(scale_machine=1.8), threshold=1.5, normalise=normalise)
+        assert all(r.status == "ok" for r in rows), normalise
+    rows = {r.name.split("::")[-1]: r for r in compare(_run(), _run(2.0, scale_machine=1.8), 1.5, "probe")}
+    assert rows["test_decode_step"].status == "regressed"
+    raw = compare(_run(), _run(scale_machine=1.8), threshold=1.5, normalise="none")
     assert all(r.status == "regressed" for r in raw)
 
 
 def test_missing_and_new_benchmarks_are_reported():
     cur = _run()
-    cur["benchmarks"] = cur["benchmarks"][:-1] + [_bench("test_new", 1.0)]
+    cur["benchmarks"] = [b for b in cur["benchmarks"] if b["name"] != "test_prefill"] + [_bench("test_new", 1.0)]
     status = {r.name.split("::")[-1]: r.status for r in compare(_run(), cur)}
     assert status["test_prefill"] == "missing" and status["test_new"] == "new"
 
@@ -51,7 +57,7 @@ def test_gate_cli_fails_against_baseline_scaled_by_half(tmp_path, capsys):
     cur.write_text(json.dumps(_run()))
     half = _run()
     for b in half["benchmarks"]:
-        if "probe" not in b["name"]:
+        if b["name"] == "test_decode_step":
             b["stats"]["median"] *= 0.5
     base.write_text(json.dumps(half))
     assert main(["bench", "gate", "--only", "timing", "--baseline", str(base), "--current", str(cur)]) == 1
