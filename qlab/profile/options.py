@@ -7,8 +7,8 @@ from pathlib import Path
 
 MODES = {
     # mode: decode-loop layers (a slice of whole 3 DeltaNet + 1 attention groups), tokens, contexts, tune budget
-    "quick": {"layers": 4, "tokens": 8, "contexts": [4096], "tune_budget_s": 20.0},
-    "default": {"layers": 8, "tokens": 16, "contexts": [4096, 32768], "tune_budget_s": 120.0},
+    "quick": {"layers": 4, "tokens": 16, "contexts": [4096], "tune_budget_s": 20.0},
+    "default": {"layers": 8, "tokens": 32, "contexts": [4096, 32768], "tune_budget_s": 120.0},
     "full": {"layers": 64, "tokens": 32, "contexts": [4096, 32768, 131072], "tune_budget_s": 600.0},
 }
 DEFAULT_QUANTS = ["Q4_K_M", "Q8_0"]
