@@ -18,3 +18,18 @@ def assert_close(name: str, ref, out, rms_tol: float) -> None:
     err = rel_rms_error(ref, out)
     max_abs = (out.double() - ref.double()).abs().max().item()
     assert err <= rms_tol, f"{name}: rel RMS {err:.3e} > {rms_tol:.1e} (max abs {max_abs:.3e})"
+
+
+def run_file_in_interpreter(path: str, timeout: int = 900) -> None:
+    """Rerun the test file `path` in a fresh process with TRITON_INTERPRET=1 and fail with its output if
+    it fails. Triton chooses the interpreter when it is first imported, so the Triton-on-CPU tests cannot
+    run in a process where the AOT tests imported it for real: each such file has one test that calls this,
+    and its other tests skip unless TRITON_INTERPRET=1 is already set."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", path],
+                         env=env, capture_output=True, text=True, timeout=timeout)
+    assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]

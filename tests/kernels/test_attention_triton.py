@@ -3,8 +3,6 @@ The interpreter runs every program in Python, so head_dim is 32 and lengths stay
 tests cover the issue's long lengths. `TRITON_INTERPRET=1 pytest <this file>` runs them directly."""
 
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -13,7 +11,7 @@ pytest.importorskip("triton")
 
 from qlab.kernels import attention as A  # noqa: E402
 from qlab.kernels.attention import triton_decode  # noqa: E402
-from qlab.testing import assert_close  # noqa: E402
+from qlab.testing import assert_close, run_file_in_interpreter  # noqa: E402
 
 from test_attention import FP8_TOL, TOL, make_decode, make_prefill, quantize_fp8  # noqa: E402
 
@@ -26,10 +24,7 @@ interpreted = pytest.mark.skipif(not INTERPRETED, reason="runs in test_in_interp
 
 @pytest.mark.skipif(INTERPRETED, reason="already in the interpreter")
 def test_in_interpreter_subprocess():
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", __file__],
-                         env=env, capture_output=True, text=True, timeout=900)
-    assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
+    run_file_in_interpreter(__file__)
 
 
 GROUPS = [(4, 4), (12, 2), (16, 2)]       # GQA groups 1, 6, 8

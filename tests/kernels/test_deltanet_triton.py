@@ -9,8 +9,6 @@ them directly."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -21,7 +19,7 @@ from qlab.kernels.deltanet import gated_delta_rule  # noqa: E402
 from qlab.kernels.deltanet.inputs import make_inputs, torch_threads  # noqa: E402
 from qlab.kernels.deltanet.inputs import naive_reference as reference  # noqa: E402
 from qlab.kernels.deltanet.naive import gate, l2norm  # noqa: E402
-from qlab.testing import assert_close  # noqa: E402
+from qlab.testing import assert_close, run_file_in_interpreter  # noqa: E402
 
 TOL = {torch.float32: 2e-3, torch.bfloat16: 1e-2}
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
@@ -30,10 +28,7 @@ interpreted = pytest.mark.skipif(not INTERPRETED, reason="runs in test_in_interp
 
 @pytest.mark.skipif(INTERPRETED, reason="already in the interpreter")
 def test_in_interpreter_subprocess():
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", __file__],
-                         env=env, capture_output=True, text=True, timeout=900)
-    assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
+    run_file_in_interpreter(__file__)
 
 
 @pytest.fixture(autouse=True, scope="module")
