@@ -61,7 +61,7 @@ def test_gate_cli_fails_against_baseline_scaled_by_half(tmp_path, capsys):
             b["stats"]["median"] *= 0.5
     base.write_text(json.dumps(half))
     assert main(["bench", "gate", "--only", "timing", "--baseline", str(base), "--current", str(cur)]) == 1
-    assert "test_decode_step is ×2.00 slower" in capsys.readouterr().out
+    assert "test_decode_step is ×2.00 slower" in capsys.readouterr().out.replace("\n", " ")
     assert main(["bench", "gate", "--only", "timing", "--baseline", str(cur), "--current", str(cur)]) == 0
 
 
@@ -116,3 +116,21 @@ def test_compile_gate_fails_on_planted_snapshot_change(tmp_path, monkeypatch):
     fake[0] = CompileResult("op", "kern", 80, 4, 2, regs=72, spill_stores=0, spill_loads=0, stack_bytes=0,
                             shared_bytes=1024)
     assert snapshots.check("compile", path) == ["~ op/kern/sm_80/w4/s2 regs: 64 -> 72"]
+
+
+def test_a_noisy_benchmark_gets_its_own_measured_spread_as_limit():
+    base, cur = _run(), _run()
+    for b in base["benchmarks"]:
+        if b["name"] == "test_decode_step":
+            b["extra_info"]["baseline_medians_of_runs"] = [0.004, 0.0075, 0.004]   # bimodal: ×1.875 spread
+    for b in cur["benchmarks"]:
+        if b["name"] == "test_decode_step":
+            b["stats"]["median"] *= 1.8
+    rows = {r.name.split("::")[-1]: r for r in compare(base, cur, threshold=1.6)}
+    assert rows["test_decode_step"].status == "ok"
+    assert rows["test_decode_step"].threshold == pytest.approx(1.1 * 1.875)
+    for b in cur["benchmarks"]:
+        if b["name"] == "test_decode_step":
+            b["stats"]["median"] *= 2.0 / 1.8 * 1.2   # ×2.4: beyond even its own spread
+    rows = {r.name.split("::")[-1]: r for r in compare(base, cur, threshold=1.6)}
+    assert rows["test_decode_step"].status == "regressed"

@@ -89,19 +89,19 @@ def _timing_gate(args, console) -> bool:
         rows = [confirm[r.name] if r.name in confirm and confirm[r.name].factor < r.factor else r for r in rows]
     t = Table(title=f"timing gate vs {args.baseline} (threshold ×{args.threshold:g}"
                     f", normalised: {args.normalise})")
-    for c in ("benchmark", "bound", "baseline", "current", "factor", "status"):
+    for c in ("benchmark", "bound", "baseline", "current", "factor", "limit", "status"):
         t.add_column(c)
     for r in rows:
         colour = {"regressed": "red", "improved": "green"}.get(r.status, "")
         fmt = (lambda s: "-" if math.isnan(s) else f"{s * 1e3:.3f} ms")
         t.add_row(r.name.split("::")[-1], r.bound, fmt(r.baseline_s), fmt(r.current_s),
-                  "-" if math.isnan(r.factor) else f"×{r.factor:.2f}",
+                  "-" if math.isnan(r.factor) else f"×{r.factor:.2f}", "-" if math.isnan(r.threshold) else f"×{r.threshold:.2f}",
                   f"[{colour}]{r.status}[/{colour}]" if colour else r.status)
     console.print(t)
     bad = [r for r in rows if r.status == "regressed"]
     for r in bad:
         console.print(f"[red]regressed: {r.name} is ×{r.factor:.2f} slower than the baseline "
-                      f"(threshold ×{args.threshold:g})[/red]")
+                      f"(threshold ×{r.threshold:.2f})[/red]")
     return bool(bad)
 
 
