@@ -134,3 +134,12 @@ def test_a_noisy_benchmark_gets_its_own_measured_spread_as_limit():
             b["stats"]["median"] *= 2.0 / 1.8 * 1.2   # ×2.4: beyond even its own spread
     rows = {r.name.split("::")[-1]: r for r in compare(base, cur, threshold=1.6)}
     assert rows["test_decode_step"].status == "regressed"
+
+
+def test_reference_impls_are_shown_but_not_gated():
+    base, cur = _run(), _run()
+    for run in (base, cur):
+        run["benchmarks"].append(_bench("test_step[naive]", 0.001))
+    cur["benchmarks"][-1]["stats"]["median"] = 0.003
+    rows = {r.name.split("::")[-1]: r for r in compare(base, cur)}
+    assert rows["test_step[naive]"].status == "ungated" and rows["test_step[naive]"].factor == pytest.approx(3.0)
