@@ -58,10 +58,10 @@ def make_files(d: Path, quants: list[str], threads: int) -> dict[str, Path]:
 
 
 def child_llamacpp(path: str, threads: int, context: int, tokens: int) -> dict:
-    import resource
-
     import llama_cpp
     import numpy as np
+
+    from qlab.engine.memory import peak_rss_bytes
 
     llm = llama_cpp.Llama(model_path=path, n_threads=threads, n_threads_batch=threads, n_ctx=context + tokens + 8,
                           n_batch=max(32, context), verbose=False)
@@ -85,7 +85,7 @@ def child_llamacpp(path: str, threads: int, context: int, tokens: int) -> dict:
     step = float(np.median(steps))
     return {"engine": "llama.cpp", "version": llama_cpp.__version__, "decode_tok_s": 1 / step,
             "decode_ms_per_token": 1e3 * step, "prefill_tok_s": context / prefill_s,
-            "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9}
+            "peak_rss_gb": peak_rss_bytes() / 1e9}
 
 
 def child_qlab(path: str, threads: int, context: int, tokens: int) -> dict:

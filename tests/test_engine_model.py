@@ -120,4 +120,4 @@ def test_formats_the_gpu_matmul_lacks_fall_back_to_the_reference():
     ops = Ops(backend("cpu", matmul="triton"))       # the CUDA choice; only asked which impl it would use
     assert ops.matmul_impl("Q8_0") == "triton" and ops.matmul_impl("Q4_K") == "triton"
     assert ops.matmul_impl("Q6_K") == "naive" and ops.fallbacks == {"Q6_K": "naive"}
-    assert Ops(backend("cpu")).matmul_impl("Q6_K") == "torch_cpu"
+    assert Ops(backend("cpu")).matmul_impl("Q6_K") == "cpu_int8"

@@ -47,7 +47,16 @@ def check_fits(what: str, needed: int, available: int | None = None, margin: flo
 
 
 def peak_rss_bytes() -> int:
-    """Peak resident set size of this process so far (ru_maxrss is KiB on Linux, bytes on macOS)."""
+    """Peak resident set size of this process so far. Linux: VmHWM, the high-water mark of this process's own
+    memory map (ru_maxrss would carry over the parent's peak when the process was started by vfork + exec, as
+    subprocess does); elsewhere ru_maxrss (KiB on Linux, bytes on macOS)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak if sys.platform == "darwin" else peak * 1024)
 

@@ -84,10 +84,13 @@ def test_cpu_kernel_variants_for_other_cpus(flags):
 
 def test_every_available_impl_matches_naive_on_q8_0():
     for impl in available_impls():
+        # cpu_int8 rounds the activations to int8 (llama.cpp's numerics): its own reference is checked at 1e-5
+        # in test_dequant_cpu_int8.py; the fp32-accumulate impls are held to 1e-3
+        tol = 1.5e-2 if impl == "cpu_int8" else 1e-3
         for M in MS:
             qw = weight("Q8_0", n=32, k=256)
             x = activations(M, 256)
-            assert_close(f"{impl} M={M}", matmul(x, qw), matmul(x, qw, impl=impl), 1e-3)
+            assert_close(f"{impl} M={M}", matmul(x, qw), matmul(x, qw, impl=impl), tol)
 
 
 def test_bad_input_errors():

@@ -21,6 +21,11 @@ def _torch_cpu(x, qw, config):
     return matmul(x, qw, config)
 
 
+def _cpu_int8(x, qw, config):
+    from .cpu_int8 import matmul
+    return matmul(x, qw, config)
+
+
 def _triton(x, qw, config):
     from .triton_gemv import matmul
     return matmul(x, qw, config)
@@ -47,6 +52,8 @@ CUPY_FORMATS = ("Q8_0", "Q4_K", "INT4-G128")
 IMPLS = {
     "naive": Impl("naive", _naive, None, "dequantize the whole weight, fp32 matmul (reference)"),
     "torch_cpu": Impl("torch_cpu", _torch_cpu, None, "C GEMV for Q8_0/Q4_K (M<=16); tiled dequant + BLAS"),
+    "cpu_int8": Impl("cpu_int8", _cpu_int8, None, "int8 activations + integer dot for Q8_0/Q4_K/Q5_K/Q6_K "
+                     "(llama.cpp's numerics, ~0.5% error); other formats as torch_cpu"),
     "triton": Impl("triton", _triton, TRITON_FORMATS, "fused dequant GEMV/GEMM, split-K"),
     "cupy": Impl("cupy", _cupy, CUPY_FORMATS, "CUDA C GEMV (M<=8) through cupy.RawModule"),
 }
@@ -54,7 +61,7 @@ IMPLS = {
 
 def available_impls() -> list[str]:
     """Impls that can run here: triton needs a CUDA GPU or TRITON_INTERPRET=1, cupy needs cupy and a GPU."""
-    out = ["naive", "torch_cpu"]
+    out = ["naive", "torch_cpu", "cpu_int8"]
     try:
         import torch
         gpu = torch.cuda.is_available()
@@ -81,7 +88,7 @@ def prepare(qw: QuantizedWeight, impl: str = "torch_cpu", device=None) -> Quanti
     the GPU (`device`, default "cuda"); naive has nothing to do."""
     if impl not in IMPLS:
         raise ValueError(f"unknown dequant_matmul impl {impl!r}; impls: {', '.join(IMPLS)}")
-    if impl == "torch_cpu":
+    if impl in ("torch_cpu", "cpu_int8"):
         from .cpu_build import load
         from .torch_cpu import prepare as prep
 

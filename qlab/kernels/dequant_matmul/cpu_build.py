@@ -1,4 +1,5 @@
-"""Build `cpu_kernels.c` once per machine with the system C compiler and load it with ctypes.
+"""Build the C kernels (`cpu_kernels.c`, `cpu_int8_kernels.c`) once per machine with the system C compiler and
+load them with ctypes.
 
 Why not torch.utils.cpp_extension: the kernels need no torch headers, and a plain `gcc -O3 -march=native`
 of one C file takes about a second, against a minute for a torch extension. The shared object is cached
@@ -17,10 +18,13 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-SOURCE = Path(__file__).with_name("cpu_kernels.c")
+HERE = Path(__file__).parent
+SOURCES = (HERE / "cpu_kernels.c", HERE / "cpu_int8_kernels.c")  # one shared object
+HEADERS = (HERE / "cpu_common.h",)
 # the C entry points (torch_cpu.GEMV_FORMATS maps formats onto them)
 GEMV_ENTRY_POINTS = tuple(f"qlab_{f}_gemm" for f in ("q8_0", "q4_0", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "iq4_xs",
-                                                     "fp8", "int4_g128", "mxfp4"))
+                                                     "fp8", "int4_g128", "mxfp4")) + \
+    tuple(f"qlab_{f}_gemm_int8" for f in ("q8_0", "q4_k", "q5_k", "q6_k"))
 FLAGS = ["-O3", "-march=native", "-mprefer-vector-width=512", "-fopenmp", "-shared", "-fPIC", "-std=c11"]
 
 
@@ -48,7 +52,7 @@ def load(extra_flags: tuple[str, ...] = ()) -> ctypes.CDLL:
     cc = os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
     if not cc:
         raise BuildError("torch_cpu needs a C compiler (gcc or cc on PATH, or $CC) to build cpu_kernels.c")
-    src = SOURCE.read_bytes()
+    src = b"".join(p.read_bytes() for p in SOURCES + HEADERS)
     flags = _flags(cc) + os.environ.get("QLAB_CFLAGS", "").split() + list(extra_flags)
     key = hashlib.sha256(src + " ".join([cc, *flags, platform.machine(), platform.node()]).encode()).hexdigest()
     so = _cache_dir() / f"cpu_kernels-{key[:16]}.so"
@@ -56,10 +60,11 @@ def load(extra_flags: tuple[str, ...] = ()) -> ctypes.CDLL:
         so.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(suffix=".so", dir=so.parent)
         os.close(fd)
-        proc = subprocess.run([cc, *flags, str(SOURCE), "-o", tmp], capture_output=True, text=True)
+        proc = subprocess.run([cc, *flags, *map(str, SOURCES), "-o", tmp, "-lm"], capture_output=True, text=True)
         if proc.returncode:
             os.unlink(tmp)
-            raise BuildError(f"building {SOURCE.name} with {cc} failed:\n{proc.stderr[-2000:]}")
+            names = ", ".join(p.name for p in SOURCES)
+            raise BuildError(f"building {names} with {cc} failed:\n{proc.stderr[-2000:]}")
         os.replace(tmp, so)  # atomic: a concurrent process sees the old state or the whole file
     lib = ctypes.CDLL(str(so))
     i64, ptr, i32 = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int

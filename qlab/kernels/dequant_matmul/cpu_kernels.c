@@ -8,36 +8,7 @@
 // Exactness: weights are decoded exactly as ggml does (fp16 scales times small integers); x stays fp32, so
 // the only error vs "dequantize then fp32 matmul" is summation order.
 
-#include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
-
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#endif
-#if defined(__F16C__)
-static inline float h2f(const uint8_t *p) { uint16_t h; memcpy(&h, p, 2); return _cvtsh_ss(h); }
-#else
-static inline float h2f(const uint8_t *p) {
-    uint16_t h; memcpy(&h, p, 2);
-    uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ff, bits;
-    if (exp == 0) {  // zero or subnormal: value = man · 2^-24
-        float v = (float)man * 5.9604644775390625e-08f;
-        memcpy(&bits, &v, 4); bits |= sign;
-    } else if (exp == 31) bits = sign | 0x7f800000u | (man << 13);
-    else bits = sign | ((exp + 112) << 23) | (man << 13);
-    float f; memcpy(&f, &bits, 4); return f;
-}
-#endif
-
-#ifndef PREFETCH_AHEAD
-#define PREFETCH_AHEAD 1024  // bytes ahead in the row: +25% GB/s measured at 5120x17408 (1 core)
-#endif
-#if PREFETCH_AHEAD
-#define PREFETCH(p) __builtin_prefetch((p) + PREFETCH_AHEAD, 0, 0)
-#else
-#define PREFETCH(p) ((void)0)
-#endif
+#include "cpu_common.h"
 #define MB_MAX 4  // activation rows per pass: MB_MAX × (32 or 64) fp32 accumulators stay in vector registers
 
 // One vector abstraction over AVX-512 / AVX2 (x86) so the kernels are written once; VW fp32 lanes.

@@ -15,6 +15,11 @@ SPACES = {
         "tile_bytes": [1 << 22, 1 << 24, 1 << 26],    # fp32 scratch per dequantized tile of rows
         "single_thread_bytes": [0, 1 << 17, 1 << 19, 1 << 21],  # GEMVs below this many weight bytes x M: 1 thread
     },
+    "cpu_int8": {  # the same knobs as torch_cpu (formats without an integer kernel fall through to it)
+        "gemv_max_m": [1, 4, 8, 16, 32, 64],
+        "tile_bytes": [1 << 22, 1 << 24, 1 << 26],
+        "single_thread_bytes": [0, 1 << 17, 1 << 19, 1 << 21],
+    },
     "triton": {
         "BLOCK_M": [1, 2, 4, 8, 16, 32, 64],         # activation rows per program
         "BLOCK_N": [16, 32, 64, 128],                 # output features per program
@@ -30,6 +35,7 @@ SPACES = {
 
 DEFAULTS = {
     "torch_cpu": {"gemv_max_m": 16, "tile_bytes": 1 << 24, "single_thread_bytes": 1 << 19},
+    "cpu_int8": {"gemv_max_m": 16, "tile_bytes": 1 << 24, "single_thread_bytes": 1 << 19},
     "triton": {"BLOCK_M": 1, "BLOCK_N": 16, "BLOCK_K": 256, "SPLIT_K": 1, "num_warps": 4, "num_stages": 2},
     "cupy": {"ROWS_PER_BLOCK": 4},
 }
@@ -49,7 +55,7 @@ def resolve(impl: str, config: dict | None) -> dict:
 def valid(impl: str, config: dict, shape) -> bool:
     M, N, K, fmt = shape
     cfg = resolve(impl, config)
-    if impl == "torch_cpu":
+    if impl in ("torch_cpu", "cpu_int8"):
         return cfg["gemv_max_m"] >= 1 and cfg["tile_bytes"] >= 4 * K
     if impl == "triton":
         bk, split = cfg["BLOCK_K"], cfg["SPLIT_K"]

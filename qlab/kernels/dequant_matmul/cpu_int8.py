@@ -1,0 +1,80 @@
+"""`cpu_int8`: the CPU decode path with llama.cpp's numerics — int8 activations, integer dot products.
+
+For Q8_0, Q4_K, Q5_K and Q6_K at small M (decode, M <= gemv_max_m) the activations are quantized per block to
+int8 (`quantize_activations` is the torch reference of exactly what `cpu_int8_kernels.c` does: Q8_K-like blocks
+of 256 for the K-quants, Q8_0-like blocks of 32 for Q8_0), and the C kernels take integer dot products against
+the stored blocks. Every other format and shape goes to `torch_cpu`, unchanged.
+
+Accuracy: `reference(x, qw)` (fp32 matmul of the dequantized weight with the dequantized int8 activations)
+is what the kernels compute, up to summation order; against the fp32 `naive` result the activation rounding
+adds a relative error of about 0.5%, as in llama.cpp.
+"""
+
+from __future__ import annotations
+
+from .tunables import resolve
+from .weight import QuantizedWeight
+
+# format -> (C entry point, activation block size)
+INT8_FORMATS = {"Q8_0": ("qlab_q8_0_gemm_int8", 32), "Q4_K": ("qlab_q4_k_gemm_int8", 256),
+                "Q5_K": ("qlab_q5_k_gemm_int8", 256), "Q6_K": ("qlab_q6_k_gemm_int8", 256)}
+
+
+def quantize_activations(x, fmt: str):
+    """x [M, K] fp32 -> the fp32 values the kernel's int8 activations stand for (d · q per block).
+
+    K-quants: per 256, d = max / -127 where max is the signed value of largest magnitude, q = round(x / d)
+    clamped to <= 127 (llama.cpp's quantize_row_q8_K). Q8_0: per 32, d = amax / 127 rounded through fp16,
+    q = round(x · 127 / amax) (llama.cpp's quantize_row_q8_0). Rounding is half to even in both."""
+    import torch
+
+    bs = INT8_FORMATS[fmt][1]
+    M, K = x.shape
+    xb = x.detach().to(torch.float32).reshape(M, K // bs, bs)
+    if bs == 256:
+        idx = xb.abs().argmax(dim=-1, keepdim=True)
+        mx = torch.gather(xb, -1, idx)
+        iscale = torch.where(mx == 0, torch.zeros_like(mx), torch.tensor(-127.0) / mx)
+        q = torch.round(iscale * xb).clamp(max=127)
+        d = torch.where(mx == 0, torch.zeros_like(mx), 1.0 / iscale)
+    else:
+        amax = xb.abs().amax(dim=-1, keepdim=True)
+        iscale = torch.where(amax == 0, torch.zeros_like(amax), torch.tensor(127.0) / amax)
+        q = torch.round(xb * iscale)
+        d = (amax / 127.0).to(torch.float16).to(torch.float32)
+    return (q * d).reshape(M, K)
+
+
+def reference(x, qw: QuantizedWeight):
+    """What cpu_int8 computes, in plain torch: quantized activations times the dequantized weight (float64)."""
+    import torch
+
+    from .weight import dequantize
+
+    xq = quantize_activations(x, qw.fmt).to(torch.float64)
+    return (xq @ torch.as_tensor(dequantize(qw)).to(torch.float64).t()).to(torch.float32)
+
+
+def runs_int8(qw: QuantizedWeight, M: int, K: int, config: dict | None = None) -> bool:
+    """Whether matmul(x [M, K], qw) takes the integer path (else it is torch_cpu's)."""
+    entry = INT8_FORMATS.get(qw.fmt)
+    return entry is not None and K % entry[1] == 0 and M <= resolve("cpu_int8", config)["gemv_max_m"]
+
+
+def matmul(x, qw: QuantizedWeight, config: dict | None = None):
+    """y [M, N] fp32 ≈ x [M, K] · dequantize(qw)ᵀ, activations rounded to int8 per block (see module doc)."""
+    import torch
+
+    from . import torch_cpu
+
+    cfg = resolve("cpu_int8", config)
+    M, K = x.shape
+    lib = torch_cpu._lib() if runs_int8(qw, M, K, config) else None
+    if lib is None:
+        return torch_cpu.matmul(x, qw, cfg)
+    x = x.detach().to(torch.float32).contiguous()
+    y = torch.empty((M, qw.shape[0]), dtype=torch.float32)
+    raw = torch_cpu.prepare(qw)["raw"]
+    threads = 1 if qw.raw.nbytes * M < cfg["single_thread_bytes"] else torch.get_num_threads()
+    getattr(lib, INT8_FORMATS[qw.fmt][0])(x.data_ptr(), M, K, raw.data_ptr(), qw.shape[0], y.data_ptr(), threads)
+    return y

@@ -1,0 +1,100 @@
+"""cpu_int8: int8 activations and integer dot products (llama.cpp's CPU numerics).
+
+The kernels must compute exactly `cpu_int8.reference` — the dequantized weight times the activations as the
+int8 blocks represent them — up to fp32 summation order (1e-5), in every build (AVX-512/VNNI, AVX2, portable C);
+against the fp32 `naive` result the only difference is the activation rounding (~0.5%, bounded at 1.5%).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from qlab.kernels.dequant_matmul import matmul, quantize
+from qlab.kernels.dequant_matmul import cpu_int8
+from qlab.testing import assert_close, rel_rms_error
+
+FORMATS = sorted(cpu_int8.INT8_FORMATS)
+
+
+def weight(fmt, n, k, seed=42):
+    return quantize(torch.randn(n, k, generator=torch.Generator().manual_seed(seed)), fmt)
+
+
+def activations(m, k, seed=43):
+    return 3 * torch.randn(m, k, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("M", [1, 3, 5, 16])
+def test_kernels_compute_their_reference(fmt, M):
+    qw = weight(fmt, n=72, k=1024)   # N = 72: not a multiple of the 16-row tasks; M = 5: a pass of 4, then 1
+    x = activations(M, 1024)
+    out = matmul(x, qw, impl="cpu_int8")
+    assert_close(f"cpu_int8 {fmt} M={M}", cpu_int8.reference(x, qw), out, 1e-5)
+    err = rel_rms_error(matmul(x, qw, impl="naive"), out)
+    assert 1e-4 < err < 1.5e-2, f"{fmt}: activation rounding error {err:.2e} out of its expected range"
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_long_rows_and_outliers(fmt):
+    """K = 17408 (ffn_down), one activation much larger than the rest, and an all-zero block."""
+    qw = weight(fmt, n=20, k=17408)
+    x = activations(2, 17408)
+    x[0, 1000] = 400.0          # its block's scale is set by the outlier
+    x[1, 256:512] = 0.0         # a zero block: d = 0, no division by zero
+    assert_close(f"{fmt} K=17408", cpu_int8.reference(x, qw), matmul(x, qw, impl="cpu_int8"), 1e-5)
+
+
+def test_activation_blocks_are_llamacpp_q8():
+    x = activations(1, 512)
+    for fmt, bs in (("Q4_K", 256), ("Q8_0", 32)):
+        xq = cpu_int8.quantize_activations(x, fmt).reshape(-1, bs)
+        xb = x.reshape(-1, bs)
+        amax = xb.abs().amax(-1, keepdim=True)
+        d = amax / 127
+        q = xq / (xq.abs().amax(-1, keepdim=True) / 127)
+        assert torch.allclose(q, q.round(), atol=1e-3), f"{fmt}: not d times integers"
+        assert (xq.abs().amax(-1) <= amax.squeeze(-1) * (1 + 1e-3)).all()
+        # Q8_0 stores d in fp16 (relative rounding <= 2^-11) after rounding with the exact scale: up to 127 such steps
+        slack = amax * 2.0 ** -11 if fmt == "Q8_0" else 0
+        assert ((xq - xb).abs() <= d * 0.5 * (1 + 2e-3) + slack + 1e-7).all(), f"{fmt}: not round to nearest"
+    z = cpu_int8.quantize_activations(torch.zeros(1, 256), "Q6_K")
+    assert (z == 0).all()
+
+
+def test_threads_do_not_change_the_result():
+    qw = weight("Q4_K", n=512, k=2048)
+    x = activations(1, 2048)
+    one = matmul(x, qw, impl="cpu_int8", config={"single_thread_bytes": 1 << 40})
+    two = matmul(x, qw, impl="cpu_int8", config={"single_thread_bytes": 0})
+    assert torch.equal(one, two)
+
+
+@pytest.mark.parametrize("fmt", ["Q4_0", "IQ4_XS", "F16"])
+def test_other_formats_and_large_m_fall_through_to_torch_cpu(fmt):
+    qw = weight(fmt, n=24, k=512)
+    x = activations(3, 512)
+    assert_close(fmt, matmul(x, qw), matmul(x, qw, impl="cpu_int8"), 1e-3)
+    qw = weight("Q4_K", n=24, k=512)
+    x = activations(20, 512)     # M > gemv_max_m: fp32 tiles + BLAS, exact
+    assert not cpu_int8.runs_int8(qw, 20, 512)
+    assert_close("Q4_K M=20", matmul(x, qw), matmul(x, qw, impl="cpu_int8"), 1e-3)
+
+
+@pytest.mark.parametrize("flags", [("-mno-avx512f",), ("-mno-avx512f", "-mno-avx2")], ids=["avx2", "portable"])
+def test_kernel_variants_for_other_cpus(flags):
+    """The AVX2 (no VNNI) and portable-C builds compute the same integers."""
+    from qlab.kernels.dequant_matmul.cpu_build import BuildError, load
+
+    try:
+        lib = load(flags)
+    except BuildError as e:
+        pytest.skip(f"compiler cannot build the variant: {e}")
+    for fmt in FORMATS:
+        qw = weight(fmt, n=40, k=768)
+        for M in (1, 6):
+            x = activations(M, 768)
+            y = torch.empty(M, 40)
+            getattr(lib, cpu_int8.INT8_FORMATS[fmt][0])(x.data_ptr(), M, 768, qw.raw.ctypes.data, 40, y.data_ptr(), 2)
+            assert_close(f"{flags} {fmt} M={M}", cpu_int8.reference(x, qw), y, 1e-5)
