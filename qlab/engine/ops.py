@@ -47,7 +47,10 @@ def default_backend(device: str = "cpu", **overrides) -> Backend:
     elif device == "mps":
         b = Backend("mps", matmul="naive", cache_dtype=torch.float16)
     elif device == "cpu":
-        b = Backend()
+        from qlab.kernels.deltanet import why_unavailable
+
+        # the fused C step where qlab's C kernels build (a C compiler), else the torch one
+        b = Backend(deltanet_decode="recurrent_cpu" if not why_unavailable("recurrent_cpu") else "recurrent_torch")
     else:
         from qlab.errors import unknown
 

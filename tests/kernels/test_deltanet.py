@@ -35,7 +35,7 @@ def case_id(case):
     return f"{str(dtype)[6:]}-T{T}-gva{HV // 2}-{decay}-{'h0' if with_state else 'zero'}"
 
 
-@pytest.mark.parametrize("impl", ["recurrent_torch", "chunk_torch"])
+@pytest.mark.parametrize("impl", ["recurrent_torch", "recurrent_cpu", "chunk_torch"])
 @pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_torch_impls_match_naive(impl, case):
     dtype, T, HV, decay, with_state = case
@@ -69,7 +69,7 @@ def test_naive_matches_a_hand_computed_step():
     assert_close("state", S, h[0, 0], 1e-6)
 
 
-@pytest.mark.parametrize("impl", ["recurrent_torch", "chunk_torch"])
+@pytest.mark.parametrize("impl", ["recurrent_torch", "recurrent_cpu", "chunk_torch"])
 def test_decode_steps_equal_one_prefill(impl):
     """T single-token calls threading the state (in place) == one chunked prefill of the T tokens."""
     x = make_inputs(2, 21, 2, 6, 32, 32)
@@ -85,7 +85,7 @@ def test_decode_steps_equal_one_prefill(impl):
     assert_close("state", h_pre, state, 2e-3)
 
 
-@pytest.mark.parametrize("impl", ["naive", "recurrent_torch", "chunk_torch"])
+@pytest.mark.parametrize("impl", ["naive", "recurrent_torch", "recurrent_cpu", "chunk_torch"])
 def test_gate_from_raw_projections(impl):
     """A_log / dt_bias given: g, beta are the raw a, b; same as computing the gate first."""
     x = make_inputs(1, 9, 2, 6, 32, 32)
@@ -138,6 +138,22 @@ def test_conv1d_decode_steps_equal_prefill():
     ys = [causal_conv1d_update(x[:, t], rolling, w, bias) for t in range(x.shape[1])]
     assert_close("y", y_pre, torch.stack(ys, 1), 1e-5)
     assert_close("state", final, rolling, 1e-6)
+
+
+@pytest.mark.parametrize("with_bias,activation", [(True, "silu"), (False, "silu"), (True, None)])
+def test_conv1d_update_c_path_equals_torch_path(with_bias, activation, monkeypatch):
+    """The fused C decode update (fp32 CPU tensors) and the torch ops it replaces: same y, same rolled state."""
+    from qlab.kernels.deltanet import conv1d
+
+    x, w, bias, state = _conv_inputs(D=40)
+    bias = bias if with_bias else None
+    s_c, s_t = state.clone(), state.clone()
+    y_c = causal_conv1d_update(x[:, 0], s_c, w, bias, activation)
+    assert conv1d._c_update(x[:, 1], state.clone(), w, bias, activation) is not None, "the C path did not run"
+    monkeypatch.setattr(conv1d, "_c_update", lambda *a: None)
+    y_t = causal_conv1d_update(x[:, 0], s_t, w, bias, activation)
+    assert_close("y", y_t, y_c, 1e-6)
+    assert torch.equal(s_c, s_t)
 
 
 def test_conv1d_bad_input():

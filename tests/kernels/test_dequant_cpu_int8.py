@@ -85,7 +85,7 @@ def test_other_formats_and_large_m_fall_through_to_torch_cpu(fmt):
 @pytest.mark.parametrize("flags", [("-mno-avx512f",), ("-mno-avx512f", "-mno-avx2")], ids=["avx2", "portable"])
 def test_kernel_variants_for_other_cpus(flags):
     """The AVX2 (no VNNI) and portable-C builds compute the same integers."""
-    from qlab.kernels.dequant_matmul.cpu_build import BuildError, load
+    from qlab.kernels.cpu_build import BuildError, load
 
     try:
         lib = load(flags)

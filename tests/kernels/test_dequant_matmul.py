@@ -65,7 +65,7 @@ def test_torch_cpu_tiled_path_bounds_its_scratch(fmt, monkeypatch):
 @pytest.mark.parametrize("flags", [("-mno-avx512f",), ("-mno-avx512f", "-mno-avx2")], ids=["avx2", "portable"])
 def test_cpu_kernel_variants_for_other_cpus(flags):
     """The AVX2 and the portable-C builds of cpu_kernels.c (what a machine without AVX-512 runs) agree too."""
-    from qlab.kernels.dequant_matmul.cpu_build import BuildError, load
+    from qlab.kernels.cpu_build import BuildError, load
 
     try:
         lib = load(flags)
@@ -122,7 +122,7 @@ def test_tunables_interface():
 
 
 def test_torch_cpu_without_a_compiler_falls_back_to_tiles(monkeypatch):
-    from qlab.kernels.dequant_matmul import cpu_build
+    from qlab.kernels import cpu_build
 
     def broken(extra_flags=()):
         raise cpu_build.BuildError("no C compiler")

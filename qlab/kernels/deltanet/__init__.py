@@ -16,11 +16,12 @@ import torch
 from qlab.kernels.deltanet.conv1d import causal_conv1d, causal_conv1d_update
 from qlab.kernels.deltanet.validate import check_contiguous, check_gdn_inputs
 
-# impl -> (module, function, kind): kind "torch" runs anywhere, "triton" on CUDA or under TRITON_INTERPRET=1,
-# "cupy" on CUDA with cupy
+# impl -> (module, function, kind): kind "torch" runs anywhere, "c" on the CPU where qlab's C kernels build,
+# "triton" on CUDA or under TRITON_INTERPRET=1, "cupy" on CUDA with cupy
 IMPLS = {
     "naive": ("naive", "naive_recurrent_gated_delta_rule", "torch"),
     "recurrent_torch": ("recurrent_torch", "recurrent_torch_gated_delta_rule", "torch"),
+    "recurrent_cpu": ("recurrent_cpu", "recurrent_cpu_gated_delta_rule", "c"),
     "chunk_torch": ("chunk_torch", "chunk_torch_gated_delta_rule", "torch"),
     "triton_recurrent": ("triton_recurrent", "triton_recurrent_gated_delta_rule", "triton"),
     "triton_chunk": ("triton_chunk", "triton_chunk_gated_delta_rule", "triton"),
@@ -44,6 +45,14 @@ def why_unavailable(impl: str) -> str:
     """"" when `impl` can run here, else the reason."""
     kind = IMPLS[impl][2]
     if kind == "torch":
+        return ""
+    if kind == "c":
+        from qlab.kernels.cpu_build import BuildError, load
+
+        try:
+            load()
+        except BuildError as e:
+            return str(e)
         return ""
     if kind == "triton":
         try:
@@ -94,7 +103,7 @@ def gated_delta_rule(q, k, v, g, beta, *, scale=None, initial_state=None, output
         if initial_state is None:
             raise ValueError("initial_state: None, but inplace_state=True needs a [B, HV, K, V] fp32 buffer")
         check_contiguous("initial_state", initial_state, "inplace_state=True")
-    if kind != "torch":
+    if kind not in ("torch", "c"):
         for name, t in (("q", q), ("k", k), ("v", v), ("g", g), ("beta", beta), ("initial_state", initial_state)):
             check_contiguous(name, t, f"impl {impl!r}")
             if t is not None and t.device.type != "cuda" and not (kind == "triton" and _interpret()):

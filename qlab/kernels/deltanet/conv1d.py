@@ -63,9 +63,34 @@ def causal_conv1d_update(x, conv_state, weight, bias=None, activation="silu"):
         raise ValueError(f"x: shape {list(x.shape)}, expected [B, 1, D] or [B, D] (one token)")
     x2 = x.reshape(x.shape[0], x.shape[-1])
     W = weight.shape[1]
+    y = _c_update(x2, conv_state, weight, bias, activation)
+    if y is not None:
+        return y.reshape(x.shape)
     wf = weight.float()
     y = torch.einsum("bdw,dw->bd", conv_state.float(), wf[:, :W - 1]) + x2.float() * wf[:, W - 1]
     y = _finish(y, bias, activation)
     if W > 1:
         conv_state.copy_(torch.cat([conv_state[:, :, 1:], x2[:, :, None].to(conv_state.dtype)], dim=2))
     return y.to(x.dtype).reshape(x.shape)
+
+
+def _c_update(x2, conv_state, weight, bias, activation):
+    """y [B, D] from the fused C update (cpu_recurrent.c) for fp32 CPU tensors, the state rolled in place; None
+    (and nothing done) where it does not apply: another dtype or device, a strided state, or no C compiler."""
+    ts = [x2, conv_state, weight] + ([bias] if bias is not None else [])
+    if activation not in ("silu", None) or any(t.device.type != "cpu" or t.dtype != torch.float32 for t in ts) \
+            or not conv_state.is_contiguous():
+        return None
+    from qlab.kernels.cpu_build import BuildError, load
+
+    try:
+        lib = load()
+    except BuildError:
+        return None
+    x2, weight = x2.contiguous(), weight.contiguous()
+    bias = bias.contiguous() if bias is not None else None
+    y = torch.empty_like(x2)
+    lib.qlab_conv1d_update(x2.data_ptr(), conv_state.data_ptr(), weight.data_ptr(),
+                           bias.data_ptr() if bias is not None else None, y.data_ptr(), x2.shape[0], x2.shape[1],
+                           weight.shape[1], int(activation == "silu"))
+    return y

@@ -21,25 +21,12 @@ def recurrent_torch_gated_delta_rule(q, k, v, g, beta, scale=None, initial_state
     the in-place decode update). `config` is accepted for the common interface; this path has no tunables."""
     B, T, H, K = q.shape
     HV, V = v.shape[2], v.shape[3]
-    G, BH, out_dtype = HV // H, B * HV, v.dtype
-    scale = K ** -0.5 if scale is None else scale
-    q, k = q.float(), k.float()
-    if use_qk_l2norm:
-        q, k = l2norm(q), l2norm(k)
-    # [B, T, H, K] -> [T, B*HV, K]: each key head repeated for its G value heads (one copy, all steps at once)
-    q = (q * scale).transpose(0, 1)[:, :, :, None].expand(T, B, H, G, K).reshape(T, BH, K)
-    k = k.transpose(0, 1)[:, :, :, None].expand(T, B, H, G, K).reshape(T, BH, K)
+    BH, out_dtype = B * HV, v.dtype
+    q, k, v, decay, beta = time_major_heads(q, k, v, g, beta, scale, use_qk_l2norm)
     qk = torch.stack([k, q], dim=2)                                   # [T, BH, 2, K]
     kq = (k * q).sum(-1, keepdim=True)                                # [T, BH, 1]
-    v = v.float().transpose(0, 1).reshape(T, BH, V)
-    decay = g.float().exp().transpose(0, 1).reshape(T, BH, 1)
-    beta = beta.float().transpose(0, 1).reshape(T, BH, 1)
-
-    S = state_out if state_out is not None else torch.empty(B, HV, K, V, dtype=torch.float32, device=q.device)
-    if initial_state is None:
-        S.zero_()
-    elif S.data_ptr() != initial_state.data_ptr():
-        S.copy_(initial_state)
+    decay, beta = decay[..., None], beta[..., None]                   # [T, BH, 1]
+    S = state_buffer(B, HV, K, V, initial_state, state_out, q.device)
     S3 = S.view(BH, K, V)
     o = torch.empty(T, BH, V, dtype=torch.float32, device=q.device)
     for t in range(T):
@@ -49,3 +36,32 @@ def recurrent_torch_gated_delta_rule(q, k, v, g, beta, scale=None, initial_state
         S3.mul_(decay[t, :, :, None]).addcmul_(k[t, :, :, None], delta[:, None, :])
     o = o.view(T, B, HV, V).transpose(0, 1).to(out_dtype).contiguous()
     return o, (S if output_final_state else None)
+
+
+def time_major_heads(q, k, v, g, beta, scale, use_qk_l2norm):
+    """fp32, time-major, one row per value head: q (scaled), k [T, B*HV, K]; v [T, B*HV, V]; exp(g), beta
+    [T, B*HV]. Each key head is repeated for its HV / H value heads (one copy, all steps at once)."""
+    B, T, H, K = q.shape
+    HV, V = v.shape[2], v.shape[3]
+    G, BH = HV // H, B * HV
+    scale = K ** -0.5 if scale is None else scale
+    q, k = q.float(), k.float()
+    if use_qk_l2norm:
+        q, k = l2norm(q), l2norm(k)
+    q = (q * scale).transpose(0, 1)[:, :, :, None].expand(T, B, H, G, K).reshape(T, BH, K)
+    k = k.transpose(0, 1)[:, :, :, None].expand(T, B, H, G, K).reshape(T, BH, K)
+    v = v.float().transpose(0, 1).reshape(T, BH, V)
+    decay = g.float().exp().transpose(0, 1).reshape(T, BH)
+    beta = beta.float().transpose(0, 1).reshape(T, BH)
+    return q, k, v, decay, beta
+
+
+def state_buffer(B, HV, K, V, initial_state, state_out, device):
+    """The fp32 [B, HV, K, V] buffer the step updates in place: state_out (filled from initial_state unless it
+    already is that buffer), a fresh copy of initial_state, or zeros."""
+    S = state_out if state_out is not None else torch.empty(B, HV, K, V, dtype=torch.float32, device=device)
+    if initial_state is None:
+        S.zero_()
+    elif S.data_ptr() != initial_state.data_ptr():
+        S.copy_(initial_state)
+    return S

@@ -89,7 +89,7 @@ def prepare(qw: QuantizedWeight, impl: str = "torch_cpu", device=None) -> Quanti
     if impl not in IMPLS:
         raise ValueError(f"unknown dequant_matmul impl {impl!r}; impls: {', '.join(IMPLS)}")
     if impl in ("torch_cpu", "cpu_int8"):
-        from .cpu_build import load
+        from qlab.kernels.cpu_build import load
         from .torch_cpu import prepare as prep
 
         load()

@@ -24,7 +24,7 @@ TILE_DEQUANT = {"Q8_0": "qlab_q8_0_dequant", "Q4_K": "qlab_q4_k_dequant"}
 
 def _lib():
     """The C kernels, or None (with one warning) where they cannot be built: the tile path still works."""
-    from .cpu_build import BuildError, load
+    from qlab.kernels.cpu_build import BuildError, load
 
     try:
         return load()

@@ -1,5 +1,6 @@
-"""Build the C kernels (`cpu_kernels.c`, `cpu_int8_kernels.c`) once per machine with the system C compiler and
-load them with ctypes.
+"""Build qlab's C kernels for the CPU (the dequantizing GEMVs of dequant_matmul, fp32 and int8, and the fused
+Gated DeltaNet decode step) into one shared object, once per machine, with the system C compiler; load it with
+ctypes.
 
 Why not torch.utils.cpp_extension: the kernels need no torch headers, and a plain `gcc -O3 -march=native`
 of one C file takes about a second, against a minute for a torch extension. The shared object is cached
@@ -19,8 +20,9 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).parent
-SOURCES = (HERE / "cpu_kernels.c", HERE / "cpu_int8_kernels.c")  # one shared object
-HEADERS = (HERE / "cpu_common.h",)
+SOURCES = (HERE / "dequant_matmul" / "cpu_kernels.c", HERE / "dequant_matmul" / "cpu_int8_kernels.c",
+           HERE / "deltanet" / "cpu_recurrent.c")
+HEADERS = (HERE / "dequant_matmul" / "cpu_common.h",)
 # the C entry points (torch_cpu.GEMV_FORMATS maps formats onto them)
 GEMV_ENTRY_POINTS = tuple(f"qlab_{f}_gemm" for f in ("q8_0", "q4_0", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "iq4_xs",
                                                      "fp8", "int4_g128", "mxfp4")) + \
@@ -71,6 +73,10 @@ def load(extra_flags: tuple[str, ...] = ()) -> ctypes.CDLL:
     for name in GEMV_ENTRY_POINTS:
         getattr(lib, name).argtypes = [ptr, i64, i64, ptr, i64, ptr, i32]
         getattr(lib, name).restype = None
+    lib.qlab_gdn_recurrent.argtypes = [ptr] * 7 + [i64] * 4 + [i32]
+    lib.qlab_gdn_recurrent.restype = None
+    lib.qlab_conv1d_update.argtypes = [ptr] * 5 + [i64] * 3 + [i32]
+    lib.qlab_conv1d_update.restype = None
     for name in ("qlab_q8_0_dequant", "qlab_q4_k_dequant"):
         getattr(lib, name).argtypes = [ptr, i64, i64, ptr, i32]
         getattr(lib, name).restype = None

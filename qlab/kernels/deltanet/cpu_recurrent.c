@@ -1,0 +1,69 @@
+// The gated delta rule stepped in time on the CPU (impl `recurrent_cpu`), fp32, the state updated in place.
+//
+// Per head and step, with the state S [K, V] before the step, d = exp(g):
+//     r_k = Sᵀk, r_q = Sᵀq          delta = beta (v − d r_k)
+//     o = d r_q + (k·q) delta       S ← d S + k deltaᵀ
+// (the same algebra as recurrent_torch.py: one read of the old state serves both products). The torch version
+// makes five passes over the 64 KiB state of every head (bmm, then the scale and the rank-1 add in place);
+// here each tile of VT columns (K x VT floats, 16 KiB: it stays in L1) is read once for r_k and r_q and then
+// updated in the same sweep, so the state crosses the memory bus once each way. Heads go over OpenMP threads.
+
+#include <math.h>
+#include <stdint.h>
+
+#define VT 32  // state columns per tile
+
+static inline __attribute__((always_inline)) void
+tile(float *S, int64_t K, int64_t V, int64_t j0, const int w, const float *k, const float *q, const float *v, float d,
+     float beta, float kq, float *o) {
+    float rk[VT] = {0}, rq[VT] = {0}, delta[VT];
+    for (int64_t i = 0; i < K; i++) {
+        const float *row = S + i * V + j0;
+        for (int j = 0; j < w; j++) { rk[j] += k[i] * row[j]; rq[j] += q[i] * row[j]; }
+    }
+    for (int j = 0; j < w; j++) {
+        delta[j] = beta * (v[j0 + j] - d * rk[j]);
+        o[j0 + j] = d * rq[j] + kq * delta[j];
+    }
+    for (int64_t i = 0; i < K; i++) {
+        float *row = S + i * V + j0;
+        for (int j = 0; j < w; j++) row[j] = d * row[j] + k[i] * delta[j];
+    }
+}
+
+// q, k [T, BH, K] (q already scaled, both normalised if the model asks); v, o [T, BH, V]; decay = exp(g) and
+// beta [T, BH]; S [BH, K, V], read as the initial state and left holding the final one.
+void qlab_gdn_recurrent(const float *q, const float *k, const float *v, const float *decay, const float *beta,
+                        float *S, float *o, int64_t T, int64_t BH, int64_t K, int64_t V, int nt) {
+    #pragma omp parallel for schedule(static) num_threads(nt)
+    for (int64_t h = 0; h < BH; h++) {
+        float *Sh = S + h * K * V;
+        for (int64_t t = 0; t < T; t++) {
+            const int64_t th = t * BH + h;
+            const float *kh = k + th * K, *qh = q + th * K, *vh = v + th * V;
+            float kq = 0.f;
+            for (int64_t i = 0; i < K; i++) kq += kh[i] * qh[i];
+            for (int64_t j0 = 0; j0 < V; j0 += VT) {
+                if (V - j0 >= VT) tile(Sh, K, V, j0, VT, kh, qh, vh, decay[th], beta[th], kq, o + th * V);
+                else tile(Sh, K, V, j0, (int)(V - j0), kh, qh, vh, decay[th], beta[th], kq, o + th * V);
+            }
+        }
+    }
+}
+
+// The causal depthwise conv of one decode token, in place: state [B, D, W-1] holds the last W-1 inputs (oldest
+// first); y = silu(sum_i state[i]·w[i] + x·w[W-1] + bias) (no silu when silu == 0); then the state shifts by one
+// and takes x. Replaces five small torch ops whose [D, W-1] inner dimension they handle slowly.
+void qlab_conv1d_update(const float *x, float *state, const float *w, const float *bias, float *y, int64_t B,
+                        int64_t D, int64_t W, int silu) {
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t d = 0; d < D; d++) {
+            float *s = state + (b * D + d) * (W - 1);
+            const float *wd = w + d * W, xv = x[b * D + d];
+            float acc = xv * wd[W - 1] + (bias ? bias[d] : 0.f);
+            for (int64_t i = 0; i < W - 1; i++) acc += s[i] * wd[i];
+            for (int64_t i = 0; i + 1 < W - 1; i++) s[i] = s[i + 1];
+            if (W > 1) s[W - 2] = xv;
+            y[b * D + d] = silu ? acc / (1.f + expf(-acc)) : acc;
+        }
+}
