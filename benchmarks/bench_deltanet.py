@@ -46,7 +46,7 @@ def _inputs(T):
     return x
 
 
-@pytest.mark.parametrize("impl", ["naive", "recurrent_torch"])
+@pytest.mark.parametrize("impl", ["naive", "recurrent_torch", "recurrent_cpu"])
 def test_decode_step(benchmark, impl):
     x = _inputs(1)
     h0 = x["initial_state"].clone()

@@ -39,7 +39,7 @@ def _check(op, shape, call_for, budget_s):
     since one load spike on a shared CPU can mislead either measurement."""
     attempts = []
     for _ in range(3):
-        (r,) = [x for x in tune_shapes(op, [shape], "cpu", budget_s=budget_s, cache=False)]
+        r = tune_shapes(op, [shape], "cpu", budget_s=budget_s, cache=False)[0]   # the first CPU impl (several may tune)
         top = next(t for t in impl_ops(op) if t.impl == r.impl)
         call = call_for(top.make_inputs(top.full_shape(shape)), r.impl)
         ratios = [_time(call, r.default_config) / _time(call, r.config) for _ in range(3)]

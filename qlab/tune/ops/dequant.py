@@ -57,6 +57,11 @@ class DequantMatmulOp(TunableOp):
         return {"x": x.to(device=device, dtype=torch_dtype(shape.get("dtype", "fp32"))),
                 "qw": QuantizedWeight(fmt, (N, K), raw, scale)}
 
+    def tolerance(self, shape) -> float:
+        # cpu_int8 rounds the activations to int8 (llama.cpp's numerics, ~0.5% against fp32): held to that bound
+        # here; its exactness against its own reference is tested in tests/kernels/test_dequant_cpu_int8.py
+        return max(super().tolerance(shape), 1.5e-2) if self.impl == "cpu_int8" else super().tolerance(shape)
+
     def run(self, inputs, config):
         from qlab.kernels.dequant_matmul import matmul
 
