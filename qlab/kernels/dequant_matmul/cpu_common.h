@@ -33,4 +33,13 @@ static inline float h2f(const uint8_t *p) {
 #define PREFETCH(p) ((void)0)
 #endif
 
+// The 12 scale bytes of a Q4_K/Q5_K block -> 8 six-bit scales and 8 six-bit mins, one byte each (byte j of the
+// result is sub-block j's), four bytes at a time (SWAR)
+static inline void k4_scales(const uint8_t *s, uint64_t *sc, uint64_t *mn) {
+    uint32_t w0, w1, w2;
+    memcpy(&w0, s, 4); memcpy(&w1, s + 4, 4); memcpy(&w2, s + 8, 4);
+    *sc = (uint64_t)(w0 & 0x3f3f3f3fu) | (uint64_t)((w2 & 0x0f0f0f0fu) | ((w0 >> 2) & 0x30303030u)) << 32;
+    *mn = (uint64_t)(w1 & 0x3f3f3f3fu) | (uint64_t)(((w2 >> 4) & 0x0f0f0f0fu) | ((w1 >> 2) & 0x30303030u)) << 32;
+}
+
 #endif

@@ -97,17 +97,6 @@ static void quantize_x32(const float *x, int64_t nb, xblk32 *o) {
     }
 }
 
-// 6-bit scales and mins of Q4_K/Q5_K (12 bytes -> 8 + 8), four bytes at a time
-static inline void k4_scales(const uint8_t *s, uint8_t sc[8], uint8_t mn[8]) {
-    uint32_t w0, w1, w2;
-    memcpy(&w0, s, 4); memcpy(&w1, s + 4, 4); memcpy(&w2, s + 8, 4);
-    const uint32_t sc_hi = (w2 & 0x0f0f0f0fu) | ((w0 >> 2) & 0x30303030u);
-    const uint32_t mn_hi = ((w2 >> 4) & 0x0f0f0f0fu) | ((w1 >> 2) & 0x30303030u);
-    const uint32_t sc_lo = w0 & 0x3f3f3f3fu, mn_lo = w1 & 0x3f3f3f3fu;
-    memcpy(sc, &sc_lo, 4); memcpy(sc + 4, &sc_hi, 4);
-    memcpy(mn, &mn_lo, 4); memcpy(mn + 4, &mn_hi, 4);
-}
-
 #if defined(__AVX2__) && defined(__FMA__)
 // ---------------- x86: 256-bit integer dots (Zen 4 runs 512-bit ops as two 256-bit halves anyway) -------------
 #if defined(__AVX512VNNI__) && defined(__AVX512VL__)
@@ -180,10 +169,8 @@ k45_row(const uint8_t *row, int64_t nb, const void *xv, const int mb, float *out
         PREFETCH(blk);
         PREFETCH(blk + 64);
         PREFETCH(blk + 128);
-        uint8_t sc[8], mn[8];
-        k4_scales(blk + 4, sc, mn);
         uint64_t sc64, mn64;
-        memcpy(&sc64, sc, 8); memcpy(&mn64, mn, 8);
+        k4_scales(blk + 4, &sc64, &mn64);
         const __m256i sc16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_cvtsi64_si128((long long)sc64)));
         const __m128i mnb = _mm_cvtsi64_si128((long long)mn64);
         const __m256i mn16 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mnb, mnb));  // m_j for 16-sums 2j, 2j+1
@@ -292,8 +279,10 @@ static inline void k45_row(const uint8_t *row, int64_t nb, const void *xv, const
         for (int64_t b = 0; b < nb; b++) {
             const uint8_t *blk = row + (five ? 176 : 144) * b, *qs = blk + (five ? 48 : 16);
             const xblk256 *xb = x + m * nb + b;
+            uint64_t sc64, mn64;
             uint8_t sc[8], mn[8];
-            k4_scales(blk + 4, sc, mn);
+            k4_scales(blk + 4, &sc64, &mn64);
+            memcpy(sc, &sc64, 8); memcpy(mn, &mn64, 8);  // byte j: sub-block j (little-endian)
             int32_t isum = 0, imin = 0;
             for (int j = 0; j < 8; j++) {
                 int32_t dot = 0;

@@ -134,13 +134,9 @@ q4_k_row(const uint8_t *row, int64_t nb, const float *x, const float *xs, int64_
         PREFETCH(blk);
         PREFETCH(blk + 64);
         PREFETCH(blk + 128);
-        // the 12 scale bytes, 4 at a time (SWAR): 8 six-bit scales and 8 six-bit mins, then 8 floats each
-        uint32_t w0, w1, w2;
-        memcpy(&w0, blk + 4, 4); memcpy(&w1, blk + 8, 4); memcpy(&w2, blk + 12, 4);
-        const uint64_t sc8 = (uint64_t)(w0 & 0x3f3f3f3fu) |
-                             (uint64_t)((w2 & 0x0f0f0f0fu) | ((w0 >> 2) & 0x30303030u)) << 32;
-        const uint64_t mn8 = (uint64_t)(w1 & 0x3f3f3f3fu) |
-                             (uint64_t)(((w2 >> 4) & 0x0f0f0f0fu) | ((w1 >> 2) & 0x30303030u)) << 32;
+        // 8 six-bit scales and 8 six-bit mins, then 8 floats each
+        uint64_t sc8, mn8;
+        k4_scales(blk + 4, &sc8, &mn8);
         const __m256 vsc = _mm256_mul_ps(_mm256_set1_ps(h2f(blk)),
                                          _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)sc8))));
         const __m256 vmn = _mm256_mul_ps(_mm256_set1_ps(h2f(blk + 2)),
