@@ -71,7 +71,7 @@ def test_truncated_file(tmp_path):
 
 def _write_with(monkeypatch, tmp_path, edit):
     real = gguf_io.model_specs
-    monkeypatch.setattr(gguf_io, "model_specs", lambda cfg: edit(real(cfg)))
+    monkeypatch.setattr(gguf_io, "model_specs", lambda cfg, mtp=False: edit(real(cfg, mtp)))
     path = gguf_io.write_synthetic_gguf(tmp_path / "odd.gguf", CFG, "F16")
     monkeypatch.setattr(gguf_io, "model_specs", real)
     return path

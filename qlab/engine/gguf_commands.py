@@ -19,6 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "layer pattern kept), for quick tests")
     s.add_argument("--vocab", type=int, default=None, help="vocabulary size (default: the model's, 248320)")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--mtp", action="store_true", help="add the MTP block (blk.N.nextn.*) for qlab's speculative "
+                   "decoding; llama.cpp's qwen35 loader does not read such a file")
     s.add_argument("-o", "--output", required=True, help="the GGUF file to write")
     s.set_defaults(func=run_synth)
     i = gsub.add_parser("info", help="check a qwen35 GGUF and print its shape, tensor types and size")
@@ -33,7 +35,7 @@ def run_synth(args) -> int:
     from qlab.engine.weights import synthetic_nbytes
 
     cfg = default_synth_config(args.model, args.layers, args.width_scale, args.vocab)
-    size = synthetic_nbytes(cfg, args.dtype)
+    size = synthetic_nbytes(cfg, args.dtype, args.mtp)
     import shutil
     from pathlib import Path
 
@@ -43,9 +45,9 @@ def run_synth(args) -> int:
         from qlab.errors import QlabError
 
         raise QlabError(f"{out}: the file needs {size / 1e9:.2f} GB but only {free / 1e9:.2f} GB of disk is free")
-    write_synthetic_gguf(out, cfg, args.dtype.upper(), args.seed)
+    write_synthetic_gguf(out, cfg, args.dtype.upper(), args.seed, mtp=args.mtp)
     print(f"wrote {out}: {cfg.name}, {cfg.n_layers} layers, hidden {cfg.hidden}, ffn {cfg.ffn}, vocab {cfg.vocab}, "
-          f"{args.dtype.upper()}, {out.stat().st_size / 1e9:.3f} GB")
+          f"{args.dtype.upper()}{', with the MTP block' if args.mtp else ''}, {out.stat().st_size / 1e9:.3f} GB")
     return 0
 
 
@@ -58,6 +60,7 @@ def run_info(args) -> int:
     c = w.cfg
     info = {"file": args.file, "layers": c.n_layers, "hidden": c.hidden, "ffn": c.ffn, "vocab": c.vocab,
             "heads": [c.n_heads, c.n_kv_heads, c.head_dim], "deltanet_heads": [c.lin_k_heads, c.lin_v_heads],
+            "mtp_block": any(n.endswith(".nextn.eh_proj.weight") for n in w.tensors),
             "formats": w.formats(), "weights_gb": w.nbytes() / 1e9}
     print(json.dumps(info, indent=2) if args.json else
           "\n".join(f"{k:>15}: {v}" for k, v in info.items()))

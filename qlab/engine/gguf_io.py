@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from qlab.engine.config import QWEN36_27B, ModelConfig
-from qlab.engine.tensors import TensorSpec, format_for, model_specs
+from qlab.engine.tensors import TensorSpec, format_for, model_specs, mtp_specs
 from qlab.errors import QlabError
 from qlab.formats import get_format
 
@@ -78,7 +78,9 @@ def config_from_gguf(reader, path, name: str = "gguf") -> ModelConfig:
 
 def read_gguf(path: str | os.PathLike, layers: int | None = None, *, check_memory: bool = True):
     """Weights from a qwen35 GGUF, memory-mapped: 2-D weights stay in their stored format (views of the map),
-    1-D tensors and conv taps become small fp32 tensors. `layers` keeps only the first N layers."""
+    1-D tensors and conv taps become small fp32 tensors. `layers` keeps only the first N layers. An MTP block
+    (metadata nextn_predict_layers, tensors blk.{n_layers}.nextn.*) is read too when the file has one; it keeps
+    its file name, so Qwen35 finds it after a slice's layers as well."""
     import torch
 
     from qlab.engine import memory, ops
@@ -95,8 +97,11 @@ def read_gguf(path: str | os.PathLike, layers: int | None = None, *, check_memor
     if n_tokens is not None and len(n_tokens) != cfg.vocab:
         raise QlabError(f"{path}: tensor 'token_embd.weight' has {cfg.vocab} rows but the tokenizer has "
                         f"{len(n_tokens)} tokens (vocab mismatch)")
+    file_layers = cfg.n_layers
     cfg = cfg.sliced(layers)
     specs = model_specs(cfg)
+    if cfg.mtp_layers and f"blk.{file_layers}.nextn.eh_proj.weight" in by_name:
+        specs = specs[:-2] + mtp_specs(cfg, block=file_layers) + specs[-2:]
     if check_memory:
         need = sum(int(by_name[s.name].n_bytes) for s in specs if s.name in by_name)
         memory.check_fits(f"{path} ({cfg.n_layers} layers)", need)
@@ -157,9 +162,11 @@ def _tokenizer(writer, vocab: int) -> None:
     writer.add_add_bos_token(False)
 
 
-def _metadata(writer, cfg: ModelConfig, name: str) -> None:
+def _metadata(writer, cfg: ModelConfig, name: str, mtp: bool = False) -> None:
     writer.add_name(name)
-    writer.add_block_count(cfg.n_layers)
+    writer.add_block_count(cfg.n_layers + (1 if mtp else 0))   # llama.cpp counts the MTP block in block_count
+    if mtp:
+        writer.add_uint32(f"{ARCH}.nextn_predict_layers", 1)
     writer.add_context_length(cfg.max_context)
     writer.add_embedding_length(cfg.hidden)
     writer.add_feed_forward_length(cfg.ffn)
@@ -185,20 +192,22 @@ def _gguf_type(fmt: str):
     return gguf.GGMLQuantizationType[fmt]
 
 
-def write_synthetic_gguf(path: str | os.PathLike, cfg: ModelConfig, dtype: str = "F16", seed: int = 0) -> Path:
-    """Write the synthetic weights of `cfg` (the same values `synthetic_weights(cfg, dtype, seed)` draws) as a
-    GGUF llama.cpp loads. Tensors are streamed one at a time, so memory stays at one tensor; the file appears
-    atomically (written to a temp file beside it, then renamed)."""
+def write_synthetic_gguf(path: str | os.PathLike, cfg: ModelConfig, dtype: str = "F16", seed: int = 0,
+                         mtp: bool = False) -> Path:
+    """Write the synthetic weights of `cfg` (the same values `synthetic_weights(cfg, dtype, seed, mtp=mtp)`
+    draws) as a GGUF llama.cpp loads (without the MTP block: with it, the file is for qlab). Tensors are streamed
+    one at a time, so memory stays at one tensor; the file appears atomically (written to a temp file beside it,
+    then renamed)."""
     import gguf
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    specs = model_specs(cfg)
+    specs = model_specs(cfg, mtp)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         w = gguf.GGUFWriter(tmp, ARCH)
-        _metadata(w, cfg, f"{cfg.name} synthetic ({cfg.n_layers} layers, {dtype})")
+        _metadata(w, cfg, f"{cfg.name} synthetic ({cfg.n_layers} layers, {dtype})", mtp)
         w.add_file_type(_file_type(dtype))
         _tokenizer(w, cfg.vocab)
         for s in specs:

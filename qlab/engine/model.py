@@ -35,6 +35,7 @@ class DecodeState:
     v_cache: dict[int, torch.Tensor]
     conv: dict[int, torch.Tensor]       # layer -> [B, conv_dim, W - 1]
     rec: dict[int, torch.Tensor]        # layer -> [B, HV, K, V] fp32
+    mtp_pos: int = 0                    # tokens in the MTP block's KV cache (k_cache/v_cache[model.mtp_block])
 
     def nbytes(self) -> dict[str, int]:
         kv = sum(t.numel() * t.element_size() for d in (self.k_cache, self.v_cache) for t in d.values())
@@ -68,6 +69,9 @@ class Qwen35:
         self.ops = Ops(self.backend, timer)
         self.device = torch.device(self.backend.device)
         self.perm = self.cfg.lin_v_heads != self.cfg.lin_k_heads   # tiled <-> grouped value heads needed
+        # the MTP block's index: cfg.n_layers for synthetic weights, the file's layer count for a (sliced) GGUF
+        self.mtp_block = next((int(n.split(".")[1]) for n in weights.tensors if n.endswith(".nextn.eh_proj.weight")),
+                              None)
 
     def set_timer(self, timer: OpTimer | None) -> None:
         fallbacks = self.ops.fallbacks
@@ -79,8 +83,9 @@ class Qwen35:
         c = self.cfg
         dev, cd = self.device, self.backend.cache_dtype
         st = DecodeState(0, max_context, {}, {}, {}, {})
-        for i in range(c.n_layers):
-            if c.is_attention(i):
+        blocks = list(range(c.n_layers)) + ([self.mtp_block] if self.mtp_block is not None else [])
+        for i in blocks:
+            if i == self.mtp_block or c.is_attention(i):
                 st.k_cache[i] = torch.zeros(batch, c.n_kv_heads, max_context, c.head_dim, dtype=cd, device=dev)
                 st.v_cache[i] = torch.zeros(batch, c.n_kv_heads, max_context, c.head_dim, dtype=cd, device=dev)
             else:
@@ -104,11 +109,13 @@ class Qwen35:
             h = F.silu(gate) * up
         return self.ops.linear(h, self.w[p + "ffn_down.weight"])
 
-    def attention(self, x: torch.Tensor, i: int, st: DecodeState) -> torch.Tensor:
+    def attention(self, x: torch.Tensor, i: int, st: DecodeState, pos0: int | None = None) -> torch.Tensor:
+        """Gated attention of block i over its KV cache; x's first token sits at position pos0 (st.pos)."""
         from qlab.kernels.attention import apply_rope, output_gate, split_q_gate
 
         c, p = self.cfg, f"blk.{i}."
         B, T, _ = x.shape
+        P = st.pos if pos0 is None else pos0
         qg = self.ops.linear(x, self.w[p + "attn_q.weight"])
         k = self.ops.linear(x, self.w[p + "attn_k.weight"]).view(B, T, c.n_kv_heads, c.head_dim)
         v = self.ops.linear(x, self.w[p + "attn_v.weight"]).view(B, T, c.n_kv_heads, c.head_dim)
@@ -116,19 +123,19 @@ class Qwen35:
             q, gate = split_q_gate(qg, c.n_heads, c.head_dim)                         # [B, T, HQ, D] each
             q = self.norm_w(q, p + "attn_q_norm.weight")
             k = self.norm_w(k, p + "attn_k_norm.weight")
-            pos = torch.arange(st.pos, st.pos + T, device=x.device)
+            pos = torch.arange(P, P + T, device=x.device)
             q = apply_rope(q, pos, rotary_dim=c.rope_dim, theta=c.rope_theta)
             k = apply_rope(k, pos, rotary_dim=c.rope_dim, theta=c.rope_theta)
             kc, vc = st.k_cache[i], st.v_cache[i]
-            kc[:, :, st.pos:st.pos + T] = k.transpose(1, 2).to(kc.dtype)
-            vc[:, :, st.pos:st.pos + T] = v.transpose(1, 2).to(vc.dtype)
+            kc[:, :, P:P + T] = k.transpose(1, 2).to(kc.dtype)
+            vc[:, :, P:P + T] = v.transpose(1, 2).to(vc.dtype)
         if T == 1:
-            lengths = torch.full((B,), st.pos + 1, dtype=torch.int32, device=x.device)
+            lengths = torch.full((B,), P + 1, dtype=torch.int32, device=x.device)
             o = self.ops.attn_decode(q[:, 0], kc, vc, lengths, c.attn_scale)[:, None]  # [B, 1, HQ, D]
-        elif st.pos == 0:
+        elif P == 0:
             o = self.ops.attn_prefill(q, k, v, c.attn_scale)
         else:   # a prompt chunk after earlier tokens: token by token against the cache (exact, not fast)
-            o = torch.cat([self.ops.attn_decode(q[:, t], kc, vc, torch.full((B,), st.pos + t + 1,
+            o = torch.cat([self.ops.attn_decode(q[:, t], kc, vc, torch.full((B,), P + t + 1,
                                                 dtype=torch.int32, device=x.device), c.attn_scale)[:, None]
                            for t in range(T)], dim=1)
         with self.ops.other():
@@ -167,36 +174,65 @@ class Qwen35:
         return self.ops.linear(o, self.w[p + "ssm_out.weight"])
 
     # ---- the forward pass -----------------------------------------------------------------------------------
-    def forward(self, tokens: torch.Tensor, st: DecodeState, all_logits: bool = False) -> torch.Tensor:
-        """tokens [B, T] -> logits [B, T, vocab] (all_logits) or [B, vocab] for the last position (fp32).
-        Advances `st` by T tokens."""
+    def forward(self, tokens: torch.Tensor, st: DecodeState, all_logits: bool = False, hidden: bool = False):
+        """tokens [B, T] -> logits [B, T, vocab] (all_logits) or [B, vocab] for the last position (fp32); with
+        `hidden`, (logits, the output-normed hidden states [B, T, H]) for the MTP block. Advances `st` by T."""
         c = self.cfg
         T = tokens.shape[1]
         if st.pos + T > st.max_context:
             raise QlabError(f"context {st.pos + T} tokens exceeds the cache of {st.max_context} tokens "
                             f"(allocate the state with a larger max_context)")
         with self.ops.small_ops_single_threaded(T == 1):
-            return self._forward(tokens, st, all_logits)
+            return self._forward(tokens, st, all_logits, hidden)
 
-    def _forward(self, tokens: torch.Tensor, st: DecodeState, all_logits: bool) -> torch.Tensor:
+    def block(self, x: torch.Tensor, i: int, st: DecodeState, pos0: int | None = None) -> torch.Tensor:
+        """One decoder block: x + mixer(norm(x)), then + ffn(post_norm(.)). The MTP block is an attention one."""
+        p = f"blk.{i}."
+        h = self.norm(x, p + "attn_norm.weight")
+        if i == self.mtp_block or self.cfg.is_attention(i):
+            h = self.attention(h, i, st, pos0)
+        else:
+            h = self.deltanet(h, i, st)
+        with self.ops.other():
+            x = x + h
+        h = self.ffn(self.norm(x, p + "post_attention_norm.weight"), p)
+        with self.ops.other():
+            return x + h
+
+    def _forward(self, tokens: torch.Tensor, st: DecodeState, all_logits: bool, hidden: bool = False):
         c = self.cfg
         T = tokens.shape[1]
         with self.ops.section("head"):
             x = self.ops.embed(tokens, self.w["token_embd.weight"])
         for i in range(c.n_layers):
-            p = f"blk.{i}."
-            h = self.norm(x, p + "attn_norm.weight")
-            h = self.attention(h, i, st) if c.is_attention(i) else self.deltanet(h, i, st)
-            with self.ops.other():
-                x = x + h
-            h = self.ffn(self.norm(x, p + "post_attention_norm.weight"), p)
-            with self.ops.other():
-                x = x + h
+            x = self.block(x, i, st)
         st.pos += T
-        if not all_logits:
+        if not all_logits and not hidden:
             x = x[:, -1]
         with self.ops.section("head"):   # the fixed cost a layer slice carries whatever its length
             x = self.norm(x, "output_norm.weight")
+            logits = self.ops.linear(x if all_logits or not hidden else x[:, -1], self.w["output.weight"]).float()
+        return (logits, x) if hidden else logits
+
+    def mtp(self, hidden: torch.Tensor, next_tokens: torch.Tensor, st: DecodeState) -> torch.Tensor:
+        """The MTP block: hidden [B, T, H] (the main model's output-normed states at positions t) with the tokens
+        that follow them [B, T] -> draft logits [B, vocab] for the token after the last one. Position t's pair
+        goes into the block's own KV cache at t (st.mtp_pos onwards), as in vLLM's Qwen3.5 MTP:
+        x = eh_proj([enorm(embed(next)) | hnorm(hidden)]); block; shared_head_norm; the main model's head."""
+        if self.mtp_block is None:
+            raise QlabError("these weights have no MTP block (synthetic: mtp=True; GGUF: blk.N.nextn.* tensors)")
+        T = next_tokens.shape[1]
+        if st.mtp_pos + T > st.max_context:
+            raise QlabError(f"context {st.mtp_pos + T} tokens exceeds the cache of {st.max_context} tokens")
+        p = f"blk.{self.mtp_block}.nextn."
+        with self.ops.small_ops_single_threaded(T == 1), self.ops.section("mtp"):
+            e = self.norm(self.ops.embed(next_tokens, self.w["token_embd.weight"]), p + "enorm.weight")
+            h = self.norm(hidden.to(e.dtype), p + "hnorm.weight")
+            with self.ops.other():
+                u = torch.cat([e, h], dim=-1)
+            x = self.block(self.ops.linear(u, self.w[p + "eh_proj.weight"]), self.mtp_block, st, st.mtp_pos)
+            st.mtp_pos += T
+            x = self.norm(x[:, -1], p + "shared_head_norm.weight")
             return self.ops.linear(x, self.w["output.weight"]).float()
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from qlab.engine.config import ModelConfig
+from qlab.errors import QlabError
 
 
 @dataclass(frozen=True)
@@ -22,12 +23,13 @@ class TensorSpec:
                        # "norm", "norm_plain", "conv", "ssm_a", "dt", "embed"
 
 
-def layer_specs(cfg: ModelConfig, i: int) -> list[TensorSpec]:
+def layer_specs(cfg: ModelConfig, i: int, attention: bool | None = None) -> list[TensorSpec]:
+    """Tensors of block i (an attention block when `attention`, by default as the layer pattern says)."""
     p = f"blk.{i}."
     H = cfg.hidden
     specs = [TensorSpec(p + "attn_norm.weight", (H,), "small", "norm"),
              TensorSpec(p + "post_attention_norm.weight", (H,), "small", "norm")]
-    if cfg.is_attention(i):
+    if cfg.is_attention(i) if attention is None else attention:
         specs += [
             TensorSpec(p + "attn_q.weight", (2 * cfg.q_dim, H), "matrix", "linear"),  # per head: query | gate
             TensorSpec(p + "attn_k.weight", (cfg.kv_dim, H), "matrix", "linear"),
@@ -63,12 +65,31 @@ def global_specs(cfg: ModelConfig) -> list[TensorSpec]:
             TensorSpec("output.weight", (cfg.vocab, cfg.hidden), "matrix", "linear")]
 
 
-def model_specs(cfg: ModelConfig) -> list[TensorSpec]:
-    """All tensors in GGUF file order: embeddings, layers, then output norm and head (as convert_hf_to_gguf)."""
+def mtp_specs(cfg: ModelConfig, block: int | None = None) -> list[TensorSpec]:
+    """The MTP (next-token prediction) block, stored after the main layers as block `block` (default
+    cfg.n_layers) under llama.cpp's `nextn` names (as for GLM-4.5's MTP layer): eh_proj is Hugging Face's
+    `mtp.fc` [H, 2H] (input: [rmsnorm_e(embedding) | rmsnorm_h(hidden)]), enorm/hnorm its two pre-norms,
+    shared_head_norm `mtp.norm`; the block itself is a full-attention decoder layer. Embedding and head are the
+    main model's."""
+    i = cfg.n_layers if block is None else block
+    p, H = f"blk.{i}.nextn.", cfg.hidden
+    return [TensorSpec(p + "eh_proj.weight", (H, 2 * H), "matrix", "linear"),
+            TensorSpec(p + "enorm.weight", (H,), "small", "norm"),
+            TensorSpec(p + "hnorm.weight", (H,), "small", "norm"),
+            TensorSpec(p + "shared_head_norm.weight", (H,), "small", "norm")] + layer_specs(cfg, i, attention=True)
+
+
+def model_specs(cfg: ModelConfig, mtp: bool = False) -> list[TensorSpec]:
+    """All tensors in GGUF file order: embeddings, layers, (the MTP block,) then output norm and head (as
+    convert_hf_to_gguf). The MTP block is opt-in: published GGUFs and llama.cpp's qwen35 loader leave it out."""
     g = global_specs(cfg)
     out = [g[0]]
     for i in range(cfg.n_layers):
         out += layer_specs(cfg, i)
+    if mtp:
+        if not cfg.mtp_layers:
+            raise QlabError(f"{cfg.name}: the model has no MTP layer")
+        out += mtp_specs(cfg)
     return out + g[1:]
 
 

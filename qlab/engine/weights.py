@@ -56,10 +56,11 @@ def tensor_nbytes(t) -> int:
     return t.numel() * t.element_size() if isinstance(t, torch.Tensor) else t.nbytes
 
 
-def synthetic_nbytes(cfg: ModelConfig, quant: str) -> int:
-    """Bytes the synthetic weights of `cfg` take in `quant`, computed before anything is allocated."""
+def synthetic_nbytes(cfg: ModelConfig, quant: str, mtp: bool = False) -> int:
+    """Bytes the synthetic weights of `cfg` (and its MTP block) take in `quant`, computed before anything is
+    allocated."""
     total = 0
-    for s in model_specs(cfg):
+    for s in model_specs(cfg, mtp):
         if s.kind == "small":
             total += 4 * math.prod(s.shape)
         else:
@@ -167,14 +168,15 @@ def synthetic_matrix(spec: TensorSpec, fmt: str, seed: int = 0):
 
 
 def synthetic_weights(cfg: ModelConfig, quant: str = "Q8_0", seed: int = 0, *, extra_bytes: int = 0,
-                      check_memory: bool = True) -> Weights:
-    """Random weights at the exact shapes of `cfg` in quant preset `quant` (e.g. Q8_0, Q4_K_M, F16).
-    `extra_bytes` (cache + state) joins the weights in the memory check made before anything is allocated."""
+                      check_memory: bool = True, mtp: bool = False) -> Weights:
+    """Random weights at the exact shapes of `cfg` in quant preset `quant` (e.g. Q8_0, Q4_K_M, F16), with the
+    MTP block when `mtp`. `extra_bytes` (cache + state) joins the weights in the memory check made before
+    anything is allocated."""
     if check_memory:
         memory.check_fits(f"synthetic {cfg.name} ({cfg.n_layers} layers, {quant})",
-                          synthetic_nbytes(cfg, quant) + extra_bytes)
+                          synthetic_nbytes(cfg, quant, mtp) + extra_bytes)
     tensors: dict[str, Any] = {}
-    for spec in model_specs(cfg):
+    for spec in model_specs(cfg, mtp):
         if spec.kind == "small":
             tensors[spec.name] = _draw_small(spec, _generator(spec.name, seed)).float()
         else:
