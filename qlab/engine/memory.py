@@ -20,17 +20,25 @@ def available_bytes() -> int | None:
         return int(psutil.virtual_memory().available)
     except ImportError:
         pass
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
+    avail = _proc_kib("/proc/meminfo", "MemAvailable:")
+    if avail is not None:
+        return avail
     try:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError):
         return None
+
+
+def _proc_kib(path: str, key: str) -> int | None:
+    """Bytes of the `key: N kB` line of a /proc file (Linux); None where there is no such file or line."""
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith(key):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
 
 
 class DoesNotFitError(QlabError, MemoryError):
@@ -50,13 +58,9 @@ def peak_rss_bytes() -> int:
     """Peak resident set size of this process so far. Linux: VmHWM, the high-water mark of this process's own
     memory map (ru_maxrss would carry over the parent's peak when the process was started by vfork + exec, as
     subprocess does); elsewhere ru_maxrss (KiB on Linux, bytes on macOS)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
+    hwm = _proc_kib("/proc/self/status", "VmHWM:")
+    if hwm is not None:
+        return hwm
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak if sys.platform == "darwin" else peak * 1024)
 
