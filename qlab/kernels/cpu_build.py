@@ -21,8 +21,8 @@ from pathlib import Path
 
 HERE = Path(__file__).parent
 SOURCES = (HERE / "dequant_matmul" / "cpu_kernels.c", HERE / "dequant_matmul" / "cpu_int8_kernels.c",
-           HERE / "deltanet" / "cpu_recurrent.c")
-HEADERS = (HERE / "dequant_matmul" / "cpu_common.h",)
+           HERE / "dequant_matmul" / "cpu_x8_kernels.c", HERE / "deltanet" / "cpu_recurrent.c")
+HEADERS = (HERE / "dequant_matmul" / "cpu_common.h", HERE / "dequant_matmul" / "cpu_int8_quant.h")
 # the C entry points (torch_cpu.GEMV_FORMATS maps formats onto them)
 GEMV_ENTRY_POINTS = tuple(f"qlab_{f}_gemm" for f in ("q8_0", "q4_0", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "iq4_xs",
                                                      "fp8", "int4_g128", "mxfp4")) + \
@@ -77,6 +77,11 @@ def load(extra_flags: tuple[str, ...] = ()) -> ctypes.CDLL:
     lib.qlab_gdn_recurrent.restype = None
     lib.qlab_conv1d_update.argtypes = [ptr] * 5 + [i64] * 3 + [i32]
     lib.qlab_conv1d_update.restype = None
+    for f in ("q4_k", "q6_k"):   # the row-interleaved layout of cpu_x8_kernels.c
+        getattr(lib, f"qlab_{f}_x8_gemm_int8").argtypes = [ptr, i64, i64, ptr, i64, ptr, i32]
+        getattr(lib, f"qlab_{f}_repack_x8").argtypes = [ptr, i64, i64, ptr, i32]
+        for kind in ("x8_gemm_int8", "repack_x8"):
+            getattr(lib, f"qlab_{f}_{kind}").restype = None
     for name in ("qlab_q8_0_dequant", "qlab_q4_k_dequant"):
         getattr(lib, name).argtypes = [ptr, i64, i64, ptr, i32]
         getattr(lib, name).restype = None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from qlab.kernels.dequant_matmul import matmul, quantize
+from qlab.kernels.dequant_matmul import QuantizedWeight, matmul, quantize
 from qlab.kernels.dequant_matmul import cpu_int8
 from qlab.testing import assert_close, rel_rms_error
 
@@ -25,25 +25,67 @@ def activations(m, k, seed=43):
     return 3 * torch.randn(m, k, generator=torch.Generator().manual_seed(seed))
 
 
-@pytest.mark.parametrize("fmt", FORMATS)
+# Q4_K / Q6_K run from the row-interleaved copy (x8) by default; x8_max_m = 0 keeps them on the ggml layout
+LAYOUTS = {"x8": {}, "ggml": {"x8_max_m": 0}}
+
+
+CASES = [(f, "x8") for f in FORMATS] + [(f, "ggml") for f in ("Q4_K", "Q6_K")]
+
+
+@pytest.mark.parametrize(("fmt", "layout"), CASES)
 @pytest.mark.parametrize("M", [1, 3, 5, 16])
-def test_kernels_compute_their_reference(fmt, M):
+def test_kernels_compute_their_reference(fmt, M, layout):
     qw = weight(fmt, n=72, k=1024)   # N = 72: not a multiple of the 16-row tasks; M = 5: a pass of 4, then 1
     x = activations(M, 1024)
-    out = matmul(x, qw, impl="cpu_int8")
-    assert_close(f"cpu_int8 {fmt} M={M}", cpu_int8.reference(x, qw), out, 1e-5)
+    cfg = LAYOUTS[layout]
+    assert cpu_int8.runs_x8(qw, M, cfg) == (layout == "x8" and fmt in ("Q4_K", "Q6_K"))
+    out = matmul(x, qw, impl="cpu_int8", config=cfg)
+    assert_close(f"cpu_int8 {fmt} M={M} {layout}", cpu_int8.reference(x, qw), out, 1e-5)
     err = rel_rms_error(matmul(x, qw, impl="naive"), out)
     assert 1e-4 < err < 1.5e-2, f"{fmt}: activation rounding error {err:.2e} out of its expected range"
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_long_rows_and_outliers(fmt):
+@pytest.mark.parametrize("n", [20, 24])   # 24: Q4_K / Q6_K through the x8 copy
+def test_long_rows_and_outliers(fmt, n):
     """K = 17408 (ffn_down), one activation much larger than the rest, and an all-zero block."""
-    qw = weight(fmt, n=20, k=17408)
+    qw = weight(fmt, n=n, k=17408)
     x = activations(2, 17408)
     x[0, 1000] = 400.0          # its block's scale is set by the outlier
     x[1, 256:512] = 0.0         # a zero block: d = 0, no division by zero
     assert_close(f"{fmt} K=17408", cpu_int8.reference(x, qw), matmul(x, qw, impl="cpu_int8"), 1e-5)
+
+
+@pytest.mark.parametrize("fmt", ["Q4_K", "Q6_K"])
+def test_x8_prefill_sizes_and_the_output_is_all_written(fmt):
+    """M = 37 (9 passes of 4 and one of 1) and N = 8 (one group); outputs poisoned with NaN first."""
+    from qlab.kernels.dequant_matmul import cpu_x8, torch_cpu
+
+    for n, m in ((8, 37), (64, 2)):
+        qw = weight(fmt, n=n, k=512, seed=n + m)
+        x = activations(m, 512, seed=m)
+        out = torch.full((m, n), float("nan"))
+        cpu_x8.matmul(x, qw, torch_cpu._lib(), 2, out=out)
+        assert_close(f"x8 {fmt} {n}x512 M={m}", cpu_int8.reference(x, qw), out, 1e-5)
+    assert "cpu_int8_x8" in qw.prepared   # made once, then reused
+
+
+def test_x8_copy_of_a_file_map_releases_the_map_and_stays_right(tmp_path):
+    """A weight over a memory-mapped file: its pages are released after the repack (madvise), and both the copy
+    and the file's bytes still read right afterwards."""
+    import numpy as np
+
+    src = weight("Q6_K", n=64, k=512)
+    path = tmp_path / "w.bin"
+    src.raw.tofile(path)
+    from qlab.kernels.dequant_matmul import QuantizedWeight, cpu_x8
+
+    mm = np.memmap(path, dtype=np.uint8, mode="r", shape=src.raw.shape)
+    qw = QuantizedWeight("Q6_K", src.shape, mm)
+    assert cpu_x8._file_backed(qw.raw) and not cpu_x8._file_backed(src.raw)
+    x = activations(1, 512)
+    assert_close("x8 over a file map", cpu_int8.reference(x, src), matmul(x, qw, impl="cpu_int8"), 1e-5)
+    assert np.array_equal(np.asarray(mm), src.raw)
 
 
 def test_activation_blocks_are_llamacpp_q8():
@@ -76,10 +118,11 @@ def test_other_formats_and_large_m_fall_through_to_torch_cpu(fmt):
     qw = weight(fmt, n=24, k=512)
     x = activations(3, 512)
     assert_close(fmt, matmul(x, qw), matmul(x, qw, impl="cpu_int8"), 1e-3)
-    qw = weight("Q4_K", n=24, k=512)
-    x = activations(20, 512)     # M > gemv_max_m: fp32 tiles + BLAS, exact
-    assert not cpu_int8.runs_int8(qw, 20, 512)
-    assert_close("Q4_K M=20", matmul(x, qw), matmul(x, qw, impl="cpu_int8"), 1e-3)
+    for f, n, m in (("Q5_K", 24, 20), ("Q4_K", 20, 20), ("Q4_K", 24, 300)):
+        qw = weight(f, n=n, k=512)
+        x = activations(m, 512)  # M > gemv_max_m, and no x8 copy (N % 8, or M > x8_max_m): fp32 tiles + BLAS, exact
+        assert not cpu_int8.runs_int8(qw, m, 512)
+        assert_close(f"{f} N={n} M={m}", matmul(x, qw), matmul(x, qw, impl="cpu_int8"), 1e-3)
 
 
 @pytest.mark.parametrize("flags", [("-mno-avx512f",), ("-mno-avx512f", "-mno-avx2")], ids=["avx2", "portable"])
@@ -91,10 +134,16 @@ def test_kernel_variants_for_other_cpus(flags):
         lib = load(flags)
     except BuildError as e:
         pytest.skip(f"compiler cannot build the variant: {e}")
+    from qlab.kernels.dequant_matmul import cpu_x8
+
     for fmt in FORMATS:
         qw = weight(fmt, n=40, k=768)
         for M in (1, 6):
             x = activations(M, 768)
-            y = torch.empty(M, 40)
+            y = torch.full((M, 40), float("nan"))
             getattr(lib, cpu_int8.INT8_FORMATS[fmt][0])(x.data_ptr(), M, 768, qw.raw.ctypes.data, 40, y.data_ptr(), 2)
             assert_close(f"{flags} {fmt} M={M}", cpu_int8.reference(x, qw), y, 1e-5)
+            if fmt in cpu_x8.X8_FORMATS:   # the x8 copy made by this build, read by this build
+                y = torch.full((M, 40), float("nan"))
+                cpu_x8.matmul(x, QuantizedWeight(fmt, qw.shape, qw.raw), lib, 2, out=y)
+                assert_close(f"{flags} x8 {fmt} M={M}", cpu_int8.reference(x, qw), y, 1e-5)

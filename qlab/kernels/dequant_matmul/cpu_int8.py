@@ -3,7 +3,9 @@
 For Q8_0, Q4_K, Q5_K and Q6_K at small M (decode, M <= gemv_max_m) the activations are quantized per block to
 int8 (`quantize_activations` is the torch reference of exactly what `cpu_int8_kernels.c` does: Q8_K-like blocks
 of 256 for the K-quants, Q8_0-like blocks of 32 for Q8_0), and the C kernels take integer dot products against
-the stored blocks. Every other format and shape goes to `torch_cpu`, unchanged.
+the stored blocks. Q4_K and Q6_K weights with N % 8 == 0 are read from a row-interleaved copy made on first use
+(`cpu_x8.py`), at any M up to x8_max_m (in passes of 4 activation rows: at prefill sizes that beats fp32 tiles
++ BLAS here). Every other format and shape goes to `torch_cpu`, unchanged.
 
 Accuracy: `reference(x, qw)` (fp32 matmul of the dequantized weight with the dequantized int8 activations)
 is what the kernels compute, up to summation order; against the fp32 `naive` result the activation rounding
@@ -58,7 +60,18 @@ def reference(x, qw: QuantizedWeight):
 def runs_int8(qw: QuantizedWeight, M: int, K: int, config: dict | None = None) -> bool:
     """Whether matmul(x [M, K], qw) takes the integer path (else it is torch_cpu's)."""
     entry = INT8_FORMATS.get(qw.fmt)
-    return entry is not None and K % entry[1] == 0 and M <= resolve("cpu_int8", config)["gemv_max_m"]
+    if entry is None or K % entry[1]:
+        return False
+    cfg = resolve("cpu_int8", config)
+    return M <= cfg["gemv_max_m"] or runs_x8(qw, M, config)
+
+
+def runs_x8(qw: QuantizedWeight, M: int, config: dict | None = None) -> bool:
+    """Whether the integer path reads qw's row-interleaved copy (cpu_x8.py): Q4_K / Q6_K with N % 8 == 0, up
+    to x8_max_m activation rows (0 turns it off)."""
+    from . import cpu_x8
+
+    return cpu_x8.packable(qw) and M <= resolve("cpu_int8", config)["x8_max_m"]
 
 
 def matmul(x, qw: QuantizedWeight, config: dict | None = None):
@@ -71,10 +84,14 @@ def matmul(x, qw: QuantizedWeight, config: dict | None = None):
     M, K = x.shape
     lib = torch_cpu._lib() if runs_int8(qw, M, K, config) else None
     if lib is None:
-        return torch_cpu.matmul(x, qw, cfg)
+        return torch_cpu.matmul(x, qw, {k: v for k, v in cfg.items() if k != "x8_max_m"})
     x = x.detach().to(torch.float32).contiguous()
     y = torch.empty((M, qw.shape[0]), dtype=torch.float32)
-    raw = torch_cpu.prepare(qw)["raw"]
     threads = 1 if qw.raw.nbytes * M < cfg["single_thread_bytes"] else torch.get_num_threads()
+    if runs_x8(qw, M, config):
+        from . import cpu_x8
+
+        return cpu_x8.matmul(x, qw, lib, threads, out=y)
+    raw = torch_cpu.prepare(qw)["raw"]
     getattr(lib, INT8_FORMATS[qw.fmt][0])(x.data_ptr(), M, K, raw.data_ptr(), qw.shape[0], y.data_ptr(), threads)
     return y

@@ -19,6 +19,7 @@ SPACES = {
         "gemv_max_m": [1, 4, 8, 16, 32, 64],
         "tile_bytes": [1 << 22, 1 << 24, 1 << 26],
         "single_thread_bytes": [0, 1 << 17, 1 << 19, 1 << 21],
+        "x8_max_m": [0, 16, 64, 256, 1024],           # largest M read from the x8 copy of Q4_K/Q6_K (0: never)
     },
     "triton": {
         "BLOCK_M": [1, 2, 4, 8, 16, 32, 64],         # activation rows per program
@@ -35,7 +36,7 @@ SPACES = {
 
 DEFAULTS = {
     "torch_cpu": {"gemv_max_m": 16, "tile_bytes": 1 << 24, "single_thread_bytes": 1 << 19},
-    "cpu_int8": {"gemv_max_m": 16, "tile_bytes": 1 << 24, "single_thread_bytes": 1 << 19},
+    "cpu_int8": {"gemv_max_m": 16, "tile_bytes": 1 << 24, "single_thread_bytes": 1 << 19, "x8_max_m": 256},
     "triton": {"BLOCK_M": 1, "BLOCK_N": 16, "BLOCK_K": 256, "SPLIT_K": 1, "num_warps": 4, "num_stages": 2},
     "cupy": {"ROWS_PER_BLOCK": 4},
 }
