@@ -73,6 +73,20 @@ def test_full_model_that_does_not_fit_is_refused_before_allocating(capsys, monke
     assert "64-layer slice at Q8_0" in err and "only 8.00 GB" in err
 
 
+def test_fit_check_counts_the_x8_copies_of_synthetic_weights():
+    """cpu_int8 keeps a row-interleaved copy of every Q4_K/Q6_K matrix (not of the embedding, read by row);
+    synthetic weights live in plain memory, so the fit check must count both."""
+    from qlab.engine.weights import synthetic_nbytes, synthetic_weights
+
+    cfg = QWEN36_27B.width_scaled(8, vocab=512).sliced(4)
+    w = synthetic_weights(cfg, "Q4_K_M", seed=0)
+    copies = sum(t.raw.nbytes * (1184 / 1152 if t.fmt == "Q4_K" else 1) for n, t in w.tensors.items()   # 8 rows
+                 if getattr(t, "fmt", None) in ("Q4_K", "Q6_K") and n != "token_embd.weight" and t.shape[0] % 8 == 0)
+    base = synthetic_nbytes(cfg, "Q4_K_M")
+    assert copies > 0 and synthetic_nbytes(cfg, "Q8_0", x8_copies=True) == synthetic_nbytes(cfg, "Q8_0")
+    assert synthetic_nbytes(cfg, "Q4_K_M", x8_copies=True) - base == pytest.approx(copies, rel=1e-9)
+
+
 def test_bench_reads_a_gguf(tmp_path):
     from qlab.engine.gguf_io import write_synthetic_gguf
 

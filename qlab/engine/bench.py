@@ -122,7 +122,7 @@ def run_decode_bench(model: str = "qwen3.6-27b", layers: int | None = 4, quant: 
         _LAST.clear()   # what the last call kept must not count against this one
     if gguf is None and not _LAST:
         memory.check_fits(f"the {probe.n_layers}-layer slice at {quant} with a {max_ctx}-token cache",
-                          synthetic_nbytes(probe, quant) + extra)
+                          synthetic_nbytes(probe, quant, x8_copies=backend.matmul == "cpu_int8") + extra)
     t0 = time.perf_counter()
     w = load_weights(model, layers, quant, gguf, width_scale, vocab, extra_bytes=extra, seed=seed)
     load_s = time.perf_counter() - t0

@@ -56,15 +56,21 @@ def tensor_nbytes(t) -> int:
     return t.numel() * t.element_size() if isinstance(t, torch.Tensor) else t.nbytes
 
 
-def synthetic_nbytes(cfg: ModelConfig, quant: str, mtp: bool = False) -> int:
+def synthetic_nbytes(cfg: ModelConfig, quant: str, mtp: bool = False, x8_copies: bool = False) -> int:
     """Bytes the synthetic weights of `cfg` (and its MTP block) take in `quant`, computed before anything is
-    allocated."""
+    allocated; with `x8_copies`, plus the row-interleaved copies cpu_int8 makes of Q4_K/Q6_K matrices (synthetic
+    weights live in plain memory, so they keep both)."""
+    from qlab.kernels.dequant_matmul.cpu_x8 import copy_nbytes
+
     total = 0
     for s in model_specs(cfg, mtp):
         if s.kind == "small":
             total += 4 * math.prod(s.shape)
         else:
-            total += s.shape[0] * get_format(format_for(quant, s.name)).nbytes(s.shape[1])
+            fmt = format_for(quant, s.name)
+            total += s.shape[0] * get_format(fmt).nbytes(s.shape[1])
+            if x8_copies and s.name != "token_embd.weight":   # the embedding is only ever read by row
+                total += copy_nbytes(fmt, *s.shape)
     return total
 
 

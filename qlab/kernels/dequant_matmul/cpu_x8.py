@@ -23,8 +23,14 @@ _REPACK_CHUNK_BYTES = 1 << 26   # ggml bytes repacked (and their file pages rele
 
 
 def packable(qw: QuantizedWeight) -> bool:
-    N, K = qw.shape
-    return qw.fmt in X8_FORMATS and N % 8 == 0 and K % 256 == 0
+    return copy_nbytes(qw.fmt, *qw.shape) > 0
+
+
+def copy_nbytes(fmt: str, N: int, K: int) -> int:
+    """Bytes of the x8 copy of an [N, K] weight in `fmt` (0: it gets none)."""
+    if fmt not in X8_FORMATS or N % 8 or K % 256:
+        return 0
+    return N // 8 * (K // 256) * X8_FORMATS[fmt][0]
 
 
 def _file_backed(a: np.ndarray) -> bool:
@@ -59,7 +65,7 @@ def packed(qw: QuantizedWeight, lib, threads: int):
     N, K = qw.shape
     gbytes, prefix = X8_FORMATS[qw.fmt]
     raw = qw.raw if qw.raw.flags.c_contiguous else np.ascontiguousarray(qw.raw)
-    x8 = torch.empty(N // 8 * (K // 256) * gbytes, dtype=torch.uint8)
+    x8 = torch.empty(copy_nbytes(qw.fmt, N, K), dtype=torch.uint8)
     rows = max(8, _REPACK_CHUNK_BYTES // raw.shape[1] // 8 * 8)
     repack = getattr(lib, f"{prefix}_repack_x8")
     for n0 in range(0, N, rows):
