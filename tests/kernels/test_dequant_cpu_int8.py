@@ -83,6 +83,7 @@ def test_x8_copy_of_a_file_map_releases_the_map_and_stays_right(tmp_path):
     mm = np.memmap(path, dtype=np.uint8, mode="r", shape=src.raw.shape)
     qw = QuantizedWeight("Q6_K", src.shape, mm)
     assert cpu_x8._file_backed(qw.raw) and not cpu_x8._file_backed(src.raw)
+    assert not cpu_x8._file_backed(np.memmap(path, dtype=np.uint8, mode="c", shape=src.raw.shape))
     x = activations(1, 512)
     assert_close("x8 over a file map", cpu_int8.reference(x, src), matmul(x, qw, impl="cpu_int8"), 1e-5)
     assert np.array_equal(np.asarray(mm), src.raw)

@@ -34,10 +34,12 @@ def copy_nbytes(fmt: str, N: int, K: int) -> int:
 
 
 def _file_backed(a: np.ndarray) -> bool:
+    """A view of a read-only file map (np.memmap mode "r", as the gguf reader opens files): dropping its pages
+    loses nothing. Copy-on-write maps (mode "c") are not: their written pages would revert to the file."""
     b = a
     while b is not None:
-        if isinstance(b, (np.memmap, mmap.mmap)):
-            return True
+        if isinstance(b, np.memmap):
+            return b.mode == "r"
         b = getattr(b, "base", None)
     return False
 
