@@ -15,6 +15,8 @@ import sys
 
 import numpy as np
 
+from qlab.kernels import hugepages
+
 from .weight import QuantizedWeight
 
 # format -> bytes per group (8 rows x 256 weights), the C prefix of its entry points
@@ -59,15 +61,13 @@ def release_pages(a: np.ndarray) -> None:
 
 def packed(qw: QuantizedWeight, lib, threads: int):
     """The x8 copy of qw (a torch uint8 tensor), built on first use."""
-    import torch
-
     x8 = qw.prepared.get("cpu_int8_x8")
     if x8 is not None:
         return x8
     N, K = qw.shape
     gbytes, prefix = X8_FORMATS[qw.fmt]
     raw = qw.raw if qw.raw.flags.c_contiguous else np.ascontiguousarray(qw.raw)
-    x8 = torch.empty(copy_nbytes(qw.fmt, N, K), dtype=torch.uint8)
+    x8 = hugepages.empty_bytes(copy_nbytes(qw.fmt, N, K))   # streamed every token: 2 MB pages
     rows = max(8, _REPACK_CHUNK_BYTES // raw.shape[1] // 8 * 8)
     repack = getattr(lib, f"{prefix}_repack_x8")
     for n0 in range(0, N, rows):
