@@ -72,6 +72,23 @@ def test_fast_cpu_paths_match_reference_model(weights, ref):
     assert (out.argmax(-1) == ref.argmax(-1)).float().mean() >= 0.99
 
 
+def test_fused_deltanet_decode_step_matches_the_op_by_op_one(weights, monkeypatch):
+    """The CPU decode step of a DeltaNet layer as one C call (recurrent_cpu) against the torch ops it replaces
+    (recurrent_torch), everything else equal: same logits to fp32 rounding, and the C call really ran."""
+    from qlab.kernels.deltanet import layer_step_cpu
+
+    if not layer_step_cpu.applies(torch.zeros(1)):
+        pytest.skip("qlab's C kernels do not build here")
+    calls = []
+    real = layer_step_cpu.gdn_decode_layer
+    monkeypatch.setattr(layer_step_cpu, "gdn_decode_layer", lambda *a, **k: calls.append(1) or real(*a, **k))
+    fused = _engine_logits(weights, default_backend("cpu", matmul="naive", deltanet_decode="recurrent_cpu"), 4)
+    assert len(calls) == CFG.n_deltanet_layers * (len(TOKENS) - 4)
+    op_by_op = _engine_logits(weights, default_backend("cpu", matmul="naive", deltanet_decode="recurrent_torch"), 4)
+    assert len(calls) == CFG.n_deltanet_layers * (len(TOKENS) - 4)
+    assert_close("fused DeltaNet decode step", op_by_op, fused, 1e-4)
+
+
 def test_value_head_order_matters(weights, ref):
     """Negative control: without the tiled->grouped value-head permutation the logits are wrong, so the
     comparison above can fail."""

@@ -155,6 +155,11 @@ class Qwen35:
         z = self.ops.linear(x, self.w[p + "attn_gate.weight"])                         # [B, T, HV * V]
         b = self.ops.linear(x, self.w[p + "ssm_beta.weight"])                          # [B, T, HV]
         a = self.ops.linear(x, self.w[p + "ssm_alpha.weight"])
+        if T == 1 and self.ops.fused_deltanet_step(qkv, z, b, a):   # the CPU decode step: one C call
+            o = self.ops.deltanet_decode_layer(qkv, z, b, a, st.conv[i], self.w[p + "ssm_conv1d.weight"],
+                                               self.w[p + "ssm_a"], self.w[p + "ssm_dt.bias"],
+                                               self.w[p + "ssm_norm.weight"], st.rec[i], H, c.rms_eps)
+            return self.ops.linear(o, self.w[p + "ssm_out.weight"])
         qkv = self.ops.conv(qkv, self.w[p + "ssm_conv1d.weight"], st.conv[i])
         with self.ops.other():
             q = qkv[..., :c.key_dim].reshape(B, T, H, K)

@@ -77,6 +77,8 @@ def load(extra_flags: tuple[str, ...] = ()) -> ctypes.CDLL:
     lib.qlab_gdn_recurrent.restype = None
     lib.qlab_conv1d_update.argtypes = [ptr] * 5 + [i64] * 3 + [i32]
     lib.qlab_conv1d_update.restype = None
+    lib.qlab_gdn_decode_layer.argtypes = [ptr] * 11 + [i64] * 6 + [ctypes.c_float, i32]
+    lib.qlab_gdn_decode_layer.restype = None
     for f in ("q4_k", "q6_k"):   # the row-interleaved layout of cpu_x8_kernels.c
         getattr(lib, f"qlab_{f}_x8_gemm_int8").argtypes = [ptr, i64, i64, ptr, i64, ptr, i32]
         getattr(lib, f"qlab_{f}_repack_x8").argtypes = [ptr, i64, i64, ptr, i32]
