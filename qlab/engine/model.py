@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from qlab.engine.config import ModelConfig
 from qlab.engine.ops import Backend, Ops, OpTimer, default_backend
 from qlab.engine.weights import Weights
+from qlab.kernels import elementwise
 from qlab.errors import QlabError
 
 
@@ -106,7 +107,7 @@ class Qwen35:
         gate = self.ops.linear(x, self.w[p + "ffn_gate.weight"])
         up = self.ops.linear(x, self.w[p + "ffn_up.weight"])
         with self.ops.other():
-            h = F.silu(gate) * up
+            h = elementwise.swiglu(gate, up)
         return self.ops.linear(h, self.w[p + "ffn_down.weight"])
 
     def attention(self, x: torch.Tensor, i: int, st: DecodeState, pos0: int | None = None) -> torch.Tensor:
@@ -198,9 +199,10 @@ class Qwen35:
             h = self.attention(h, i, st, pos0)
         else:
             h = self.deltanet(h, i, st)
-        with self.ops.other():
-            x = x + h
-        h = self.ffn(self.norm(x, p + "post_attention_norm.weight"), p)
+        with self.ops.other():   # the residual add and the norm after it, one pass
+            x, h = elementwise.rms_norm(x, self.w[p + "post_attention_norm.weight"], self.cfg.rms_eps,
+                                        residual=h)
+        h = self.ffn(h, p)
         with self.ops.other():
             return x + h
 

@@ -1,6 +1,6 @@
-"""Build qlab's C kernels for the CPU (the dequantizing GEMVs of dequant_matmul, fp32 and int8, and the fused
-Gated DeltaNet decode step) into one shared object, once per machine, with the system C compiler; load it with
-ctypes.
+"""Build qlab's C kernels for the CPU (the dequantizing GEMVs of dequant_matmul, fp32 and int8, the fused
+Gated DeltaNet decode step, and the decode loop's norms) into one shared object, once per machine, with the
+system C compiler; load it with ctypes.
 
 Why not torch.utils.cpp_extension: the kernels need no torch headers, and a plain `gcc -O3 -march=native`
 of one C file takes about a second, against a minute for a torch extension. The shared object is cached
@@ -21,8 +21,10 @@ from pathlib import Path
 
 HERE = Path(__file__).parent
 SOURCES = (HERE / "dequant_matmul" / "cpu_kernels.c", HERE / "dequant_matmul" / "cpu_int8_kernels.c",
-           HERE / "dequant_matmul" / "cpu_x8_kernels.c", HERE / "deltanet" / "cpu_recurrent.c")
-HEADERS = (HERE / "dequant_matmul" / "cpu_common.h", HERE / "dequant_matmul" / "cpu_int8_quant.h")
+           HERE / "dequant_matmul" / "cpu_x8_kernels.c", HERE / "deltanet" / "cpu_recurrent.c",
+           HERE / "elementwise_cpu.c")
+HEADERS = (HERE / "dequant_matmul" / "cpu_common.h", HERE / "dequant_matmul" / "cpu_int8_quant.h",
+           HERE / "cpu_math.h")
 # the C entry points (torch_cpu.GEMV_FORMATS maps formats onto them)
 GEMV_ENTRY_POINTS = tuple(f"qlab_{f}_gemm" for f in ("q8_0", "q4_0", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "iq4_xs",
                                                      "fp8", "int4_g128", "mxfp4")) + \
@@ -79,6 +81,10 @@ def load(extra_flags: tuple[str, ...] = ()) -> ctypes.CDLL:
     lib.qlab_conv1d_update.restype = None
     lib.qlab_gdn_decode_layer.argtypes = [ptr] * 11 + [i64] * 6 + [ctypes.c_float, i32]
     lib.qlab_gdn_decode_layer.restype = None
+    lib.qlab_rms_norm.argtypes = [ptr, i64, ptr, ptr, ptr, ptr, i64, i64, ctypes.c_float]
+    lib.qlab_rms_norm.restype = None
+    lib.qlab_swiglu.argtypes = [ptr, ptr, ptr, i64]
+    lib.qlab_swiglu.restype = None
     for f in ("q4_k", "q6_k"):   # the row-interleaved layout of cpu_x8_kernels.c
         getattr(lib, f"qlab_{f}_x8_gemm_int8").argtypes = [ptr, i64, i64, ptr, i64, ptr, i32]
         getattr(lib, f"qlab_{f}_repack_x8").argtypes = [ptr, i64, i64, ptr, i32]

@@ -16,6 +16,10 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = EPS, unit_offse
     """RMSNorm over the last dim of x [..., D] with weight [D]; fp32 math, result in x's dtype."""
     if weight.dim() != 1 or weight.shape[0] != x.shape[-1]:
         raise ValueError(f"weight: expected shape [{x.shape[-1]}], got {tuple(weight.shape)}")
+    if not unit_offset and x.dtype == torch.float32:   # the C path on the CPU (elementwise.py), else torch's
+        from qlab.kernels.elementwise import rms_norm as fast
+
+        return fast(x, weight, eps)
     w = weight.float() + 1.0 if unit_offset else weight.float()
     # torch's fused op (one dispatch, not five: the decode loop norms ~14 small vectors per layer)
     return torch.nn.functional.rms_norm(x.float(), (x.shape[-1],), w, eps).to(x.dtype)

@@ -12,6 +12,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 
+#include "../cpu_math.h"
+
 #define VT 32  // state columns per tile
 
 static inline __attribute__((always_inline)) void
@@ -65,8 +67,10 @@ void qlab_conv1d_update(const float *x, float *state, const float *w, const floa
             for (int64_t i = 0; i < W - 1; i++) acc += s[i] * wd[i];
             for (int64_t i = 0; i + 1 < W - 1; i++) s[i] = s[i + 1];
             if (W > 1) s[W - 2] = xv;
-            y[b * D + d] = silu ? acc / (1.f + expf(-acc)) : acc;
+            y[b * D + d] = acc;
         }
+    if (silu)  // a separate pass, which vectorises
+        for (int64_t i = 0; i < B * D; i++) y[i] = qlab_siluf(y[i]);
 }
 
 // ---- one whole DeltaNet layer's decode step after its input projections, in one call --------------------------
@@ -111,7 +115,7 @@ void qlab_gdn_decode_layer(const float *qkv, float *conv_state, const float *con
         for (int64_t i = 0; i < V; i++) ss += o[i] * o[i];
         const float inv = 1.f / sqrtf(ss / (float)V + eps);
         const float *zh = z + b * HV * V + j * V;
-        for (int64_t i = 0; i < V; i++) o[i] = o[i] * inv * norm_w[i] * (zh[i] / (1.f + expf(-zh[i])));
+        for (int64_t i = 0; i < V; i++) o[i] = o[i] * inv * norm_w[i] * qlab_siluf(zh[i]);
     }
     free(y);
 }
