@@ -104,8 +104,7 @@ class Qwen35:
             return rms_norm(x, self.w[name], eps=self.cfg.rms_eps, unit_offset=False)
 
     def ffn(self, x: torch.Tensor, p: str) -> torch.Tensor:
-        gate = self.ops.linear(x, self.w[p + "ffn_gate.weight"])
-        up = self.ops.linear(x, self.w[p + "ffn_up.weight"])
+        gate, up = self.ops.linears(x, [self.w[p + "ffn_gate.weight"], self.w[p + "ffn_up.weight"]])
         with self.ops.other():
             h = elementwise.swiglu(gate, up)
         return self.ops.linear(h, self.w[p + "ffn_down.weight"])
@@ -117,9 +116,8 @@ class Qwen35:
         c, p = self.cfg, f"blk.{i}."
         B, T, _ = x.shape
         P = st.pos if pos0 is None else pos0
-        qg = self.ops.linear(x, self.w[p + "attn_q.weight"])
-        k = self.ops.linear(x, self.w[p + "attn_k.weight"]).view(B, T, c.n_kv_heads, c.head_dim)
-        v = self.ops.linear(x, self.w[p + "attn_v.weight"]).view(B, T, c.n_kv_heads, c.head_dim)
+        qg, k, v = self.ops.linears(x, [self.w[p + n] for n in ("attn_q.weight", "attn_k.weight", "attn_v.weight")])
+        k, v = k.view(B, T, c.n_kv_heads, c.head_dim), v.view(B, T, c.n_kv_heads, c.head_dim)
         with self.ops.other():
             q, gate = split_q_gate(qg, c.n_heads, c.head_dim)                         # [B, T, HQ, D] each
             q = self.norm_w(q, p + "attn_q_norm.weight")
@@ -152,10 +150,9 @@ class Qwen35:
         c, p = self.cfg, f"blk.{i}."
         B, T, _ = x.shape
         H, HV, K, V = c.lin_k_heads, c.lin_v_heads, c.lin_k_dim, c.lin_v_dim
-        qkv = self.ops.linear(x, self.w[p + "attn_qkv.weight"])                        # [B, T, conv_dim]
-        z = self.ops.linear(x, self.w[p + "attn_gate.weight"])                         # [B, T, HV * V]
-        b = self.ops.linear(x, self.w[p + "ssm_beta.weight"])                          # [B, T, HV]
-        a = self.ops.linear(x, self.w[p + "ssm_alpha.weight"])
+        # qkv [B, T, conv_dim], z [B, T, HV * V], b and a [B, T, HV]
+        qkv, z, b, a = self.ops.linears(x, [self.w[p + n] for n in ("attn_qkv.weight", "attn_gate.weight",
+                                                                     "ssm_beta.weight", "ssm_alpha.weight")])
         if T == 1 and self.ops.fused_deltanet_step(qkv, z, b, a):   # the CPU decode step: one C call
             o = self.ops.deltanet_decode_layer(qkv, z, b, a, st.conv[i], self.w[p + "ssm_conv1d.weight"],
                                                self.w[p + "ssm_a"], self.w[p + "ssm_dt.bias"],

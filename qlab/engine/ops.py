@@ -185,6 +185,22 @@ class Ops:
             torch.set_num_threads(1)
         return y.reshape(*lead, y.shape[-1])
 
+    def linears(self, x: torch.Tensor, ws: list) -> list[torch.Tensor]:
+        """[self.linear(x, w) for w in ws], as one call into the matmul package where the backend can batch
+        them (cpu_int8: one quantization of x, one parallel region; dequant_matmul.matmul_many)."""
+        if self.b.matmul != "cpu_int8" or any(isinstance(w, torch.Tensor) or self.matmul_impl(w.fmt) != "cpu_int8"
+                                              for w in ws):
+            return [self.linear(x, w) for w in ws]
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, x.shape[-1]).to(self.b.act_dtype)
+        if self.mm_threads:
+            torch.set_num_threads(self.mm_threads)
+        with self.t("matmul"):
+            ys = _dm().matmul_many(x2, ws, impl=self.b.matmul)
+        if self.mm_threads:
+            torch.set_num_threads(1)
+        return [y.to(self.b.act_dtype).reshape(*lead, y.shape[-1]) for y in ys]
+
     def matmul_impl(self, fmt: str) -> str:
         """The backend's matmul impl if it reads `fmt`, else `naive` (e.g. the Triton GEMV has no Q6_K, which
         Q4_K_M files use for attn_v, ffn_down and the head). Fallbacks are recorded in `self.fallbacks`."""

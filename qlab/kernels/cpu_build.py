@@ -90,6 +90,8 @@ def load(extra_flags: tuple[str, ...] = ()) -> ctypes.CDLL:
         getattr(lib, f"qlab_{f}_repack_x8").argtypes = [ptr, i64, i64, ptr, i32]
         for kind in ("x8_gemm_int8", "repack_x8"):
             getattr(lib, f"qlab_{f}_{kind}").restype = None
+    lib.qlab_x8_gemm_int8_multi.argtypes = [ptr, i64, i64, i32, ptr, ptr, ptr, ptr, i32]
+    lib.qlab_x8_gemm_int8_multi.restype = None
     for name in ("qlab_q8_0_dequant", "qlab_q4_k_dequant"):
         getattr(lib, name).argtypes = [ptr, i64, i64, ptr, i32]
         getattr(lib, name).restype = None

@@ -148,3 +148,36 @@ def test_kernel_variants_for_other_cpus(flags):
                 y = torch.full((M, 40), float("nan"))
                 cpu_x8.matmul(x, QuantizedWeight(fmt, qw.shape, qw.raw), lib, 2, out=y)
                 assert_close(f"{flags} x8 {fmt} M={M}", cpu_int8.reference(x, qw), y, 1e-5)
+
+
+@pytest.mark.parametrize("M", [1, 5])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_several_weights_in_one_call(M, threads, monkeypatch):
+    """matmul_many: mixed Q4_K / Q6_K weights of one input (a DeltaNet layer's qkv, gate, beta, alpha) in one C
+    call, each output what its own matmul gives; outputs poisoned first; an unbatchable weight (Q8_0, N % 8 != 0)
+    sends the set down the one-by-one path."""
+    from qlab.kernels.dequant_matmul import cpu_x8, matmul_many
+
+    qws = [weight("Q6_K", 80, 512, seed=1), weight("Q4_K", 48, 512, seed=2), weight("Q4_K", 8, 512, seed=3),
+           weight("Q6_K", 16, 512, seed=4)]
+    x = activations(M, 512, seed=5)
+    real_empty = torch.empty
+
+    def poisoned(*a, **k):
+        t = real_empty(*a, **k)
+        return t.fill_(float("nan")) if t.is_floating_point() else t
+
+    monkeypatch.setattr(torch, "empty", poisoned)
+    calls = []
+    real_many = cpu_x8.matmul_many
+    monkeypatch.setattr(cpu_x8, "matmul_many", lambda *a: calls.append(1) or real_many(*a))
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
+    outs = matmul_many(x, qws, impl="cpu_int8", config={"single_thread_bytes": 0})
+    assert calls == [1]
+    for qw, out in zip(qws, outs):
+        assert_close(f"matmul_many {qw.fmt} N={qw.shape[0]}", cpu_int8.reference(x, qw), out, 1e-5)
+    mixed = qws[:2] + [weight("Q8_0", 40, 512, seed=6), weight("Q4_K", 12, 512, seed=7)]
+    outs = matmul_many(x, mixed, impl="cpu_int8")
+    assert calls == [1]
+    for qw, out in zip(mixed, outs):
+        assert_close(f"one by one {qw.fmt}", cpu_int8.reference(x, qw), out, 1e-5)

@@ -5,9 +5,9 @@
     y = matmul(x, qw, impl="torch_cpu")      # x [M, K] -> y [M, N] fp32
 """
 
-from .api import IMPLS, available_impls, matmul, prepare
+from .api import IMPLS, available_impls, matmul, matmul_many, prepare
 from .gguf_io import from_gguf_tensor
 from .weight import SUPPORTED, QuantizedWeight, dequantize, quantize
 
 __all__ = ["IMPLS", "SUPPORTED", "QuantizedWeight", "available_impls", "dequantize", "from_gguf_tensor", "matmul",
-           "prepare", "quantize"]
+           "matmul_many", "prepare", "quantize"]

@@ -105,8 +105,25 @@ def prepare(qw: QuantizedWeight, impl: str = "torch_cpu", device=None) -> Quanti
     return qw
 
 
+def matmul_many(x, qws: list[QuantizedWeight], *, impl: str = "naive", config: dict | None = None) -> list:
+    """[matmul(x, qw, impl=impl) for qw in qws]: several weights applied to one input. cpu_int8 runs them as
+    one call where it can (cpu_int8.matmul_many); the other impls one by one."""
+    for qw in qws:
+        _check(x, qw, impl)
+    if impl == "cpu_int8":
+        from .cpu_int8 import matmul_many as many
+
+        return many(x, list(qws), config)
+    return [IMPLS[impl].fn(x, qw, config) for qw in qws]
+
+
 def matmul(x, qw: QuantizedWeight, *, impl: str = "naive", config: dict | None = None):
     """y [M, N] (fp32) = x [M, K] · dequantize(qw)ᵀ with the chosen impl (see IMPLS)."""
+    _check(x, qw, impl)
+    return IMPLS[impl].fn(x, qw, config)
+
+
+def _check(x, qw, impl: str) -> None:
     import torch
 
     if impl not in IMPLS:
@@ -122,4 +139,3 @@ def matmul(x, qw: QuantizedWeight, *, impl: str = "naive", config: dict | None =
     if entry.formats is not None and qw.fmt not in entry.formats:
         raise ValueError(f"dequant_matmul impl {impl!r} does not support {qw.fmt}; it supports "
                          f"{', '.join(entry.formats)}")
-    return entry.fn(x, qw, config)

@@ -95,3 +95,21 @@ def matmul(x, qw: QuantizedWeight, config: dict | None = None):
     raw = torch_cpu.prepare(qw)["raw"]
     getattr(lib, INT8_FORMATS[qw.fmt][0])(x.data_ptr(), M, K, raw.data_ptr(), qw.shape[0], y.data_ptr(), threads)
     return y
+
+
+def matmul_many(x, qws: list[QuantizedWeight], config: dict | None = None) -> list:
+    """[matmul(x, qw) for qw in qws], as one C call when every weight reads from its x8 copy at this M (the
+    decode step's projections that share an input; cpu_x8.matmul_many), else one matmul each."""
+    import torch
+
+    from . import cpu_x8, torch_cpu
+
+    M, K = x.shape
+    lib = torch_cpu._lib()
+    if lib is None or not 0 < len(qws) <= cpu_x8.MAX_MULTI or \
+            not all(qw.shape[1] == K and runs_int8(qw, M, K, config) and runs_x8(qw, M, config) for qw in qws):
+        return [matmul(x, qw, config) for qw in qws]
+    x = x.detach().to(torch.float32).contiguous()
+    nbytes = sum(qw.raw.nbytes for qw in qws) * M
+    threads = 1 if nbytes < resolve("cpu_int8", config)["single_thread_bytes"] else torch.get_num_threads()
+    return cpu_x8.matmul_many(x, qws, lib, threads)

@@ -21,6 +21,8 @@ from .weight import QuantizedWeight
 
 # format -> bytes per group (8 rows x 256 weights), the C prefix of its entry points
 X8_FORMATS = {"Q4_K": (1184, "qlab_q4_k"), "Q6_K": (1680, "qlab_q6_k")}
+MULTI_CODES = {"Q4_K": 0, "Q6_K": 1}   # qlab_x8_gemm_int8_multi's format codes
+MAX_MULTI = 8                           # matrices per qlab_x8_gemm_int8_multi call
 _REPACK_CHUNK_BYTES = 1 << 26   # ggml bytes repacked (and their file pages released) per call: bounds the RSS bump
 
 
@@ -88,3 +90,21 @@ def matmul(x, qw: QuantizedWeight, lib, threads: int, out=None):
     getattr(lib, f"{X8_FORMATS[qw.fmt][1]}_x8_gemm_int8")(x.data_ptr(), M, K, x8.data_ptr(), qw.shape[0],
                                                            y.data_ptr(), threads)
     return y
+
+
+def matmul_many(x, qws: list[QuantizedWeight], lib, threads: int) -> list:
+    """[y_i [M, N_i]] for x [M, K] fp32 contiguous and up to MAX_MULTI packable weights of that K, in one C call
+    (one quantization of x, one parallel region over all their row groups)."""
+    import torch
+
+    M, K = x.shape
+    n = len(qws)
+    if not 0 < n <= MAX_MULTI:
+        raise ValueError(f"qws: {n} weights, expected 1 to {MAX_MULTI}")
+    ys = [torch.empty((M, qw.shape[0]), dtype=torch.float32) for qw in qws]
+    packs = [packed(qw, lib, threads) for qw in qws]
+    lib.qlab_x8_gemm_int8_multi(x.data_ptr(), M, K, n, (ctypes.c_int32 * n)(*(MULTI_CODES[q.fmt] for q in qws)),
+                                (ctypes.c_void_p * n)(*(p.data_ptr() for p in packs)),
+                                (ctypes.c_int64 * n)(*(q.shape[0] for q in qws)),
+                                (ctypes.c_void_p * n)(*(y.data_ptr() for y in ys)), threads)
+    return ys

@@ -270,3 +270,29 @@ void qlab_q4_k_x8_gemm_int8(const float *x, int64_t M, int64_t K, const uint8_t 
 void qlab_q6_k_x8_gemm_int8(const float *x, int64_t M, int64_t K, const uint8_t *x8, int64_t N, float *y, int nt) {
     gemm_x8(q6_k_x8_any, X8_Q6_K, x, M, K, x8, N, y, nt);
 }
+
+// ---------------- several x8 matrices that share their input, in one call ---------------------------------------
+// A decode step multiplies one activation by several matrices in a row (a DeltaNet layer's qkv, gate, beta and
+// alpha; attention's q, k, v; the FFN's gate and up). One call quantizes x once and spreads all the matrices'
+// row groups over one parallel region, instead of a fork/join and a Python round trip each, and the tiny ones
+// (beta, alpha: 48 rows) no longer run alone on one thread. fmts[i]: 0 = Q4_K, 1 = Q6_K; y[i] is [M, N[i]].
+void qlab_x8_gemm_int8_multi(const float *x, int64_t M, int64_t K, int n, const int32_t *fmts,
+                             const uint8_t *const *w, const int64_t *N, float *const *y, int nt) {
+    const int64_t nb = K / 256;
+    int64_t first[9] = {0};  // first task of each matrix (n <= 8)
+    for (int i = 0; i < n && i < 8; i++) first[i + 1] = first[i] + (N[i] / 8 + GROUPS_PER_TASK - 1) / GROUPS_PER_TASK;
+    xblk256 *xq = (xblk256 *)malloc(sizeof(xblk256) * (size_t)(M * nb));
+    for (int64_t m = 0; m < M; m++) quantize_x256(x + m * K, nb, xq + m * nb);
+    #pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
+    for (int64_t task = 0; task < first[n]; task++) {
+        int i = 0;
+        while (task >= first[i + 1]) i++;
+        const group_fn fn = fmts[i] ? q6_k_x8_any : q4_k_x8_any;
+        const int64_t gbytes = fmts[i] ? X8_Q6_K : X8_Q4_K, ngroups = N[i] / 8, g0 = (task - first[i]) * GROUPS_PER_TASK;
+        for (int64_t g = g0; g < ngroups && g < g0 + GROUPS_PER_TASK; g++)
+            for (int64_t m0 = 0; m0 < M; m0 += MB_MAX)
+                fn(w[i] + g * nb * gbytes, nb, xq + m0 * nb, (int)(M - m0 < MB_MAX ? M - m0 : MB_MAX),
+                   y[i] + m0 * N[i] + 8 * g, N[i]);
+    }
+    free(xq);
+}
