@@ -58,10 +58,11 @@ def test_long_rows_and_outliers(fmt, n):
 
 @pytest.mark.parametrize("fmt", ["Q4_K", "Q6_K"])
 def test_x8_prefill_sizes_and_the_output_is_all_written(fmt):
-    """M = 37 (9 passes of 4 and one of 1) and N = 8 (one group); outputs poisoned with NaN first."""
+    """M = 37 (9 passes of 4 and one of 1), N = 8 (one group) and N = 520 (tasks of 256 rows and a partial one);
+    outputs poisoned with NaN first."""
     from qlab.kernels.dequant_matmul import cpu_x8, torch_cpu
 
-    for n, m in ((8, 37), (64, 2)):
+    for n, m in ((8, 37), (64, 2), (520, 3)):   # 520 rows: three 256-row tasks, the last partial
         qw = weight(fmt, n=n, k=512, seed=n + m)
         x = activations(m, 512, seed=m)
         out = torch.full((m, n), float("nan"))
@@ -158,8 +159,8 @@ def test_several_weights_in_one_call(M, threads, monkeypatch):
     sends the set down the one-by-one path."""
     from qlab.kernels.dequant_matmul import cpu_x8, matmul_many
 
-    qws = [weight("Q6_K", 80, 512, seed=1), weight("Q4_K", 48, 512, seed=2), weight("Q4_K", 8, 512, seed=3),
-           weight("Q6_K", 16, 512, seed=4)]
+    qws = [weight("Q6_K", 80, 512, seed=1), weight("Q4_K", 520, 512, seed=2), weight("Q4_K", 8, 512, seed=3),
+           weight("Q6_K", 16, 512, seed=4)]   # 520 rows: several tasks in one matrix
     x = activations(M, 512, seed=5)
     real_empty = torch.empty
 
