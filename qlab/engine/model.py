@@ -153,10 +153,10 @@ class Qwen35:
         # qkv [B, T, conv_dim], z [B, T, HV * V], b and a [B, T, HV]
         qkv, z, b, a = self.ops.linears(x, [self.w[p + n] for n in ("attn_qkv.weight", "attn_gate.weight",
                                                                      "ssm_beta.weight", "ssm_alpha.weight")])
-        if T == 1 and self.ops.fused_deltanet_step(qkv, z, b, a):   # the CPU decode step: one C call
-            o = self.ops.deltanet_decode_layer(qkv, z, b, a, st.conv[i], self.w[p + "ssm_conv1d.weight"],
-                                               self.w[p + "ssm_a"], self.w[p + "ssm_dt.bias"],
-                                               self.w[p + "ssm_norm.weight"], st.rec[i], H, c.rms_eps)
+        small = [st.conv[i], self.w[p + "ssm_conv1d.weight"], self.w[p + "ssm_a"], self.w[p + "ssm_dt.bias"],
+                 self.w[p + "ssm_norm.weight"], st.rec[i]]
+        if T == 1 and self.ops.fused_deltanet_step(qkv, z, b, a, *small):   # the CPU decode step: one C call
+            o = self.ops.deltanet_decode_layer(qkv, z, b, a, *small, H, c.rms_eps)
             return self.ops.linear(o, self.w[p + "ssm_out.weight"])
         qkv = self.ops.conv(qkv, self.w[p + "ssm_conv1d.weight"], st.conv[i])
         with self.ops.other():

@@ -236,14 +236,14 @@ class Ops:
             conv_state.copy_(final)
             return y
 
-    def fused_deltanet_step(self, *activations: torch.Tensor) -> bool:
+    def fused_deltanet_step(self, *tensors: torch.Tensor) -> bool:
         """Whether a DeltaNet layer's decode step (after its projections) runs as one C call: on the CPU with
-        the C recurrent impl, fp32 activations (deltanet/layer_step_cpu.py)."""
+        the C recurrent impl, every input and state an fp32 tensor (deltanet/layer_step_cpu.py)."""
         if self.b.device != "cpu" or self.b.deltanet_decode != "recurrent_cpu":
             return False
         from qlab.kernels.deltanet import layer_step_cpu
 
-        return layer_step_cpu.applies(*activations)
+        return all(isinstance(t, torch.Tensor) for t in tensors) and layer_step_cpu.applies(*tensors)
 
     def deltanet_decode_layer(self, qkv, z, b, a, conv_state, conv_w, ssm_a, dt_bias, norm_w, state, H: int,
                               eps: float) -> torch.Tensor:

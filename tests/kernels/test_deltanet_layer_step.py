@@ -46,3 +46,7 @@ def test_bad_shapes_are_named():
     c = inputs(1, 2, 4, 8, 8, 4, seed=0)
     with pytest.raises(ValueError, match="state: shape"):
         ls.gdn_decode_layer(**c, H=3, eps=1e-6)
+    c = inputs(1, 2, 4, 8, 8, 4, seed=0)
+    c["conv_w"] = c["conv_w"].half()
+    with pytest.raises(ValueError, match="conv_w: torch.float16"):
+        ls.gdn_decode_layer(**c, H=2, eps=1e-6)

@@ -49,6 +49,9 @@ def _check(qkv, z, b, a, conv_state, conv_w, ssm_a, dt_bias, norm_w, state, H):
     for name, (t, shape) in expected.items():
         if tuple(t.shape) != shape:
             raise ValueError(f"{name}: shape {list(t.shape)}, expected {list(shape)}")
+    for name, t in list(expected.items()) + [("state", (state, None))]:
+        if t[0].dtype != torch.float32 or t[0].device.type != "cpu":
+            raise ValueError(f"{name}: {t[0].dtype} on {t[0].device}, expected an fp32 CPU tensor")
     for name, t in (("conv_state", conv_state), ("state", state)):
         if not t.is_contiguous():
             raise ValueError(f"{name}: must be contiguous (it is updated in place)")
