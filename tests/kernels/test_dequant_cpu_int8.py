@@ -35,7 +35,7 @@ CASES = [(f, "x8") for f in FORMATS] + [(f, "ggml") for f in ("Q4_K", "Q6_K")]
 @pytest.mark.parametrize(("fmt", "layout"), CASES)
 @pytest.mark.parametrize("M", [1, 3, 5, 16])
 def test_kernels_compute_their_reference(fmt, M, layout):
-    qw = weight(fmt, n=72, k=1024)   # N = 72: not a multiple of the 16-row tasks; M = 5: a pass of 4, then 1
+    qw = weight(fmt, n=520, k=1024)   # N = 520: two 256-row tasks and a partial one; M = 5: a pass of 4, then 1
     x = activations(M, 1024)
     cfg = LAYOUTS[layout]
     assert cpu_int8.runs_x8(qw, M, cfg) == (layout == "x8" and fmt in ("Q4_K", "Q6_K"))

@@ -244,7 +244,9 @@ static inline void q6_k_row(const uint8_t *row, int64_t nb, const void *xv, cons
 // ---------------- driver: x quantized once per call, groups of rows over threads, M in passes of MB_MAX ----------
 typedef void (*row_fn)(const uint8_t *, int64_t, const void *, int, float *);
 #ifndef ROWS_PER_TASK
-#define ROWS_PER_TASK 16
+// each task restarts the hardware prefetcher's stream: 256 rows a task against 16 streamed the Q8_0 slice's head,
+// ffn_gate and attn_qkv at 37.6 / 37.9 / 37.4 GB/s instead of 30.2 / 30.3 / 31.1 (2 threads, median of 5)
+#define ROWS_PER_TASK 256
 #endif
 
 #define SPECIALISE(NAME)                                                                                      \
