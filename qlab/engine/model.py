@@ -23,6 +23,7 @@ from qlab.engine.config import ModelConfig
 from qlab.engine.ops import Backend, Ops, OpTimer, default_backend
 from qlab.engine.weights import Weights
 from qlab.kernels import elementwise
+from qlab.kernels.deltanet.head_order import grouped_to_tiled, tiled_to_grouped
 from qlab.errors import QlabError
 
 
@@ -42,19 +43,6 @@ class DecodeState:
         kv = sum(t.numel() * t.element_size() for d in (self.k_cache, self.v_cache) for t in d.values())
         st = sum(t.numel() * t.element_size() for d in (self.conv, self.rec) for t in d.values())
         return {"kv_cache": kv, "state": st}
-
-
-def tiled_to_grouped(x: torch.Tensor, H: int) -> torch.Tensor:
-    """[..., HV, D] in tiled order (value head j reads key head j % H) -> grouped order (head m reads key head
-    m // r): tiled j = c·H + h is grouped m = h·r + c, i.e. a transpose of the (c, h) factors. A copy of a few
-    KB; cheaper than an index gather, which torch parallelises."""
-    HV = x.shape[-2]
-    return x.unflatten(-2, (HV // H, H)).transpose(-3, -2).flatten(-3, -2)
-
-
-def grouped_to_tiled(x: torch.Tensor, H: int) -> torch.Tensor:
-    HV = x.shape[-2]
-    return x.unflatten(-2, (H, HV // H)).transpose(-3, -2).flatten(-3, -2)
 
 
 class Qwen35:

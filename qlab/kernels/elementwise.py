@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 
-def _lib(*tensors: torch.Tensor):
+def c_kernels(*tensors: torch.Tensor):
     """qlab's C kernels if every tensor is an fp32 CPU tensor without autograd and they build here, else None."""
     if any(t.device.type != "cpu" or t.dtype != torch.float32 or t.requires_grad for t in tensors):
         return None
@@ -40,7 +40,7 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, residual: torch.
     """y = s / sqrt(mean(s²) + eps) · weight over the last dim, s = x (+ residual). Returns y, or (s, y) when a
     residual is given. fp32 math; results in x's dtype."""
     D = x.shape[-1]
-    lib = _lib(x, weight) if residual is None else _lib(x, weight, residual)
+    lib = c_kernels(x, weight) if residual is None else c_kernels(x, weight, residual)
     ld = _row_stride(x) if lib is not None else None
     if ld is None or (residual is not None and (residual.shape != x.shape or not residual.is_contiguous())):
         s = x if residual is None else x + residual
@@ -58,7 +58,7 @@ def swiglu(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     """silu(gate) · up (same shapes)."""
     if gate.shape != up.shape:
         raise ValueError(f"up: shape {list(up.shape)} != gate shape {list(gate.shape)}")
-    lib = _lib(gate, up)
+    lib = c_kernels(gate, up)
     if lib is None or not gate.is_contiguous() or not up.is_contiguous():
         return F.silu(gate) * up
     y = torch.empty_like(gate)

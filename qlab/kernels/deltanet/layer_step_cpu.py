@@ -12,28 +12,15 @@ import torch
 import torch.nn.functional as F
 
 from qlab.kernels.deltanet.conv1d import causal_conv1d_update
+from qlab.kernels.deltanet.head_order import grouped_to_tiled, tiled_to_grouped
 from qlab.kernels.deltanet.naive import l2norm, naive_recurrent_gated_delta_rule
-
-
-def _tiled_to_grouped(x: torch.Tensor, H: int) -> torch.Tensor:   # [..., HV, D]
-    return x.unflatten(-2, (x.shape[-2] // H, H)).transpose(-3, -2).flatten(-3, -2)
-
-
-def _grouped_to_tiled(x: torch.Tensor, H: int) -> torch.Tensor:
-    return x.unflatten(-2, (H, x.shape[-2] // H)).transpose(-3, -2).flatten(-3, -2)
 
 
 def applies(*tensors: torch.Tensor) -> bool:
     """Whether the C step can take these tensors (fp32, CPU) and qlab's C kernels build here."""
-    if any(t.device.type != "cpu" or t.dtype != torch.float32 for t in tensors):
-        return False
-    from qlab.kernels.cpu_build import BuildError, load
+    from qlab.kernels.elementwise import c_kernels
 
-    try:
-        load()
-    except BuildError:
-        return False
-    return True
+    return c_kernels(*tensors) is not None
 
 
 def _check(qkv, z, b, a, conv_state, conv_w, ssm_a, dt_bias, norm_w, state, H):
@@ -86,12 +73,12 @@ def reference(qkv, z, b, a, conv_state, conv_w, ssm_a, dt_bias, norm_w, state, H
     y = causal_conv1d_update(qkv, conv_state, conv_w, activation="silu")
     q = y[:, :H * K].reshape(B, 1, H, K)
     k = y[:, H * K:2 * H * K].reshape(B, 1, H, K)
-    v = _tiled_to_grouped(y[:, 2 * H * K:].reshape(B, 1, HV, V), H)
-    g = _tiled_to_grouped((ssm_a * F.softplus(a + dt_bias)).reshape(B, 1, HV, 1), H)[..., 0]
-    beta = _tiled_to_grouped(torch.sigmoid(b).reshape(B, 1, HV, 1), H)[..., 0]
+    v = tiled_to_grouped(y[:, 2 * H * K:].reshape(B, 1, HV, V), H)
+    g = tiled_to_grouped((ssm_a * F.softplus(a + dt_bias)).reshape(B, 1, HV, 1), H)[..., 0]
+    beta = tiled_to_grouped(torch.sigmoid(b).reshape(B, 1, HV, 1), H)[..., 0]
     o, final = naive_recurrent_gated_delta_rule(l2norm(q), l2norm(k), v, g, beta, scale=K ** -0.5,
                                                 initial_state=state, output_final_state=True)
     state.copy_(final)
-    o = _grouped_to_tiled(o, H)[:, 0]                                                    # [B, HV, V]
+    o = grouped_to_tiled(o, H)[:, 0]                                                    # [B, HV, V]
     o = F.rms_norm(o, (V,), norm_w, eps) * F.silu(z.reshape(B, HV, V))
     return o.reshape(B, HV * V)
