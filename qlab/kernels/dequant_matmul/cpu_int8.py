@@ -107,7 +107,7 @@ def matmul_many(x, qws: list[QuantizedWeight], config: dict | None = None) -> li
     M, K = x.shape
     lib = torch_cpu._lib()
     if lib is None or not 0 < len(qws) <= cpu_x8.MAX_MULTI or \
-            not all(qw.shape[1] == K and runs_int8(qw, M, K, config) and runs_x8(qw, M, config) for qw in qws):
+            not all(qw.shape[1] == K and runs_x8(qw, M, config) for qw in qws):   # runs_x8 implies runs_int8
         return [matmul(x, qw, config) for qw in qws]
     x = x.detach().to(torch.float32).contiguous()
     nbytes = sum(qw.raw.nbytes for qw in qws) * M
