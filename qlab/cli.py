@@ -26,6 +26,8 @@ COMMANDS: dict[str, str | tuple[str, ...]] = {
     "tune": "qlab.tune.commands",
     "profile": "qlab.profile.commands",
     "report": "qlab.report.commands",
+    "selftest": "qlab.selftest.commands",
+    "fleet": "qlab.fleet.commands",
 }
 GROUP_HELP = {"bench": "benchmarks: decode loop (`bench decode`), regression gate (`bench gate`)"}
 
