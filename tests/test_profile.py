@@ -115,7 +115,7 @@ def _measured_cpu_profile(decode_rows):
 
 def test_calibration_reproduces_the_measured_decode_loop():
     from qlab.predict import predict
-    from qlab.profile.calibrate import calibration_from_profile
+    from qlab.predict.calibrate.from_profile import calibration_from_profile
 
     doc = _measured_cpu_profile([("Q8_0", 4096, 0.31), ("Q4_K_M", 4096, 0.52)])
     doc["calibration"] = calibration_from_profile(doc)

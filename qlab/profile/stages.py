@@ -190,14 +190,14 @@ def _decode_row(r: dict, quant: str, context: int, layers: int) -> dict:
 
 
 def stage_calibrate(doc: dict, opts: ProfileOptions, ctx: Context) -> None:
-    from qlab.profile.calibrate import calibration_from_profile
+    from qlab.predict.calibrate.from_profile import calibration_from_profile
 
     doc["calibration"] = calibration_from_profile(doc, opts.model)
 
 
 def stage_predict(doc: dict, opts: ProfileOptions, ctx: Context) -> None:
     from qlab.predict import predict
-    from qlab.profile.calibrate import device_from_profile
+    from qlab.predict.calibrate.from_profile import device_from_profile
 
     device = device_from_profile(doc)
     rows = []
