@@ -11,7 +11,7 @@ import pytest
 
 from qlab.errors import QlabError
 from qlab.predict import efficiencies_from_profile, predict, predict_many
-from qlab.predict.calibration import DEFAULT_CSV, ape, load_rows
+from qlab.predict.calibrate.rows import DEFAULT_CSV, ape, load_rows
 from qlab.predict.efficiency import load_calibration
 
 CONTRACT = {"hw": str, "model": str, "quant": str, "context": int, "batch": int, "decode_tok_s": float,
@@ -52,7 +52,7 @@ def test_checked_in_calibration_mdape_within_10_percent():
 
 
 def test_supplement_qwen35_rows_within_10_percent():
-    from qlab.predict.calibration import SUPPLEMENT_CSV
+    from qlab.predict.calibrate.rows import SUPPLEMENT_CSV
 
     cal = load_calibration()
     rows = load_rows(SUPPLEMENT_CSV, tag="supplement")

@@ -19,6 +19,8 @@ from qlab.predict.efficiency import Efficiencies, device_class, efficiencies_for
 from qlab.predict.workload import decode_step, prefill_flops, weight_bytes_total
 
 PREFILL_UBATCH = 512
+# ids that name a device family rather than one hwdb id (the published tables use them): the variant meant
+HW_ALIASES = {"a100-80gb": "a100-80gb-pcie"}        # XiongjieDai lists "A100 PCIe 80GB"
 
 
 _DEVICES: dict[str, object] = {}
@@ -45,7 +47,6 @@ def _device(hw):
     dev = _DEVICES.get(hw)
     if dev is None:
         from qlab.hwdb import get_device
-        from qlab.predict.calibration import HW_ALIASES
 
         try:
             dev = get_device(hw)

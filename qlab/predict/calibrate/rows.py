@@ -1,7 +1,8 @@
 """The published calibration rows and how a fitted parameter set predicts them (torch- and scipy-free).
 
-Shared by `scripts/calibrate.py` (which fits) and the tests (which check the checked-in calibration.json
-against the CSV), so both read the rows and apply the efficiencies the same way as `predict()`.
+Shared by `qlab.predict.calibrate.fit` (which fits) and the tests (which check the checked-in
+calibration.json against the CSV), so both read the rows and apply the efficiencies the same way as
+`predict()`. Every row file lives in `qlab/predict/data/` with a `source` column (a URL per row).
 """
 
 from __future__ import annotations
@@ -10,16 +11,16 @@ import csv
 from dataclasses import replace
 from pathlib import Path
 
-from qlab.predict.core import step_time
+from qlab.predict.core import HW_ALIASES, step_time
 from qlab.predict.efficiency import Efficiencies, device_class
 from qlab.predict.workload import decode_step
 
-DEFAULT_CSV = Path("/work/shared/data/published_decode_calibration.csv")
+DATA = Path(__file__).resolve().parents[1] / "data"
+# llama.cpp batch-1 decode rows of dense and MoE models on 10 devices (sources per row)
+DEFAULT_CSV = DATA / "published_decode_calibration.csv"
 # Published llama.cpp rows of the target model family (Qwen3.5/3.6-27B) found while building the predictor:
 # the shared CSV has no DeltaNet model and no quantized KV cache, which these rows pin down. Sources inside.
-SUPPLEMENT_CSV = Path(__file__).parent / "data" / "supplement_decode.csv"
-# CSV ids that name a device family rather than one hwdb id: the variant the source used
-HW_ALIASES = {"a100-80gb": "a100-80gb-pcie"}        # XiongjieDai lists "A100 PCIe 80GB"
+SUPPLEMENT_CSV = DATA / "supplement_decode.csv"
 # Sources whose runs had flash attention on (newer llama-bench runs at depth); all others predate it or
 # disabled it (the CUDA/Vulkan scoreboards, XiongjieDai's 2024 tables, the 2023 Apple discussion).
 FLASH_ATTN_ON = ("pull/17505", "pull/26284", "benches/mac-m2-ultra")
