@@ -1,0 +1,105 @@
+"""qlab.validate: numbers from files and flags are finite, in range and of the right type; output paths usable."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+import pytest
+
+from qlab.errors import QlabError
+from qlab.validate import (check_output_dir, check_output_file, field_source, flag_source, float_arg, int_arg,
+                           integer, number, output_file, parse_integer, parse_number, positive)
+
+SRC = field_source("dev.toml", "mem_bandwidth_gbs", "device file")
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf, "700", None, True, [1], 10**400])
+def test_number_rejects_non_finite_and_wrong_types(bad):
+    with pytest.raises(QlabError) as e:
+        number(bad, SRC)
+    msg = str(e.value)
+    assert msg.startswith("device file dev.toml: field 'mem_bandwidth_gbs': expected a finite number")
+    assert "\n" not in msg
+
+
+def test_number_ranges_and_message():
+    assert number(3, SRC, minimum=0) == 3.0 and isinstance(number(3, SRC), float)
+    assert positive(0.5, SRC) == 0.5
+    with pytest.raises(QlabError, match=r"expected a finite number > 0, got 0"):
+        positive(0, SRC)
+    with pytest.raises(QlabError, match=r"expected a finite number >= 1 and <= 2, got 2.5"):
+        number(2.5, SRC, minimum=1, maximum=2)
+    with pytest.raises(QlabError, match=r"< 1"):
+        number(1, SRC, maximum=1, max_exclusive=True)
+
+
+def test_integer_rejects_fractions_strings_and_bools():
+    assert integer(4, SRC) == 4 and integer(4.0, SRC) == 4
+    for bad in (4.5, "4", True, math.nan, None):
+        with pytest.raises(QlabError, match="expected an integer"):
+            integer(bad, SRC)
+    with pytest.raises(QlabError, match=">= 1, got 0"):
+        integer(0, SRC, minimum=1)
+
+
+@pytest.mark.parametrize("text", ["", " ", "nan", "NaN", "inf", "-Infinity", "1.0e400", "abc", ","])
+def test_parse_number_rejects_text_that_is_not_a_finite_number(text):
+    with pytest.raises(QlabError, match=r"^flag --context: expected a finite number"):
+        parse_number(text, flag_source("--context"))
+
+
+def test_parse_number_and_integer_accept_ordinary_text():
+    assert parse_number(" 1e3 ", "x") == 1000.0
+    assert parse_integer("1_000", "x", minimum=1) == 1000
+    with pytest.raises(QlabError, match="expected an integer"):
+        parse_integer("1.5", "x")
+
+
+def _parser():
+    p = argparse.ArgumentParser(prog="t", exit_on_error=True)
+    p.add_argument("--threads", type=int_arg(minimum=1))
+    p.add_argument("--scale", type=float_arg(minimum=1.0))
+    p.add_argument("-o", type=output_file)
+    return p
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--threads", "-1"], "argument --threads: expected an integer >= 1, got -1"),
+    (["--threads", "x"], "argument --threads: expected an integer >= 1, got 'x'"),
+    (["--scale", "nan"], "argument --scale: expected a finite number >= 1, got 'nan'"),
+    (["--scale", "0.25"], "argument --scale: expected a finite number >= 1, got 0.25"),
+])
+def test_flag_types_are_usage_errors(argv, expected, capsys):
+    with pytest.raises(SystemExit) as e:
+        _parser().parse_args(argv)
+    assert e.value.code == 2
+    assert expected in capsys.readouterr().err
+
+
+def test_flag_types_pass_good_values():
+    a = _parser().parse_args(["--threads", "2", "--scale", "1.5"])
+    assert a.threads == 2 and a.scale == 1.5
+
+
+def test_output_file_rejects_directory_and_path_through_a_file(tmp_path, capsys):
+    f = tmp_path / "a.json"
+    f.write_text("{}")
+    with pytest.raises(QlabError, match="is a directory"):
+        check_output_file(tmp_path, "-o")
+    with pytest.raises(QlabError, match="which is a file"):
+        check_output_file(f / "x.json", "-o")
+    with pytest.raises(QlabError, match="expected a file path"):
+        check_output_file("", "-o")
+    assert check_output_file(tmp_path / "new" / "deeper" / "x.json") == tmp_path / "new" / "deeper" / "x.json"
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["-o", str(tmp_path)])
+    assert "argument -o:" in capsys.readouterr().err
+
+
+def test_output_dir_rejects_a_file(tmp_path):
+    f = tmp_path / "a"
+    f.write_text("")
+    with pytest.raises(QlabError, match="is a file"):
+        check_output_dir(f)
+    assert check_output_dir(tmp_path / "new") == tmp_path / "new"
