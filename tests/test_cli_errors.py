@@ -1,0 +1,102 @@
+"""Exit codes of the `qlab` command: 0 ok, 1 a check failed, 2 bad input/usage, 3 internal error (traceback to a
+log file whose path is printed in one line); with --json every error is also a JSON object on stdout."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+
+import qlab.hwdb
+from qlab.cli import main
+from qlab.errors import QlabError
+from qlab.paths import qlab_home
+
+
+def _boom(*_a, **_k):
+    raise RuntimeError("boom: an unexpected bug")
+
+
+def test_unexpected_exception_exits_3_with_log_path_and_no_traceback(monkeypatch, capsys):
+    monkeypatch.setattr(qlab.hwdb, "all_devices", _boom)
+    assert main(["hw", "list"]) == 3
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err and "Traceback" not in out
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "internal error (RuntimeError: boom: an unexpected bug)" in lines[0]
+    log = re.search(r"the traceback is in (\S+)$", lines[0]).group(1)
+    assert log.startswith(str(qlab_home() / "logs"))
+    text = open(log).read()
+    assert "Traceback" in text and "boom: an unexpected bug" in text and "hw list" in text
+
+
+def test_internal_error_with_json_prints_error_object(monkeypatch, capsys):
+    monkeypatch.setattr(qlab.hwdb, "all_devices", _boom)
+    assert main(["hw", "list", "--json"]) == 3
+    out, err = capsys.readouterr()
+    obj = json.loads(out)
+    assert obj["error"]["exit_code"] == 3 and obj["error"]["kind"] == "internal"
+    assert obj["error"]["log"] in err and "Traceback" not in err
+
+
+def test_log_falls_back_to_temp_dir_when_home_is_not_writable(monkeypatch, capsys, tmp_path):
+    home = tmp_path / "file-not-dir"
+    home.write_text("")  # $QLAB_HOME is a file: logs/ cannot be made under it
+    monkeypatch.setenv("QLAB_HOME", str(home))
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    import tempfile
+    monkeypatch.setattr(tempfile, "tempdir", None)  # re-read TMPDIR
+    monkeypatch.setattr(qlab.hwdb, "all_devices", _boom)
+    assert main(["hw", "list"]) == 3
+    err = capsys.readouterr().err
+    assert str(tmp_path / "tmp" / "qlab-logs") in err and "Traceback" not in err
+
+
+def test_bad_input_exits_2_one_line_and_json_object(capsys):
+    assert main(["hw", "show", "no-such-device", "--json"]) == 2
+    out, err = capsys.readouterr()
+    assert err.count("\n") == 1 and err.startswith("qlab: error: unknown device 'no-such-device'")
+    obj = json.loads(out)
+    assert obj == {"error": {"message": obj["error"]["message"], "exit_code": 2, "kind": "bad_input"}}
+    assert "no-such-device" in obj["error"]["message"]
+
+
+def test_check_failed_exits_1(monkeypatch, capsys):
+    def failed(*_a, **_k):
+        raise QlabError("3 of 5 checks failed", exit_code=1)
+
+    monkeypatch.setattr(qlab.hwdb, "all_devices", failed)
+    assert main(["hw", "list", "--json"]) == 1
+    out, _ = capsys.readouterr()
+    assert json.loads(out)["error"]["kind"] == "check_failed"
+
+
+def test_usage_error_stays_exit_2_and_json_object_under_json(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["hw", "list", "--json", "--no-such-flag"])
+    assert e.value.code == 2
+    out, err = capsys.readouterr()
+    assert "unrecognized arguments: --no-such-flag" in err
+    assert json.loads(out)["error"]["exit_code"] == 2
+    with pytest.raises(SystemExit) as e:
+        main(["hw", "list", "--no-such-flag"])
+    assert e.value.code == 2 and capsys.readouterr().out == ""
+
+
+def test_crash_in_a_real_process_exits_3(tmp_path):
+    """The installed entry point, not just main(): a crash shows one line and exits 3."""
+    home = tmp_path / "home"
+    (home / "devices").mkdir(parents=True)
+    code = ("import sys, qlab.hwdb as h\n"
+            "h.all_devices = lambda: 1/0\n"
+            "from qlab.cli import main\n"
+            "sys.exit(main(['hw', 'list']))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                       env={**__import__("os").environ, "QLAB_HOME": str(home)})
+    assert r.returncode == 3
+    assert "Traceback" not in r.stderr and "ZeroDivisionError" in r.stderr
+    assert str(home / "logs") in r.stderr
