@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
+from qlab.errors import QlabError
+
 from qlab.cli import main
 
 
@@ -67,3 +71,41 @@ def test_detect_here_reports_cpu_host(capsys):
     assert d["details"]["cores"] >= 1 and d["device"]["fp32_tflops"] > 0
     assert main(["hw", "detect"]) == 0
     assert "cpu-host" in capsys.readouterr().out
+
+
+def test_every_price_names_configuration_source_date_and_kind():
+    """prices.toml is the only home of prices: each quote is for a real device at one of its memory options,
+    with a source, a date and a kind; the device files carry none."""
+    from pathlib import Path
+
+    from qlab.hwdb import get_device
+    from qlab.hwdb.prices import KINDS, PRICES_FILE, load_prices
+
+    quotes = load_prices()
+    assert len(quotes) >= 20
+    for p in quotes:
+        dev = get_device(p.device)
+        assert p.memory_gb in (dev.memory_options_gb or (dev.memory_gb,)), p
+        assert p.source and p.date and p.kind in KINDS and p.usd > 0, p
+    devices_dir = Path(PRICES_FILE).with_name("devices")
+    assert not [f.name for f in devices_dir.glob("*.toml") if "\nprice_usd" in f.read_text()]
+
+
+def test_price_belongs_to_its_memory_configuration():
+    from qlab.hwdb import get_device
+    from qlab.hwdb.prices import price_for
+
+    assert price_for(get_device("m4@16")).usd == 599       # the $599 Mac mini is the 16 GB one
+    assert price_for(get_device("m4@32")) is None           # nobody quoted the 32 GB one: unpriced, not guessed
+    used = price_for(get_device("p40"))
+    assert used.kind == "used" and used.usd < 1000         # the most recent quote wins over the 2016 list price
+
+
+def test_bad_price_entry_names_entry_and_field(tmp_path):
+    from qlab.hwdb.prices import load_prices
+
+    f = tmp_path / "prices.toml"
+    f.write_text('[[price]]\ndevice = "rtx-3090"\nmemory_gb = 24\nusd = 700\nkind = "cheap"\ndate = "2026-01"\n'
+                 'source = "x"\n')
+    with pytest.raises(QlabError, match=r"entry 1 \(rtx-3090\): field 'kind'"):
+        load_prices(f)

@@ -124,8 +124,26 @@ def run_show(args) -> int:
         con.print(f"aliases: {', '.join(dev.aliases)}", markup=False)
     if dev.notes:
         con.print(f"notes: {dev.notes}", markup=False)
+    _print_prices(con, dev)
     con.print(f"file: {dev.origin}", markup=False)
     return 0
+
+
+def _print_prices(con, dev) -> None:
+    """Every quote for the device, marking the one its shown memory configuration uses."""
+    from qlab.hwdb.prices import price_for, prices_for
+
+    used = price_for(dev)
+    quotes = prices_for(dev.id)
+    if not quotes:
+        con.print("price: none known (unpriced; see qlab/hwdb/prices.toml)", markup=False)
+        return
+    for q in quotes:
+        mark = "*" if q == used else " "
+        con.print(f"price{mark} ${q.usd:,.0f} for {q.memory_gb:g} GB, {q.label}: {q.source}"
+                  + (f" <{q.url}>" if q.url else ""), markup=False, highlight=False)
+    if used is None:
+        con.print(f"  (no quote for the {dev.memory_gb:g} GB configuration shown: unpriced)", markup=False)
 
 
 def run_detect(args) -> int:
