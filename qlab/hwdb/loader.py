@@ -1,8 +1,10 @@
 """Load and validate device TOML files into frozen `Device` records (no torch: `qlab hw` must answer fast).
 
-Packaged files live in qlab/hwdb/devices/<id>.toml; a user's files in $QLAB_HOME/devices/*.toml add devices or
-replace packaged ones with the same id (`extends = "<id>"` starts from a packaged device and changes only the
-keys it sets). The file format is documented in qlab/hwdb/README.md. Everything is parsed once per process.
+Packaged files live in qlab/hwdb/devices/<id>.toml; a user's files in $QLAB_HOME/devices/*.toml add devices or,
+with `override = true`, replace packaged ones with the same id or take over a packaged alias (`extends = "<id>"`
+starts from a packaged device and changes only the keys it sets). A malformed packaged file is an error; a
+malformed user file is skipped with a warning naming it, so the built-in devices keep working. The file format is
+documented in qlab/hwdb/README.md. Everything is parsed once per process.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from qlab.errors import QlabError
+from qlab import validate
+from qlab.errors import QlabError, warn
 from qlab.hwdb.device import Device
 from qlab.paths import user_devices_dir
 
@@ -29,9 +32,13 @@ OPTIONAL_STR = ("memory_type", "compute_capability", "compute_unit_kind", "host_
 POSITIVE = ("mem_bandwidth_gbs", "memory_gb", "boost_clock_mhz", "l2_cache_mb", *RATES, "fp16_fp16acc_tflops",
             "npu_tops", "tdp_w", "host_link_gbs", "peer_link_gbs", "price_usd")
 TABLES = ("sources", "value_notes", "estimates")
-OTHER = ("compute_units", "memory_options_gb", "gpu_memory_fraction", "aliases", "extends")
+OTHER = ("compute_units", "memory_options_gb", "gpu_memory_fraction", "aliases", "extends", "override")
 ALLOWED = set(REQUIRED_STR) | set(OPTIONAL_STR) | set(POSITIVE) | set(TABLES) | set(OTHER)
-NOT_VALUES = {"id", "aliases", "notes", "extends", *TABLES}  # keys that need no source
+NOT_VALUES = {"id", "aliases", "notes", "extends", "override", *TABLES}  # keys that need no source
+# Upper bounds that no real device reaches by orders of magnitude: they catch a unit slip (MB/s for GB/s,
+# 1e15 for TFLOPS), not an unusual device. Anything without an entry here is capped at 1e6.
+UPPER = {"mem_bandwidth_gbs": 1e5, "memory_gb": 1e5, "boost_clock_mhz": 1e5, "price_usd": 1e8,
+         "compute_units": 10**7}
 SLUG = re.compile(r"^[a-z0-9][a-z0-9.\-]*$")
 
 # macOS lets the GPU wire only part of unified memory by default (Metal's recommendedMaxWorkingSetSize):
@@ -55,8 +62,8 @@ def _fail(path: Path | str, field: str, expected: str, got: Any = dataclasses.MI
     return QlabError(f"device file {path}: field {field!r}: expected {expected}{tail}")
 
 
-def _is_num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+def _source(path: Path | str, field: str) -> str:
+    return validate.field_source(path, field, "device file")
 
 
 def read_toml(path: Path) -> dict:
@@ -65,6 +72,8 @@ def read_toml(path: Path) -> dict:
             return tomllib.load(f)
     except tomllib.TOMLDecodeError as e:
         raise QlabError(f"device file {path}: not valid TOML: {e}") from None
+    except UnicodeDecodeError as e:
+        raise QlabError(f"device file {path}: not valid TOML: not UTF-8 text (byte {e.start})") from None
     except OSError as e:
         raise QlabError(f"device file {path}: cannot read: {e.strerror}") from None
 
@@ -77,17 +86,20 @@ def _check_types(path: Path, raw: dict) -> None:
             if not isinstance(v, str):
                 raise _fail(path, key, "a string", v)
         elif key in POSITIVE:
-            if not _is_num(v) or v <= 0:
-                raise _fail(path, key, "a positive number", v)
+            validate.number(v, _source(path, key), minimum=0, min_exclusive=True, maximum=UPPER.get(key, 1e6))
         elif key == "compute_units":
-            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-                raise _fail(path, key, "a positive integer", v)
+            validate.integer(v, _source(path, key), minimum=1, maximum=UPPER[key])
         elif key == "memory_options_gb":
-            if not isinstance(v, list) or not v or not all(_is_num(x) and x > 0 for x in v):
+            if not isinstance(v, list) or not v:
                 raise _fail(path, key, "a non-empty list of positive numbers (GB)", v)
+            for i, x in enumerate(v):
+                validate.number(x, _source(path, f"{key}[{i}]"), minimum=0, min_exclusive=True,
+                                maximum=UPPER["memory_gb"])
         elif key == "gpu_memory_fraction":
-            if not _is_num(v) or not 0 < v <= 1:
-                raise _fail(path, key, "a number in (0, 1]", v)
+            validate.number(v, _source(path, key), minimum=0, min_exclusive=True, maximum=1)
+        elif key == "override":
+            if not isinstance(v, bool):
+                raise _fail(path, key, "true or false", v)
         elif key == "aliases":
             if not isinstance(v, list) or not all(isinstance(x, str) and x.strip() for x in v):
                 raise _fail(path, key, "a list of non-empty strings", v)
@@ -190,17 +202,7 @@ def _load(user_dir: str, _signature: tuple) -> tuple[dict[str, Device], dict[str
     user files) makes a changed user directory load again."""
     devices: dict[str, Device] = {}
     raw_by_id: dict[str, dict] = {}
-    owner: dict[str, tuple[str, Path]] = {}  # lookup key -> (id, file), to report clashes
     lookup: dict[str, str] = {}
-
-    def index(dev: Device, path: Path, user: bool) -> None:
-        for key in (dev.id, *dev.aliases):
-            k = normalize(key)
-            prev = owner.get(k)
-            if prev and prev[0] != dev.id and prev[0] in devices and not user:
-                raise QlabError(f"device file {path}: alias {key!r} is already used by {prev[0]!r} ({prev[1]})")
-            owner[k] = (dev.id, path)
-            lookup[k] = dev.id
 
     for path, raw in _packaged():
         dev = build_device(path, raw)
@@ -208,33 +210,70 @@ def _load(user_dir: str, _signature: tuple) -> tuple[dict[str, Device], dict[str
             raise _fail(path, "id", f"the file name without .toml ({path.stem!r})", dev.id)
         if dev.id in devices:
             raise QlabError(f"device file {path}: id {dev.id!r} is already defined in {devices[dev.id].origin}")
+        for key in (dev.id, *dev.aliases):
+            prev = lookup.get(normalize(key))
+            if prev is not None and prev != dev.id:
+                raise QlabError(f"device file {path}: alias {key!r} is already used by {prev!r} "
+                                f"({devices[prev].origin})")
+            lookup[normalize(key)] = dev.id
         devices[dev.id], raw_by_id[dev.id] = dev, raw
-        index(dev, path, user=False)
 
+    packaged_names = dict(lookup)  # what a user file may take over only with `override = true`
+    user_ids: dict[str, Path] = {}
     udir = Path(user_dir)
     for path in sorted(udir.glob("*.toml")) if udir.is_dir() else ():
-        raw = read_toml(path)
-        base_sources, own_keys = None, None
-        if "extends" in raw:
-            own_keys = set(raw)
-            base_id = raw["extends"]
-            if not isinstance(base_id, str) or base_id not in raw_by_id:
-                raise _fail(path, "extends", "the id of a packaged device", base_id)
-            merged = {k: v for k, v in raw_by_id[base_id].items()}
-            for k, v in raw.items():
-                merged[k] = {**merged.get(k, {}), **v} if k in TABLES and k != "sources" else v
-            merged["sources"] = dict(raw.get("sources", {}))
-            if raw.get("id", base_id) != base_id and "aliases" not in raw:
-                merged["aliases"] = []  # a new device keeps none of its base's names
-            base_sources = devices[base_id].sources
-            merged.setdefault("id", base_id)
-            raw = merged
-        dev = build_device(path, raw, base_sources=base_sources, own_keys=own_keys)
+        try:
+            dev, override = _user_device(path, raw_by_id, devices)
+        except QlabError as e:  # one bad file must not break every command: skip it, say so
+            warn(f"{e} (file skipped)")
+            continue
+        if dev.id in user_ids:
+            warn(f"device file {path}: id {dev.id!r} is already defined in {user_ids[dev.id]} (file skipped)")
+            continue
+        if packaged_names.get(normalize(dev.id)) and not override:
+            what = "the id" if dev.id in raw_by_id else "a name"
+            warn(f"device file {path}: {dev.id!r} is {what} of built-in device "
+                 f"{packaged_names[normalize(dev.id)]!r}; add `override = true` to replace it (file skipped)")
+            continue
+        kept = []
+        for alias in dev.aliases:
+            owner = packaged_names.get(normalize(alias))
+            if owner and owner != dev.id and not override:
+                warn(f"device file {path}: alias {alias!r} is a name of built-in device {owner!r}; "
+                     "add `override = true` to take it over (alias ignored)")
+            else:
+                kept.append(alias)
+        dev = dataclasses.replace(dev, aliases=tuple(kept))
         for key in [k for k, v in lookup.items() if v == dev.id]:  # a replaced device drops its old aliases
             del lookup[key]
         devices[dev.id] = dev
-        index(dev, path, user=True)
+        user_ids[dev.id] = path
+        for key in (dev.id, *dev.aliases):
+            lookup[normalize(key)] = dev.id
     return devices, lookup
+
+
+def _user_device(path: Path, raw_by_id: dict[str, dict], devices: dict[str, Device]) -> tuple[Device, bool]:
+    """Read and build one user file (merged with its base when it `extends` a packaged device); also whether it
+    says `override = true`."""
+    raw = read_toml(path)
+    base_sources, own_keys = None, None
+    if "extends" in raw:
+        own_keys = set(raw)
+        base_id = raw["extends"]
+        if not isinstance(base_id, str) or base_id not in raw_by_id:
+            raise _fail(path, "extends", "the id of a packaged device", base_id)
+        merged = {k: v for k, v in raw_by_id[base_id].items()}
+        for k, v in raw.items():
+            merged[k] = {**merged.get(k, {}), **v} if k in TABLES and k != "sources" and isinstance(v, dict) else v
+        merged["sources"] = dict(raw.get("sources", {})) if isinstance(raw.get("sources", {}), dict) else raw["sources"]
+        if raw.get("id", base_id) != base_id and "aliases" not in raw:
+            merged["aliases"] = []  # a new device keeps none of its base's names
+        base_sources = devices[base_id].sources
+        merged.setdefault("id", base_id)
+        raw = merged
+    dev = build_device(path, raw, base_sources=base_sources, own_keys=own_keys)
+    return dev, raw.get("override", False) is True
 
 
 def normalize(name: str) -> str:
