@@ -28,6 +28,11 @@ class QlabError(Exception):
             self.exit_code = exit_code
 
 
+class OutputPathError(QlabError, OSError):
+    """A file cannot be written where asked (a directory, a path through a file, a full or read-only disk).
+    Also an OSError, so code that already handles write failures (the tune cache falls back to memory) still does."""
+
+
 def closest(value: str, choices: Iterable[str], n: int = 3) -> list[str]:
     """The `n` choices that look most like `value` (case-insensitive), best first."""
     choices = list(choices)

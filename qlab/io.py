@@ -2,19 +2,31 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from qlab.errors import OutputPathError
+from qlab.validate import check_output_file
+
+# Write failures caused by where the file goes (full, read-only, no permission, a directory in the way).
+ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EISDIR,
+                      errno.ENOTDIR, errno.EFBIG}
+
 
 def write_atomic(path: str | os.PathLike, data: str | bytes) -> Path:
-    """Write `data` to a temp file in the same directory, fsync it, then rename it over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write `data` to a temp file in the same directory, fsync it, then rename it over `path`.
+    A path that cannot be a file (a directory, a path through a file, no permission) is a QlabError naming it."""
+    path = check_output_file(path, "output file")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise OutputPathError(f"output file {str(path)!r}: cannot write there: {e.strerror or e}") from None
     mode = "wb" if isinstance(data, bytes) else "w"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     umask = os.umask(0)
     os.umask(umask)
     try:
@@ -24,11 +36,13 @@ def write_atomic(path: str | os.PathLike, data: str | bytes) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(e, OSError) and e.errno in ENVIRONMENT_ERRNOS:  # the disk, not a bug: one line, exit 2
+            raise OutputPathError(f"output file {str(path)!r}: cannot write: {e.strerror}") from None
         raise
     return path
 

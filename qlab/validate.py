@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from qlab.errors import QlabError
+from qlab.errors import OutputPathError, QlabError
 
 
 def field_source(file: str | os.PathLike, field: str, kind: str = "") -> str:
@@ -156,16 +156,17 @@ def check_output_file(path: str | os.PathLike, source: str = "output") -> Path:
     Called before a long run so that a bad `-o` fails in a second, not after the work is done."""
     p = Path(path)
     if str(path).strip() == "":
-        raise QlabError(f"{source}: expected a file path, got ''")
+        raise OutputPathError(f"{source}: expected a file path, got ''")
     if p.is_dir():
-        raise QlabError(f"{source}: {str(path)!r} is a directory; expected a file path (e.g. {str(p / 'out.json')!r})")
+        example = str(p / "out.json")
+        raise OutputPathError(f"{source}: {str(path)!r} is a directory; expected a file path (e.g. {example!r})")
     for parent in p.parents:
         if parent.exists():
             if not parent.is_dir():
-                raise QlabError(f"{source}: {str(path)!r} lies inside {str(parent)!r}, which is a file, "
+                raise OutputPathError(f"{source}: {str(path)!r} lies inside {str(parent)!r}, which is a file, "
                                 "not a directory")
             if not os.access(parent, os.W_OK | os.X_OK):
-                raise QlabError(f"{source}: cannot write into directory {str(parent)!r} (permission denied)")
+                raise OutputPathError(f"{source}: cannot write into directory {str(parent)!r} (permission denied)")
             break
     return p
 
@@ -174,13 +175,13 @@ def check_output_dir(path: str | os.PathLike, source: str = "output directory") 
     """`path` can be used as a directory: it is one, or nothing (not a file) is there yet."""
     p = Path(path)
     if str(path).strip() == "":
-        raise QlabError(f"{source}: expected a directory path, got ''")
+        raise OutputPathError(f"{source}: expected a directory path, got ''")
     if p.exists() and not p.is_dir():
-        raise QlabError(f"{source}: {str(path)!r} is a file; expected a directory")
+        raise OutputPathError(f"{source}: {str(path)!r} is a file; expected a directory")
     for parent in p.parents:
         if parent.exists():
             if not parent.is_dir():
-                raise QlabError(f"{source}: {str(path)!r} lies inside {str(parent)!r}, which is a file")
+                raise OutputPathError(f"{source}: {str(path)!r} lies inside {str(parent)!r}, which is a file")
             break
     return p
 

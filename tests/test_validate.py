@@ -103,3 +103,38 @@ def test_output_dir_rejects_a_file(tmp_path):
     with pytest.raises(QlabError, match="is a file"):
         check_output_dir(f)
     assert check_output_dir(tmp_path / "new") == tmp_path / "new"
+
+
+def test_write_atomic_names_a_bad_output_path(tmp_path):
+    from qlab.io import write_atomic, write_json_atomic
+
+    f = tmp_path / "a.json"
+    write_json_atomic(f, {"x": 1})
+    with pytest.raises(QlabError, match="is a directory"):
+        write_atomic(tmp_path, "x")
+    with pytest.raises(QlabError, match="which is a file"):
+        write_atomic(f / "b.json", "x")
+    assert list(tmp_path.iterdir()) == [f]  # nothing half-written left behind
+
+
+def test_write_atomic_full_disk_is_one_line(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from qlab.io import write_atomic
+
+    def full(*_a):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(QlabError, match="No space left on device"):
+        write_atomic(tmp_path / "x.json", "x")
+    assert list(tmp_path.iterdir()) == []  # the temp file is removed
+
+
+def test_output_path_errors_are_also_oserrors(tmp_path):
+    """Callers that fall back on a write failure (the tune cache keeps results in memory) still catch them."""
+    from qlab.io import write_atomic
+
+    with pytest.raises(OSError):
+        write_atomic(tmp_path, "x")
