@@ -20,10 +20,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _summary(m) -> dict:
     from dataclasses import asdict
 
+    from qlab.models.tensors import active_param_count, param_count
+
     d = asdict(m)
     d["layer_types"] = {k: m.count(k) for k in ("attention", "sliding", "deltanet") if m.count(k)}
-    d["params"] = m.params()
-    d["active_params"] = m.active_params()
+    d["params"] = param_count(m)
+    d["active_params"] = active_param_count(m)
     return d
 
 

@@ -2,7 +2,7 @@
 
 One accounting serves dense, MoE and hybrid models because each layer is a (mixer, ffn) pair: the mixer
 is full attention, sliding-window attention or Gated DeltaNet; the FFN is dense or MoE. Parameter counts
-come from the shapes (`params()`), never from a nominal size. Torch-free.
+come from the shapes (`qlab.models.tensors.param_count`), never from a nominal size. Torch-free.
 """
 
 from __future__ import annotations
@@ -102,16 +102,3 @@ class ModelPreset:
     @property
     def is_moe(self) -> bool:
         return self.ffn.is_moe
-
-    def params(self) -> int:
-        """Exact parameter count of the text model (no vision tower, no MTP layer), from the shapes."""
-        from qlab.models.tensors import model_tensors
-
-        return sum(t.n_elements for t in model_tensors(self))
-
-    def active_params(self) -> int:
-        """Parameters one decoded token touches: active experts only; the embedding table counts in full,
-        as published counts do (the predictor reads only one of its rows)."""
-        from qlab.models.tensors import model_tensors
-
-        return round(sum(t.n_elements * t.active_fraction for t in model_tensors(self)))

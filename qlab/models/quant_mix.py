@@ -189,8 +189,7 @@ def _server_type(q: str, t: Tensor) -> str:
 
 
 @lru_cache(maxsize=None)
-def _quantize(model_id: str, q: str, include_mtp: bool) -> QuantMix:
-    m = get_model(model_id)
+def _quantize(m: ModelPreset, q: str, include_mtp: bool) -> QuantMix:
     tensors = model_tensors(m)
     s = _State(m, tensors)
     out = []
@@ -215,7 +214,7 @@ def quantize(model: str | ModelPreset, quant: str, include_mtp: bool = False) ->
     """Per-tensor types and file size of `model` at `quant`. The MTP layer is not part of published GGUFs
     (Qwen3.6-27B Q8_0: 28.6 GB matches the 64-layer text model), so it is left out."""
     m = get_model(model)
-    return _quantize(m.id, normalize_quant(quant), include_mtp)
+    return _quantize(m, normalize_quant(quant), include_mtp)
 
 
 def kv_bytes_per_element(kv_dtype: str) -> float:

@@ -108,3 +108,14 @@ def model_tensors(m: ModelPreset) -> list[Tensor]:
         layer += _ffn(m, i)
         ts += sorted(layer, key=lambda t: t.name)
     return ts
+
+
+def param_count(m: ModelPreset) -> int:
+    """Exact parameter count of the text model (no vision tower, no MTP layer), from the shapes."""
+    return sum(t.n_elements for t in model_tensors(m))
+
+
+def active_param_count(m: ModelPreset) -> int:
+    """Parameters one decoded token touches: active experts only; the embedding table counts in full,
+    as published counts do (the predictor reads only one of its rows)."""
+    return round(sum(t.n_elements * t.active_fraction for t in model_tensors(m)))
