@@ -61,38 +61,10 @@ def _load_profile(path: str) -> dict:
 
 
 def read_scenarios(path: str) -> list[dict]:
-    """Rows of a scenarios CSV -> predict() keyword dicts, validated; errors name the line."""
-    import csv
+    """Rows of a scenarios CSV -> predict() keyword dicts, validated; errors name the line (predict/scenarios.py)."""
+    from qlab.predict.scenarios import read_scenarios as read
 
-    from qlab.errors import QlabError
-
-    try:
-        f = open(path, newline="")
-    except OSError as e:
-        raise QlabError(f"--scenarios {path}: {e.strerror}") from None
-    with f:
-        reader = csv.DictReader(f)
-        cols = [c.strip() for c in (reader.fieldnames or [])]
-        missing = [c for c in ("hw", "model", "quant", "context") if c not in cols]
-        if missing:
-            raise QlabError(f"{path}: line 1: missing column(s) {', '.join(missing)} (need hw, model, quant, context)")
-        out = []
-        for i, row in enumerate(reader, start=2):
-            row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
-            where = f"{path}: line {i}: "
-            if not any(row.values()):
-                continue
-            for c in ("hw", "model", "quant", "context"):
-                if not row.get(c):
-                    raise QlabError(f"{where}empty {c}")
-            s = {"hw": row["hw"], "model": row["model"], "quant": row["quant"],
-                 "context": parse_int(row["context"], "context", where),
-                 "batch": parse_int(row.get("batch") or "1", "batch", where)}
-            if row.get("kv_dtype"):
-                s["kv_dtype"] = row["kv_dtype"]
-            s["_where"] = where
-            out.append(s)
-    return out
+    return read(path, parse_int)
 
 
 def scenarios_from_args(args) -> list[dict]:
