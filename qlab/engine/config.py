@@ -94,6 +94,22 @@ class ModelConfig:
         conv = self.n_deltanet_layers * self.conv_dim * (self.conv_kernel - 1) * 4
         return rec + conv
 
+    def preset(self):
+        """This shape as a `qlab.models` ModelPreset (a slice or narrow copy included), so the tensor table, the
+        quant mix and the memory accounting of `qlab.models` describe exactly the model the engine runs."""
+        from qlab.models.preset import AttentionSpec, DeltaNetSpec, FFNSpec, ModelPreset
+
+        return ModelPreset(
+            id=self.name, name=self.name, hf_repo="", gguf_arch="qwen35", n_layers=self.n_layers,
+            hidden_size=self.hidden, vocab_size=self.vocab, tied_embeddings=False, max_context=self.max_context,
+            layer_types=self.layer_types, norm_eps=self.rms_eps, mtp_layers=self.mtp_layers,
+            attention=AttentionSpec(heads=self.n_heads, kv_heads=self.n_kv_heads, head_dim=self.head_dim,
+                                    qk_norm=True, output_gate=True),
+            ffn=FFNSpec("dense", intermediate_size=self.ffn),
+            deltanet=DeltaNetSpec(key_heads=self.lin_k_heads, value_heads=self.lin_v_heads,
+                                  key_head_dim=self.lin_k_dim, value_head_dim=self.lin_v_dim,
+                                  conv_kernel=self.conv_kernel))
+
     # ---- variants ---------------------------------------------------------------------------------------
     def sliced(self, layers: int | None) -> "ModelConfig":
         """The first `layers` layers (with embeddings and head); a multiple of the attention interval keeps

@@ -202,7 +202,10 @@ def write_synthetic_gguf(path: str | os.PathLike, cfg: ModelConfig, dtype: str =
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    from qlab.engine.weights import check_drawable
+
     specs = model_specs(cfg, mtp)
+    check_drawable(cfg, dtype, specs)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
@@ -214,14 +217,14 @@ def write_synthetic_gguf(path: str | os.PathLike, cfg: ModelConfig, dtype: str =
             if s.kind == "small":
                 w.add_tensor_info(s.name, s.shape, np.dtype(np.float32), 4 * math.prod(s.shape))
             else:
-                fmt = format_for(dtype, s.name)
+                fmt = format_for(cfg, dtype, s.name)
                 row = get_format(fmt).nbytes(s.shape[1])
                 w.add_tensor_info(s.name, (s.shape[0], row), np.dtype(np.uint8), s.shape[0] * row,
                                   raw_dtype=_gguf_type(fmt))
         w.write_header_to_file()
         w.write_kv_data_to_file()
         w.write_ti_data_to_file()
-        _stream_tensors(w, specs, dtype, seed)
+        _stream_tensors(w, cfg, specs, dtype, seed)
         w.close()
         os.replace(tmp, path)
     except BaseException:
@@ -231,7 +234,7 @@ def write_synthetic_gguf(path: str | os.PathLike, cfg: ModelConfig, dtype: str =
     return path
 
 
-def _stream_tensors(w, specs: list[TensorSpec], dtype: str, seed: int) -> None:
+def _stream_tensors(w, cfg: ModelConfig, specs: list[TensorSpec], dtype: str, seed: int) -> None:
     """Write each tensor's data a block of rows at a time, with the alignment padding GGUFWriter.
     write_tensor_data puts around a tensor (so the offsets it wrote in the tensor infos hold), without ever
     holding a whole matrix in memory (the F16 head of the full model alone is 2.5 GB)."""
@@ -246,7 +249,7 @@ def _stream_tensors(w, specs: list[TensorSpec], dtype: str, seed: int) -> None:
             nbytes = data.nbytes
         else:
             nbytes = 0
-            for _, _, q in synthetic_row_blocks(s, format_for(dtype, s.name), seed):
+            for _, _, q in synthetic_row_blocks(s, format_for(cfg, dtype, s.name), seed):
                 np.ascontiguousarray(q.raw).tofile(fout)
                 nbytes += q.raw.nbytes
         info = w.tensors[0].pop(s.name)

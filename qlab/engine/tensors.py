@@ -1,14 +1,16 @@
-"""Every tensor of a qwen35 model: its GGUF name, shape, and whether it is a matrix that gets quantized.
+"""The engine's view of the tensor table and quant mix of `qlab.models`: each tensor's GGUF name, its shape in
+numpy/torch order [rows = outputs, cols = inputs] (the reverse of ggml's ne), how synthetic values are drawn,
+and its storage format under a quant preset.
 
-One table serves the three weight sources (synthetic, GGUF reader, GGUF writer), so names and shapes are written
-once. Names and shapes follow llama.cpp's qwen35 loader (`src/models/qwen35.cpp`, `llama_model_qwen35::
-load_arch_tensors`); shapes here are numpy/torch order [rows = outputs, cols = inputs], the reverse of ggml's ne.
-Torch-free.
+Names, shapes and formats are not written here: they come from `qlab.models.tensors` (the one tensor table)
+and `qlab.models.quant_mix` (llama.cpp's per-tensor rules), applied to `ModelConfig.preset()` — so a synthetic
+file has exactly the types and the size llama.cpp's quantizer gives the same model. Torch-free.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from qlab.engine.config import ModelConfig
 from qlab.errors import QlabError
@@ -23,60 +25,53 @@ class TensorSpec:
                        # "norm", "norm_plain", "conv", "ssm_a", "dt", "embed"
 
 
-def layer_specs(cfg: ModelConfig, i: int, attention: bool | None = None) -> list[TensorSpec]:
-    """Tensors of block i (an attention block when `attention`, by default as the layer pattern says)."""
-    p = f"blk.{i}."
-    H = cfg.hidden
-    specs = [TensorSpec(p + "attn_norm.weight", (H,), "small", "norm"),
-             TensorSpec(p + "post_attention_norm.weight", (H,), "small", "norm")]
-    if cfg.is_attention(i) if attention is None else attention:
-        specs += [
-            TensorSpec(p + "attn_q.weight", (2 * cfg.q_dim, H), "matrix", "linear"),  # per head: query | gate
-            TensorSpec(p + "attn_k.weight", (cfg.kv_dim, H), "matrix", "linear"),
-            TensorSpec(p + "attn_v.weight", (cfg.kv_dim, H), "matrix", "linear"),
-            TensorSpec(p + "attn_output.weight", (H, cfg.q_dim), "matrix", "linear_out"),
-            TensorSpec(p + "attn_q_norm.weight", (cfg.head_dim,), "small", "norm"),
-            TensorSpec(p + "attn_k_norm.weight", (cfg.head_dim,), "small", "norm"),
-        ]
-    else:
-        HV = cfg.lin_v_heads
-        specs += [
-            TensorSpec(p + "attn_qkv.weight", (cfg.conv_dim, H), "matrix", "linear"),   # q | k | v channels
-            TensorSpec(p + "attn_gate.weight", (cfg.value_dim, H), "matrix", "linear"),  # z
-            TensorSpec(p + "ssm_beta.weight", (HV, H), "matrix", "linear"),
-            TensorSpec(p + "ssm_alpha.weight", (HV, H), "matrix", "linear"),
-            TensorSpec(p + "ssm_out.weight", (H, cfg.value_dim), "matrix", "linear_out"),
-            TensorSpec(p + "ssm_conv1d.weight", (cfg.conv_dim, cfg.conv_kernel), "small", "conv"),
-            TensorSpec(p + "ssm_dt.bias", (HV,), "small", "dt"),
-            TensorSpec(p + "ssm_a", (HV,), "small", "ssm_a"),                           # = -exp(A_log)
-            TensorSpec(p + "ssm_norm.weight", (cfg.lin_v_dim,), "small", "norm_plain"),
-        ]
-    specs += [
-        TensorSpec(p + "ffn_gate.weight", (cfg.ffn, H), "matrix", "linear"),
-        TensorSpec(p + "ffn_up.weight", (cfg.ffn, H), "matrix", "linear"),
-        TensorSpec(p + "ffn_down.weight", (H, cfg.ffn), "matrix", "linear_out"),
-    ]
-    return specs
+# matrices that write the residual stream (drawn smaller, see weights._std)
+_RESIDUAL_OUT = ("attn_output.weight", "ssm_out.weight", "ffn_down.weight")
+_SMALL_INIT = {"ssm_conv1d.weight": "conv", "ssm_a": "ssm_a", "ssm_dt.bias": "dt", "ssm_norm.weight": "norm_plain"}
+
+
+def _spec(t) -> TensorSpec:
+    """A `qlab.models.tensors.Tensor` (ggml order) as the engine's TensorSpec (numpy order)."""
+    shape = tuple(reversed(t.shape))
+    leaf = t.name.split(".", 2)[-1] if t.name.startswith("blk.") else t.name
+    if t.role == "embed":
+        return TensorSpec(t.name, shape, "embedding", "embed")
+    if t.role in ("matmul", "output"):
+        return TensorSpec(t.name, shape, "matrix", "linear_out" if leaf in _RESIDUAL_OUT else "linear")
+    return TensorSpec(t.name, shape, "small", _SMALL_INIT.get(leaf, "norm"))
+
+
+@lru_cache(maxsize=32)
+def _layers(cfg: ModelConfig) -> tuple[tuple[TensorSpec, ...], ...]:
+    """Per block: its tensors in `qlab.models`' order; index -1 holds the non-block tensors."""
+    from qlab.models.tensors import model_tensors
+
+    blocks: list[list[TensorSpec]] = [[] for _ in range(cfg.n_layers + 1)]
+    for t in model_tensors(cfg.preset()):
+        blocks[t.layer].append(_spec(t))
+    return tuple(tuple(b) for b in blocks)
+
+
+def layer_specs(cfg: ModelConfig, i: int) -> list[TensorSpec]:
+    """Tensors of block i."""
+    return list(_layers(cfg)[i])
 
 
 def global_specs(cfg: ModelConfig) -> list[TensorSpec]:
-    return [TensorSpec("token_embd.weight", (cfg.vocab, cfg.hidden), "embedding", "embed"),
-            TensorSpec("output_norm.weight", (cfg.hidden,), "small", "norm"),
-            TensorSpec("output.weight", (cfg.vocab, cfg.hidden), "matrix", "linear")]
+    """token_embd, output_norm, output (in that order)."""
+    by_name = {s.name: s for s in _layers(cfg)[-1]}
+    return [by_name["token_embd.weight"], by_name["output_norm.weight"], by_name["output.weight"]]
 
 
 def mtp_specs(cfg: ModelConfig, block: int | None = None) -> list[TensorSpec]:
     """The MTP (next-token prediction) block, stored after the main layers as block `block` (default
-    cfg.n_layers) under llama.cpp's `nextn` names (as for GLM-4.5's MTP layer): eh_proj is Hugging Face's
+    cfg.n_layers) under llama.cpp's `nextn` names (`qlab.models.tensors.mtp_tensors`): eh_proj is Hugging Face's
     `mtp.fc` [H, 2H] (input: [rmsnorm_e(embedding) | rmsnorm_h(hidden)]), enorm/hnorm its two pre-norms,
     shared_head_norm `mtp.norm`; the block itself is a full-attention decoder layer. Embedding and head are the
     main model's."""
-    i = cfg.n_layers if block is None else block
-    p, H = f"blk.{i}.nextn.", cfg.hidden
-    return [TensorSpec(p + "eh_proj.weight", (H, 2 * H), "matrix", "linear"),
-            TensorSpec(p + "enorm.weight", (H,), "small", "norm"),
-            TensorSpec(p + "hnorm.weight", (H,), "small", "norm"),
-            TensorSpec(p + "shared_head_norm.weight", (H,), "small", "norm")] + layer_specs(cfg, i, attention=True)
+    from qlab.models.tensors import mtp_tensors
+
+    return [_spec(t) for t in mtp_tensors(cfg.preset(), cfg.n_layers if block is None else block)]
 
 
 def model_specs(cfg: ModelConfig, mtp: bool = False) -> list[TensorSpec]:
@@ -93,31 +88,20 @@ def model_specs(cfg: ModelConfig, mtp: bool = False) -> list[TensorSpec]:
     return out + g[1:]
 
 
-# Weight formats per quant preset: (default format, {name fragment: format}). llama.cpp's *_M mixes give some
-# tensors more bits (attn_v, ffn_down, output); this mirrors that coarsely for synthetic weights. A GGUF read
-# from disk keeps whatever types its file holds.
-QUANT_MIX: dict[str, tuple[str, dict[str, str]]] = {
-    "F32": ("F32", {}), "F16": ("F16", {}), "BF16": ("BF16", {}),
-    "Q8_0": ("Q8_0", {}), "Q4_0": ("Q4_0", {}),
-    "Q6_K": ("Q6_K", {}), "Q5_K_S": ("Q5_K", {}), "Q4_K_S": ("Q4_K", {}), "Q3_K_S": ("Q3_K", {}),
-    "Q5_K_M": ("Q5_K", {"attn_v": "Q6_K", "ffn_down": "Q6_K", "output.weight": "Q6_K"}),
-    "Q4_K_M": ("Q4_K", {"attn_v": "Q6_K", "ffn_down": "Q6_K", "output.weight": "Q6_K"}),
-    "Q3_K_M": ("Q3_K", {"attn_v": "Q5_K", "ffn_down": "Q4_K", "output.weight": "Q6_K"}),
-    "Q2_K": ("Q2_K", {"output.weight": "Q6_K"}),
-    "IQ4_XS": ("IQ4_XS", {"output.weight": "Q6_K"}),
-    "INT4-G128": ("INT4-G128", {}), "FP8": ("FP8", {}),
-}
+@lru_cache(maxsize=64)
+def quant_formats(cfg: ModelConfig, quant: str, mtp: bool = False) -> dict[str, str]:
+    """Tensor name -> storage format of every tensor of `cfg` (with its MTP block when `mtp`) under quant preset
+    `quant` (Q4_K_M, Q8_0, F16, INT4-G128, ...): llama.cpp's per-tensor mix from `qlab.models.quant_mix`, e.g.
+    Q4_K_M gives Q6_K to the head, to attn_v/attn_qkv and ffn_down on llama.cpp's use_more_bits layers."""
+    from qlab.models.quant_mix import quantize
+
+    mix = quantize(cfg.preset(), quant, include_mtp=mtp)
+    return {t.name: t.type for t in mix.tensors}
 
 
-def format_for(quant: str, name: str) -> str:
-    """The storage format of tensor `name` under quant preset `quant` (e.g. Q4_K_M -> Q4_K or Q6_K)."""
-    from qlab.errors import unknown
-
-    mix = QUANT_MIX.get(quant.upper())
-    if mix is None:
-        raise unknown("quant", quant, QUANT_MIX)
-    default, overrides = mix
-    for frag, fmt in overrides.items():
-        if frag in name:
-            return fmt
-    return default
+def format_for(cfg: ModelConfig, quant: str, name: str) -> str:
+    """The storage format of tensor `name` of `cfg` under quant preset `quant` (e.g. Q4_K_M -> Q4_K or Q6_K)."""
+    formats = quant_formats(cfg, quant.upper())
+    if name not in formats:   # an MTP tensor: the mix walks the MTP block only when asked to
+        formats = quant_formats(cfg, quant.upper(), mtp=True)
+    return formats[name]

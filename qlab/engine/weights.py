@@ -18,6 +18,7 @@ import torch
 from qlab.engine import memory
 from qlab.engine.config import ModelConfig
 from qlab.engine.tensors import TensorSpec, format_for, model_specs
+from qlab.errors import QlabError
 from qlab.formats import get_format
 
 ROWS_PER_BLOCK = 512  # rows drawn and quantized at once: bounds the fp32 scratch to 512 x K floats
@@ -67,11 +68,22 @@ def synthetic_nbytes(cfg: ModelConfig, quant: str, mtp: bool = False, x8_copies:
         if s.kind == "small":
             total += 4 * math.prod(s.shape)
         else:
-            fmt = format_for(quant, s.name)
+            fmt = format_for(cfg, quant, s.name)
             total += s.shape[0] * get_format(fmt).nbytes(s.shape[1])
             if x8_copies and s.name != "token_embd.weight":   # the embedding is only ever read by row
                 total += copy_nbytes(fmt, *s.shape)
     return total
+
+
+def check_drawable(cfg: ModelConfig, quant: str, specs: list[TensorSpec]) -> None:
+    """QlabError, before anything is drawn, when the quant mix gives a tensor a format qlab cannot quantize
+    (llama.cpp's fallbacks for rows that are not whole 256-weight blocks: Q5_0, Q5_1, Q4_1, IQ4_NL)."""
+    from qlab.kernels.dequant_matmul.weight import SUPPORTED
+
+    for s in specs:
+        if s.kind != "small" and (fmt := format_for(cfg, quant, s.name)) not in SUPPORTED:
+            raise QlabError(f"quant {quant.upper()}: tensor {s.name!r} (rows of {s.shape[1]}) is stored as {fmt} by "
+                            f"llama.cpp's rules, which qlab cannot write; formats qlab writes: {', '.join(SUPPORTED)}")
 
 
 def _generator(name: str, seed: int) -> torch.Generator:
@@ -181,10 +193,12 @@ def synthetic_weights(cfg: ModelConfig, quant: str = "Q8_0", seed: int = 0, *, e
     if check_memory:
         memory.check_fits(f"synthetic {cfg.name} ({cfg.n_layers} layers, {quant})",
                           synthetic_nbytes(cfg, quant, mtp) + extra_bytes)
+    specs = model_specs(cfg, mtp)
+    check_drawable(cfg, quant, specs)
     tensors: dict[str, Any] = {}
-    for spec in model_specs(cfg, mtp):
+    for spec in specs:
         if spec.kind == "small":
             tensors[spec.name] = _draw_small(spec, _generator(spec.name, seed)).float()
         else:
-            tensors[spec.name] = synthetic_matrix(spec, format_for(quant, spec.name), seed)
+            tensors[spec.name] = synthetic_matrix(spec, format_for(cfg, quant, spec.name), seed)
     return Weights(cfg, tensors, f"synthetic:{quant.upper()}")

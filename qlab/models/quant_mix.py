@@ -22,7 +22,7 @@ from qlab.errors import unknown
 from qlab.formats import FORMATS, get_format
 from qlab.models.loader import get_model
 from qlab.models.preset import ModelPreset
-from qlab.models.tensors import Tensor, model_tensors
+from qlab.models.tensors import Tensor, model_tensors, mtp_tensors
 
 # quant id -> default tensor type (llama_ftype_get_default_type)
 GGUF_QUANTS: dict[str, str] = {
@@ -100,9 +100,9 @@ def _fallback(t: Tensor, typ: str) -> str:
 class _State:
     """The counters llama.cpp keeps while it walks the tensors in load order."""
 
-    def __init__(self, m: ModelPreset, tensors: list[Tensor]):
+    def __init__(self, m: ModelPreset, tensors: list[Tensor], n_layer: int):
         self.n_attention_wv = sum(1 for t in tensors if _is_attn_v(t.name))
-        self.n_layer = m.n_layers
+        self.n_layer = n_layer
         self.i_attention_wv = 0
         self.i_ffn_down = 0
         self.n_gqa = m.attention.heads // m.attention.kv_heads
@@ -191,7 +191,11 @@ def _server_type(q: str, t: Tensor) -> str:
 @lru_cache(maxsize=None)
 def _quantize(m: ModelPreset, q: str, include_mtp: bool) -> QuantMix:
     tensors = model_tensors(m)
-    s = _State(m, tensors)
+    n_layer = m.n_layers
+    if include_mtp and m.mtp_layers:   # llama.cpp counts the MTP block in block_count, hence in n_layer
+        tensors += mtp_tensors(m)
+        n_layer += m.mtp_layers
+    s = _State(m, tensors, n_layer)
     out = []
     for t in tensors:
         if not _quantizable(t):
@@ -212,7 +216,8 @@ def _quantize(m: ModelPreset, q: str, include_mtp: bool) -> QuantMix:
 
 def quantize(model: str | ModelPreset, quant: str, include_mtp: bool = False) -> QuantMix:
     """Per-tensor types and file size of `model` at `quant`. The MTP layer is not part of published GGUFs
-    (Qwen3.6-27B Q8_0: 28.6 GB matches the 64-layer text model), so it is left out."""
+    (Qwen3.6-27B Q8_0: 28.6 GB matches the 64-layer text model), so it is left out unless `include_mtp`
+    (qlab's own files with the MTP block: the block is walked as llama.cpp would walk it, as one more layer)."""
     m = get_model(model)
     return _quantize(m, normalize_quant(quant), include_mtp)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from qlab.models.preset import DELTANET, ModelPreset
+from qlab.models.preset import ATTENTION, DELTANET, ModelPreset
 
 
 @dataclass(frozen=True)
@@ -94,6 +94,15 @@ def _ffn(m: ModelPreset, i: int) -> list[Tensor]:
     return ts
 
 
+def _block(m: ModelPreset, i: int, kind: str) -> list[Tensor]:
+    """Tensors of block i as a layer of `kind`, sorted by name (llama.cpp's load order within a block)."""
+    norm_names = ["attn_norm", "post_attention_norm", "ffn_norm", "post_ffw_norm"][: m.norms_per_layer]
+    layer = [Tensor(f"blk.{i}.{n}.weight", (m.hidden_size,), i, role="norm") for n in norm_names]
+    layer += _deltanet(m, i) if kind == DELTANET else _attention(m, i)
+    layer += _ffn(m, i)
+    return sorted(layer, key=lambda t: t.name)
+
+
 def model_tensors(m: ModelPreset) -> list[Tensor]:
     """Every tensor of the text model in llama.cpp's load order (non-block first, then by layer, then name)."""
     H, V = m.hidden_size, m.vocab_size
@@ -101,13 +110,21 @@ def model_tensors(m: ModelPreset) -> list[Tensor]:
     if not m.tied_embeddings:
         head.append(Tensor("output.weight", (H, V), role="output"))
     ts = sorted(head, key=lambda t: t.name)
-    norm_names = ["attn_norm", "post_attention_norm", "ffn_norm", "post_ffw_norm"][: m.norms_per_layer]
     for i, kind in enumerate(m.layer_types):
-        layer = [Tensor(f"blk.{i}.{n}.weight", (H,), i, role="norm") for n in norm_names]
-        layer += _deltanet(m, i) if kind == DELTANET else _attention(m, i)
-        layer += _ffn(m, i)
-        ts += sorted(layer, key=lambda t: t.name)
+        ts += _block(m, i, kind)
     return ts
+
+
+def mtp_tensors(m: ModelPreset, block: int | None = None) -> list[Tensor]:
+    """The MTP (multi-token prediction) block of a model with `mtp_layers`, stored after the main layers as block
+    `block` (default n_layers) under llama.cpp's `nextn` names: `eh_proj` (Hugging Face's `mtp.fc`, [2H -> H]),
+    its two input norms and the shared head norm, then one full-attention decoder layer. Published GGUFs leave
+    it out; qlab's speculative decoding reads it."""
+    i = m.n_layers if block is None else block
+    p, H = f"blk.{i}.nextn.", m.hidden_size
+    ts = [Tensor(p + "eh_proj.weight", (2 * H, H), i, role="matmul")]
+    ts += [Tensor(p + f"{n}.weight", (H,), i, role="norm") for n in ("enorm", "hnorm", "shared_head_norm")]
+    return sorted(ts + _block(m, i, ATTENTION), key=lambda t: t.name)
 
 
 def param_count(m: ModelPreset) -> int:
