@@ -70,8 +70,11 @@ def test_html_parses_and_is_self_contained(small_html):
     for tag, attrs in p.tags:
         for attr in ("src", "href", "xlink:href", "action", "poster", "srcset"):
             value = attrs.get(attr)
-            if value is not None:
-                assert value.startswith(("#", "data:")), f"<{tag} {attr}={value!r}> is not inline"
+            if value is None:
+                continue
+            if tag == "a" and attr == "href" and value.startswith("https://"):
+                continue  # a link to a source is followed only by a reader's click: nothing is fetched
+            assert value.startswith(("#", "data:")), f"<{tag} {attr}={value!r}> is not inline"
     assert "url(http" not in small_html and "@import" not in small_html
     assert len(p.figures) >= 8
     for fig in p.figures:
@@ -127,7 +130,12 @@ def test_multi_gpu_split_by_layers():
     from qlab.hwdb import get_device
     from qlab.report.multigpu import best_split, split_by_layers
 
+    from dataclasses import replace
+
+    from qlab.hwdb.prices import price_for
+
     d, preds = get_device("rtx-3090"), Predictions()
+    d = replace(d, price_usd=price_for(d).usd)  # the report attaches the configuration's price this way
     one = predict("rtx-3090", "qwen3.6-27b", "Q8_0", 32768)
     assert not one["fits"]  # Q8_0 (28.6 GB of weights) does not fit in 24 GB ...
     two = split_by_layers(d, 2, "Q8_0", 32768, preds)
@@ -318,3 +326,41 @@ def test_all_devices_report_builds_in_under_30s():
     assert cpu < 30.0
     if os.getloadavg()[0] <= (os.cpu_count() or 1):
         assert wall < 30.0
+
+
+def test_buyer_picks_respect_fit_basis_and_price_configuration():
+    """The $599 16 GB Mac mini cannot hold the model: never ranked; a roofline guess (MI300X) is shown under
+    the fastest card, not picked; every price shown says its kind and date."""
+    from test_report_helpers import assert_ranked_devices_fit
+
+    html = build_report(["m4@16", "mi300x", "b200", "p40", "rtx-3090", "m3-ultra@96"], None, False)
+    assert_ranked_devices_fit(html)
+    glance = html[html.index('<section id="glance">'):html.index('<section id="summary">')]
+    assert "Roofline guess, not picked: mi300x" in glance
+    value = html[html.index('<section id="value">'):html.index('<section id="multi">')]
+    assert 'data-hw="m4@16"' not in value
+    assert "used price 2026-06" in value and "launch MSRP 2025-03" in value  # the P40's used price, the M3 Ultra's MSRP
+
+
+def test_profile_calibration_is_a_table_not_a_dump(profiled_html):
+    measured = profiled_html[profiled_html.index('<section id="measured">'):profiled_html.index('<section id="methods">')]
+    assert "Calibration from this profile" in measured
+    assert "\\u00" not in profiled_html and "{" not in re.sub(r"<style>.*?</style>|<svg.*?</svg>", "", measured, flags=re.S)
+    assert not re.search(r"\d\.\d{8,}", re.sub(r"<svg.*?</svg>|data-[a-z]+=\"[^\"]*\"", "", profiled_html, flags=re.S))
+    methods = profiled_html[profiled_html.index('<section id="methods">'):]
+    assert methods.count('<ul class="sources">') == 1 and "<table class=\"sources\"" not in methods
+
+
+def test_axes_survive_an_absurd_value():
+    """One value 10^6 times the rest must not stretch the axis or pile up its tick labels."""
+    from qlab.report import figures
+
+    rows = [{"name": f"d{i}", "vendor": "nvidia", "ttft_s": 0.5 + i} for i in range(6)]
+    rows.append({"name": "broken", "vendor": "amd", "ttft_s": 5e6})
+    svg = figures.ttft_bars(rows, 4096, "Q4_K_M")
+    assert "beyond axis" in svg
+    lo, hi = figures.robust_range([r["ttft_s"] for r in rows], log=True)
+    assert hi < 100 and lo > 0
+    bars = [{"name": f"d{i}", "vendor": "amd", "tok_s": 10.0 + i} for i in range(6)] + \
+        [{"name": "broken", "vendor": "amd", "tok_s": 1e9}]
+    assert "beyond axis" in figures.overview_bars(bars, "Q4_K_M", 32768)

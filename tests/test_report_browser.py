@@ -12,7 +12,7 @@ import time
 import pytest
 
 from qlab.report.build import build_report
-from test_report_helpers import parse, sample_profile
+from test_report_helpers import assert_ranked_devices_fit, parse, sample_profile
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH (apt-get install chromium; .ci/run does)")
@@ -35,6 +35,23 @@ PROBE = """<script>
 </script>"""
 
 
+# Measures horizontal overflow: the page's scroll width against the window's, and the widest offenders.
+WIDTH_PROBE = """<script>
+(function () {
+  var vw = document.documentElement.clientWidth, bad = [];
+  document.querySelectorAll('body *').forEach(function (e) {
+    var r = e.getBoundingClientRect();
+    if (r.right > vw + 1 && !e.closest('.tw')) bad.push(e.tagName + '.' + e.className + ':' + Math.round(r.right));
+  });
+  var host = window.parent !== window ? window.parent.document : document;  // framed: report to the parent
+  var pre = host.createElement('pre');
+  pre.id = 'qlab-width';
+  pre.textContent = document.documentElement.scrollWidth + ' ' + vw + ' ' + bad.slice(0, 8).join(' ');
+  host.body.appendChild(pre);
+})();
+</script>"""
+
+
 def chromium(tmp_path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
            "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars",
@@ -42,9 +59,42 @@ def chromium(tmp_path, *args: str, timeout: float = 120) -> subprocess.Completed
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
 
-def screenshot(tmp_path, page, png, height=4000):
-    res = chromium(tmp_path, f"--screenshot={png}", f"--window-size=1280,{height}", page.as_uri())
+def screenshot(tmp_path, page, png, height=4000, width=1280):
+    res = chromium(tmp_path, f"--screenshot={png}", f"--window-size={width},{height}", page.as_uri())
     assert png.exists(), res.stderr[-2000:]
+
+
+def framed(html: str, width: int, height: int = 3000) -> str:
+    """The page inside a `width`-px iframe (srcdoc: same origin, so the parent can measure it). Chromium will
+    not open a window narrower than 500 px, and a phone is 390."""
+    import html as html_mod
+
+    return (f'<!DOCTYPE html><html><body style="margin:0"><iframe id="f" style="border:0;width:{width}px;'
+            f'height:{height}px" srcdoc="{html_mod.escape(html, quote=True)}"></iframe></body></html>')
+
+
+def overflow(tmp_path, html: str, width: int) -> tuple[int, int, str]:
+    """(document scrollWidth, viewport width, elements sticking out) of the page laid out `width` px wide."""
+    probe = tmp_path / f"width{width}.html"
+    probe.write_text(framed(html.replace("</body>", WIDTH_PROBE + "</body>"), width))
+    res = chromium(tmp_path, "--dump-dom", "--window-size=1400,3000", probe.as_uri())
+    m = re.search(r'<pre id="qlab-width">(\d+) (\d+) ?([^<]*)</pre>', res.stdout)
+    assert m, f"no width in the dumped DOM; stderr: {res.stderr[-2000:]}"
+    return int(m.group(1)), int(m.group(2)), m.group(3)
+
+
+def assert_no_overflow(tmp_path, html: str) -> None:
+    for width in (1280, 390):
+        scroll, viewport, offenders = overflow(tmp_path, html, width)
+        assert viewport <= width and scroll <= viewport, (width, scroll, viewport, offenders)
+
+
+def keep(png, name: str) -> None:
+    """QLAB_KEEP_SCREENSHOTS=DIR keeps the screenshots, to look at them."""
+    out = os.environ.get("QLAB_KEEP_SCREENSHOTS")
+    if out:
+        os.makedirs(out, exist_ok=True)
+        shutil.copy(png, os.path.join(out, name))
 
 
 def figure_sizes(tmp_path, html: str) -> list[tuple[int, int]]:
@@ -77,12 +127,18 @@ def test_report_renders_in_chromium(tmp_path):
     png = tmp_path / "shot.png"
     screenshot(tmp_path, page, png)
     not_blank(png)
-    if os.environ.get("QLAB_KEEP_SCREENSHOT"):  # to look at it: QLAB_KEEP_SCREENSHOT=/tmp/shot.png pytest ...
-        shutil.copy(png, os.environ["QLAB_KEEP_SCREENSHOT"])
+    keep(png, "profile-1280.png")
+    phone = tmp_path / "phone.png"
+    phone_page = tmp_path / "phone.html"
+    phone_page.write_text(framed(html, 390))
+    screenshot(tmp_path, phone_page, phone, height=3000, width=500)
+    keep(phone, "profile-390.png")
 
     sizes = figure_sizes(tmp_path, html)
     assert len(sizes) == len(parse(html).figures) >= 10
     assert all(w > 100 and h > 60 for w, h in sizes), sizes
+    assert_no_overflow(tmp_path, html)
+    assert_ranked_devices_fit(html)
 
 
 def test_all_devices_report_renders_in_under_30s(tmp_path):
@@ -97,6 +153,14 @@ def test_all_devices_report_renders_in_under_30s(tmp_path):
     screenshot(tmp_path, page, png)
     wall = time.perf_counter() - wall0
     not_blank(png)
+    keep(png, "all-1280.png")
     print(f"all-devices report: build + render wall {wall:.1f} s, load {os.getloadavg()[0]:.1f}")
     if os.getloadavg()[0] <= (os.cpu_count() or 1):
         assert wall < 30.0
+    phone = tmp_path / "all-phone.png"
+    phone_page = tmp_path / "all-phone.html"
+    phone_page.write_text(framed(html, 390))
+    screenshot(tmp_path, phone_page, phone, height=3000, width=500)
+    keep(phone, "all-390.png")
+    assert_no_overflow(tmp_path, html)
+    assert_ranked_devices_fit(html)

@@ -106,3 +106,46 @@ def sample_profile(device_id: str = "rtx-3090", with_calibration: bool = True) -
     if with_calibration:
         doc["calibration"] = {"efficiencies": {"weights": 0.9, "kv": 0.8, "layer_overhead_us": 50.0}}
     return doc
+
+
+def _section(html: str, section_id: str) -> str:
+    start = html.index(f'<section id="{section_id}">')
+    return html[start:html.index("</section>", start)]
+
+
+def _svg_texts(html: str, label_start: str) -> list[str]:
+    """The text elements of the inline figure whose aria-label starts with `label_start`."""
+    import re
+
+    m = re.search(r'<svg [^>]*aria-label="' + re.escape(label_start) + r'.*?</svg>', html, re.S)
+    assert m, f"no figure labelled {label_start!r}"
+    return [t.strip() for t in re.findall(r"<text[^>]*>([^<]*)</text>", m.group(0))]
+
+
+def assert_ranked_devices_fit(html: str, model: str = "qwen3.6-27b") -> None:
+    """No device is ranked (a pick, a per-dollar/per-watt row or bar, a TTFT bar) where its setup does not
+    fit; the picks name only calibrated or measured predictions."""
+    from qlab.hwdb import device_ids
+    from qlab.predict import predict
+
+    ids = set(device_ids())
+    for section in ("glance", "value"):
+        for n in parse(_section(html, section)).numbers:
+            if "data-quant" not in n:
+                continue
+            p = predict(n["data-hw"], n["data-model"], n["data-quant"], int(n["data-context"]), kv_dtype=n["data-kv"])
+            assert p["fits"], (section, n["data-hw"], n["data-quant"], n["data-context"])
+    picks = _section(html, "glance").split('<div class="pick-line small guess">')[0]
+    for n in parse(picks).numbers:
+        if n.get("data-field") == "decode_tok_s":
+            basis = predict(n["data-hw"], model, n["data-quant"], int(n["data-context"]), kv_dtype=n["data-kv"])["basis"]
+            assert basis in ("calibrated", "measured"), (n["data-hw"], basis)
+    charts = (("Time to first token per device", 4096), ("decode tok/s per $1000", 32768),
+              ("decode tok/s per W", 32768))
+    for label, context in charts:
+        if f'aria-label="{label}' not in html:
+            continue
+        names = [t for t in _svg_texts(html, label) if t in ids]
+        assert names, f"no device names found in the {label!r} figure"
+        for hw in names:
+            assert predict(hw, model, "Q4_K_M", context)["fits"], (label, hw)

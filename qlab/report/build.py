@@ -75,6 +75,22 @@ def _profile_devices(profiles) -> tuple[list, dict]:
     return out, adhoc
 
 
+def _priced(devices) -> tuple[list, dict]:
+    """Each device with the price of the memory configuration it is shown at (qlab/hwdb/prices.toml), or
+    none; and id -> Price, so the page can say which price (kind, date, source) every per-dollar figure used."""
+    from dataclasses import replace
+
+    from qlab.hwdb.prices import price_for
+
+    out, prices = [], {}
+    for d in devices:
+        p = price_for(d)
+        if p is not None:
+            prices[d.id] = p
+        out.append(replace(d, price_usd=p.usd if p else None) if d.price_usd != (p.usd if p else None) else d)
+    return out, prices
+
+
 def build_report(hw_ids: list[str] | None = None, vendor: str | None = None, all_devices: bool = False,
                  model: str = MODEL, profiles=(), budget_usd: float | None = None) -> str:
     """The report as one self-contained HTML string. Raises QlabError on a bad selection, model or budget."""
@@ -86,6 +102,7 @@ def build_report(hw_ids: list[str] | None = None, vendor: str | None = None, all
     known = {d.id for d in devices}
     measured_on, adhoc = _profile_devices(profiles)
     devices += [d for d in measured_on if d.id not in known and not known.add(d.id)]
+    devices, prices = _priced(devices)
 
     # a profile calibrates the predictor only where it carries efficiencies; others are shown, not used
     preds = Predictions(profiles_by_hw={p["device"]["id"]: p for p in profiles
@@ -106,6 +123,7 @@ def build_report(hw_ids: list[str] | None = None, vendor: str | None = None, all
         "dense_model": grid.DENSE_CONTRAST,
         "devices": devices,
         "budget": budget_usd,
+        "prices": prices,
         "grid": grid,
         "summary": summary,
         "picks": sections.picks(summary, preds, model, budget_usd),

@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from qlab.report.select import load_profiles_dir
 
     hw_ids = args.hw.split(",") if args.hw is not None else None
-    profiles = load_profiles_dir(args.profiles) if args.profiles else []
+    profiles = load_profiles_dir(args.profiles, check_machine=True) if args.profiles else []
     path = write_report(args.out, hw_ids=hw_ids, vendor=args.vendor, all_devices=args.all_devices, model=args.model,
                         profiles=profiles, budget_usd=args.budget)
     print(f"wrote {path}")

@@ -67,13 +67,44 @@ def _ctx_axis(ax, contexts):
 
 
 def _log_ticks(axis, lo: float, hi: float, formatter) -> None:
-    """1-2-5 ticks between lo and hi on a log axis, labelled by `formatter`, no minor labels
-    (matplotlib's defaults print 2×10^3 on short log ranges)."""
-    ticks = [m * 10.0 ** e for e in range(math.floor(math.log10(lo)) - 1, math.ceil(math.log10(hi)) + 1)
-             for m in (1, 2, 5) if lo / 1.6 <= m * 10.0 ** e <= hi * 1.6]
+    """1-2-5 ticks between lo and hi on a log axis (decades only where that would be more than 9 ticks, so
+    labels never pile up), labelled by `formatter`, no minor labels (matplotlib's defaults print 2×10^3 on
+    short log ranges)."""
+    def ticks_of(mults):
+        return [m * 10.0 ** e for e in range(math.floor(math.log10(lo)) - 1, math.ceil(math.log10(hi)) + 1)
+                for m in mults if lo / 1.6 <= m * 10.0 ** e <= hi * 1.6]
+
+    ticks = ticks_of((1, 2, 5))
+    if len(ticks) > 9:
+        ticks = ticks_of((1,))
+        step = max(1, math.ceil(len(ticks) / 9))
+        ticks = ticks[::step]
     axis.set_major_locator(FixedLocator(ticks))
     axis.set_minor_locator(NullLocator())
     axis.set_major_formatter(FuncFormatter(lambda v, _: formatter(v)))
+
+
+def robust_range(values: list[float], log: bool = False) -> tuple[float, float]:
+    """Axis limits that a stray value cannot wreck: the data's range, capped at 3× the 90th percentile (and,
+    on a log axis, floored at 1/100 of the 10th percentile). Values beyond are drawn at the limit, marked."""
+    vals = sorted(v for v in values if v is not None and math.isfinite(v) and (v > 0 or not log))
+    if not vals:
+        return (0.1, 1.0) if log else (0.0, 1.0)
+    q = lambda f: vals[min(len(vals) - 1, int(f * (len(vals) - 1) + 0.5))]  # noqa: E731
+    hi = min(vals[-1], 3.0 * q(0.9)) if len(vals) >= 4 else vals[-1]
+    lo = max(vals[0], q(0.1) / 100.0) if log and len(vals) >= 4 else vals[0]
+    return lo, max(hi, lo * 1.0001)
+
+
+GUESS_HATCH = "////"
+
+
+def _hatch_guesses(bars, rows) -> None:
+    """Hatch the bars of roofline guesses (rows in bar order), so a guess never reads like a calibrated figure."""
+    for bar, r in zip(bars, rows):
+        if r.get("guess"):
+            bar.set_hatch(GUESS_HATCH)
+            bar.set_edgecolor("white")
 
 
 def _duration(v: float) -> str:
@@ -88,10 +119,13 @@ def overview_bars(rows: list[dict], quant: str, context: int) -> str:
     names = [r["name"] for r in rows][::-1]
     values = [r["tok_s"] or 0.0 for r in rows][::-1]
     colors = [VENDOR_COLORS.get(r["vendor"], "#999") for r in rows][::-1]
-    ax.barh(range(len(rows)), values, color=colors, height=0.72)
-    top = max(values) if any(values) else 1.0
+    top = robust_range([v for v in values if v])[1] if any(values) else 1.0
+    bars = ax.barh(range(len(rows)), [min(v, top) for v in values], color=colors, height=0.72)
+    _hatch_guesses(bars, rows[::-1])
     for i, (v, r) in enumerate(zip(values, rows[::-1])):
-        label = f"{v:.1f}" if r["tok_s"] else "does not fit"
+        label = (f"{v:.1f}" + (" ▸ beyond axis" if v > top else "") + (" (roofline guess)" if r.get("guess") else "")
+                 if r["tok_s"] else "does not fit")
+        v = min(v, top)
         ax.text(v + top * 0.01, i, label, va="center", fontsize=7, color="#333" if r["tok_s"] else "#b03a2e")
     ax.set_yticks(range(len(rows)))
     ax.set_yticklabels(names, fontsize=7.5)
@@ -151,18 +185,19 @@ def value_scatter(points: list[dict], quant: str, context: int) -> str:
     """Launch price against decode tok/s (log price), one labelled point per device; up-left is better value.
     points: {name, vendor, price, tok_s}."""
     fig, ax = plt.subplots(figsize=(7.2, 4.2))
+    top = robust_range([p["tok_s"] for p in points])[1] * 1.08
     for p in points:
-        ax.scatter(p["price"], p["tok_s"], s=22, color=VENDOR_COLORS.get(p["vendor"], "#999"), zorder=3,
-                   marker="D" if p.get("multi") else "o")
-        ax.annotate(p["name"], (p["price"], p["tok_s"]), xytext=(3, 2), textcoords="offset points", fontsize=6.3,
-                    color="#333")
+        color = VENDOR_COLORS.get(p["vendor"], "#999")
+        ax.scatter(p["price"], min(p["tok_s"], top), s=22, zorder=3, marker="D" if p.get("multi") else "o",
+                   facecolors="white" if p.get("guess") else color, edgecolors=color, linewidths=1.2)
     ax.set_xscale("log")
     prices = [p["price"] for p in points]
     ax.set_xlim(min(prices) / 1.25, max(prices) * 1.6)
     _log_ticks(ax.xaxis, min(prices), max(prices), lambda v: f"${v:,.0f}")
-    ax.set_xlabel("launch price (USD, log scale)")
+    ax.set_xlabel("price of the configuration shown (USD, log scale; launch MSRP, street or used: see the table)")
     ax.set_ylabel(f"decode tok/s ({quant}, {fmt_context(context)} ctx)")
-    ax.set_ylim(bottom=0)
+    ax.set_ylim(0, top)
+    _scatter_labels(ax, [(p["name"], p["price"], min(p["tok_s"], top)) for p in points])
     vendors = sorted({p["vendor"] for p in points})
     handles = [plt.Line2D([], [], marker="o", ls="", color=VENDOR_COLORS.get(v, "#999")) for v in vendors]
     labels = list(vendors)
@@ -170,14 +205,36 @@ def value_scatter(points: list[dict], quant: str, context: int) -> str:
         handles.append(plt.Line2D([], [], marker="D", ls="", color="#999"))
         labels.append("multi-GPU (layer split)")
     ax.legend(handles, labels, loc="upper left")
-    return to_svg(fig, label="Launch price against decode tokens/s per device")
+    return to_svg(fig, label="Price of the configuration shown against decode tokens/s per device")
+
+
+def _scatter_labels(ax, items: list[tuple[str, float, float]], fontsize: float = 6.3) -> None:
+    """Label each point, moving a label up (then down) in steps of one text line until it overlaps no label
+    placed before it; labels are sized from their length, in points (no draw needed)."""
+    scale = 72.0 / ax.figure.dpi
+    placed: list[tuple[float, float, float, float]] = []
+    line = fontsize * 1.25
+    for name, x, y in sorted(items, key=lambda t: (-t[2], t[1])):
+        px, py = (v * scale for v in ax.transData.transform((x, y)))
+        w = 0.56 * fontsize * len(name)
+        for k in (0, 1, -1, 2, -2, 3, -3, 4, -4):
+            box = (px + 3, py + 2 + k * line, px + 3 + w, py + 2 + k * line + line)
+            if not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in placed):
+                break
+        placed.append(box)
+        ax.annotate(name, (x, y), xytext=(3, 2 + k * line), textcoords="offset points", fontsize=fontsize,
+                    color="#333", arrowprops=None if k == 0 else {"arrowstyle": "-", "color": "#bbb", "lw": 0.5})
 
 
 def ranked_bars(rows: list[dict], xlabel: str) -> str:
     """Horizontal bars of one ratio (tok/s per $1000, per 100 W) ranked best first. rows: {name, vendor, value}."""
     fig, ax = plt.subplots(figsize=(3.5, 0.55 + 0.17 * len(rows)))
     vals = [r["value"] for r in rows][::-1]
-    ax.barh(range(len(rows)), vals, color=[VENDOR_COLORS.get(r["vendor"], "#999") for r in rows][::-1], height=0.7)
+    top = robust_range(vals)[1]
+    bars = ax.barh(range(len(rows)), [min(v, top) for v in vals],
+                   color=[VENDOR_COLORS.get(r["vendor"], "#999") for r in rows][::-1], height=0.7)
+    _hatch_guesses(bars, rows[::-1])
+    ax.set_xlim(0, top * 1.08)
     ax.set_yticks(range(len(rows)))
     ax.set_yticklabels([r["name"] for r in rows][::-1], fontsize=6.8)
     ax.set_ylim(-0.6, len(rows) - 0.4)
@@ -192,16 +249,21 @@ def ttft_bars(rows: list[dict], prompt_tokens: int, quant: str) -> str:
     rows: {name, vendor, ttft_s}."""
     fig, ax = plt.subplots(figsize=(7.2, 0.6 + 0.17 * len(rows)))
     vals = [r["ttft_s"] for r in rows][::-1]
-    ax.barh(range(len(rows)), vals, color=[VENDOR_COLORS.get(r["vendor"], "#999") for r in rows][::-1], height=0.7)
+    lo, hi = robust_range(vals, log=True)
+    shown = [min(max(v, lo), hi) for v in vals]
+    bars = ax.barh(range(len(rows)), shown, color=[VENDOR_COLORS.get(r["vendor"], "#999") for r in rows][::-1],
+                   height=0.7)
+    _hatch_guesses(bars, rows[::-1])
     ax.set_xscale("log")
     ax.set_yticks(range(len(rows)))
     ax.set_yticklabels([r["name"] for r in rows][::-1], fontsize=7)
     ax.set_ylim(-0.6, len(rows) - 0.4)
-    ax.set_xlim(min(vals) / 2.0, max(vals) * 2.5)
+    ax.set_xlim(lo / 2.0, hi * 2.5)
     ax.grid(axis="y", visible=False)
-    _log_ticks(ax.xaxis, min(vals) / 2.0, max(vals) * 2.0, _duration)
-    for i, v in enumerate(vals):
-        ax.text(v * 1.06, i, fmt_seconds(v), va="center", fontsize=6.5, color="#333")
+    _log_ticks(ax.xaxis, lo / 2.0, hi * 2.0, _duration)
+    for i, (v, x) in enumerate(zip(vals, shown)):
+        ax.text(x * 1.06, i, fmt_seconds(v) + (" ▸ beyond axis" if v > hi else ""), va="center", fontsize=6.5,
+                color="#333")
     ax.set_xlabel(f"time to first token, {fmt_context(prompt_tokens)}-token prompt, {quant} (predicted, log scale)")
     return to_svg(fig, label=f"Time to first token per device, {fmt_context(prompt_tokens)}-token prompt, {quant}")
 

@@ -4,6 +4,7 @@ results (whole dicts, so the template can print any field with its scenario), de
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from qlab.errors import QlabError
@@ -56,22 +57,34 @@ def _smallest(device, preds, model) -> dict | None:
 
 
 USABLE_TOK_S = 10.0  # below this, chat feels slow: the "cheapest" picks must at least reach it
+TRUSTED = ("measured", "calibrated")  # a headline names only these; a roofline guess is shown, marked, never picked
+
+
+def trusted(p: dict | None) -> bool:
+    return p is not None and p.get("basis") in TRUSTED
 
 
 def picks(summary_, preds: Predictions, model: str, budget) -> list[dict]:
-    """A few answers at a glance, each one row of the tables below (so each is checkable there)."""
+    """A few answers at a glance, each one row of the tables below (so each is checkable there). Only
+    predictions calibrated on the device's class (or measured) can be picked; a faster roofline guess is
+    named under the card instead."""
     rows = [r for r in summary_["rows"] if r["within_budget"]]
     out = []
     hi = summary_["headline_index"]
     fast = [r for r in rows if r["cells"][hi]]
-    if fast:
-        r = max(fast, key=lambda r: r["cells"][hi]["p"]["decode_tok_s"])
+    speed = lambda r: r["cells"][hi]["p"]["decode_tok_s"]  # noqa: E731
+    sure = [r for r in fast if trusted(r["cells"][hi]["p"])]
+    if sure:
+        r = max(sure, key=speed)
+        guesses = [g for g in fast if not trusted(g["cells"][hi]["p"]) and speed(g) > speed(r)]
         out.append({"title": f"Fastest at {HEADLINE_CONTEXT // 1024}K context", "device": r["device"],
-                    "p": r["cells"][hi]["p"], "kv": r["cells"][hi]["kv"]})
+                    "p": r["cells"][hi]["p"], "kv": r["cells"][hi]["kv"],
+                    "guesses": [{"device": g["device"], "p": g["cells"][hi]["p"], "kv": g["cells"][hi]["kv"]}
+                                for g in sorted(guesses, key=speed, reverse=True)[:3]]})
     value = []
     for r in rows:
         p = preds.get(r["device"].id, HEADLINE_QUANT, HEADLINE_CONTEXT, "F16", model)
-        if p and p["fits"] and r["device"].price_usd:
+        if p and p["fits"] and trusted(p) and r["device"].price_usd:
             value.append((p["decode_tok_s"] / r["device"].price_usd, r["device"], p))
     if value:
         _, d, p = max(value, key=lambda t: t[0])
@@ -82,7 +95,7 @@ def picks(summary_, preds: Predictions, model: str, budget) -> list[dict]:
         if ctx not in SUMMARY_CONTEXTS:
             continue
         i = SUMMARY_CONTEXTS.index(ctx)
-        ok = [r for r in rows if r["device"].price_usd and r["cells"][i]
+        ok = [r for r in rows if r["device"].price_usd and r["cells"][i] and trusted(r["cells"][i]["p"])
               and r["cells"][i]["p"]["decode_tok_s"] >= USABLE_TOK_S
               and BEST_QUANTS.index(r["cells"][i]["p"]["quant"]) <= BEST_QUANTS.index(quant_limit)]
         if ok:
@@ -154,8 +167,8 @@ def prefill(order, preds: Predictions, model: str) -> dict:
         cells = [preds.get(d.id, q, c, "F16", model) for q in PREFILL_QUANTS for c in (PROMPT_TOKENS, HEADLINE_CONTEXT)]
         rows.append({"device": d, "cells": cells})
         p = preds.get(d.id, HEADLINE_QUANT, PROMPT_TOKENS, "F16", model)
-        if p is not None and p.get("ttft_s"):
-            bars.append({"name": _short(d), "vendor": d.vendor, "ttft_s": p["ttft_s"]})
+        if p is not None and p["fits"] and p.get("ttft_s"):
+            bars.append({"name": _short(d), "vendor": d.vendor, "ttft_s": p["ttft_s"], "guess": not trusted(p)})
     bars.sort(key=lambda r: r["ttft_s"])
     svg = figures.ttft_bars(bars, PROMPT_TOKENS, HEADLINE_QUANT) if bars else None
     return {"rows": rows, "svg": svg, "quants": PREFILL_QUANTS, "contexts": [PROMPT_TOKENS, HEADLINE_CONTEXT]}
@@ -176,7 +189,7 @@ def value(order, preds: Predictions, model: str, budget, multi_rows=()) -> dict:
         rows.append({"device": d, "p": p, "per_kusd": per_k, "per_w": per_w, "within_budget": _within(d, budget)})
     rows.sort(key=lambda r: -(r["per_kusd"] or -1.0))
     points = [{"name": _short(r["device"]), "vendor": r["device"].vendor, "price": r["device"].price_usd,
-               "tok_s": r["p"]["decode_tok_s"]} for r in rows if r["per_kusd"]]
+               "tok_s": r["p"]["decode_tok_s"], "guess": not trusted(r["p"])} for r in rows if r["per_kusd"]]
     # multi-GPU setups that make the headline scenario fit where fewer GPUs could not (layer split, predicted)
     fitted = {r["device"].id for r in rows}
     for m in multi_rows:
@@ -187,15 +200,15 @@ def value(order, preds: Predictions, model: str, budget, multi_rows=()) -> dict:
         if sp is not None and sp["fits"]:
             fitted.add(d.id)
             points.append({"name": f"{m['n']}× {_short(d)}", "vendor": d.vendor, "price": sp["price_usd"],
-                           "tok_s": sp["decode_tok_s"], "multi": True})
-    by_price = [{"name": _short(r["device"]), "vendor": r["device"].vendor, "value": r["per_kusd"]}
-                for r in rows if r["per_kusd"]]
-    by_watt = sorted(({"name": _short(r["device"]), "vendor": r["device"].vendor, "value": r["per_w"]}
-                      for r in rows if r["per_w"]), key=lambda r: -r["value"])
+                           "tok_s": sp["decode_tok_s"], "multi": True, "guess": True})
+    by_price = [{"name": _short(r["device"]), "vendor": r["device"].vendor, "value": r["per_kusd"],
+                 "guess": not trusted(r["p"])} for r in rows if r["per_kusd"]]
+    by_watt = sorted(({"name": _short(r["device"]), "vendor": r["device"].vendor, "value": r["per_w"],
+                       "guess": not trusted(r["p"])} for r in rows if r["per_w"]), key=lambda r: -r["value"])
     return {
         "rows": rows, "no_price": no_price,
         "scatter": figures.value_scatter(points, HEADLINE_QUANT, HEADLINE_CONTEXT) if points else None,
-        "per_price_svg": figures.ranked_bars(by_price, "decode tok/s per $1000 (launch price)") if by_price else None,
+        "per_price_svg": figures.ranked_bars(by_price, "decode tok/s per $1000 (price used: see table)") if by_price else None,
         "per_watt_svg": figures.ranked_bars(by_watt, "decode tok/s per W (board power / TDP)") if by_watt else None,
     }
 
@@ -283,8 +296,30 @@ def measured(profile: dict, preds: Predictions, model: str) -> dict:
         out["breakdown_svg"] = figures.breakdown_bars(
             [{"label": f"{r['quant']} @ {r['context']}", **r["breakdown"]} for r in broke],
             "Time per token by part (measured; scaled to 64 layers where a slice ran)")
-    out["calibration_text"] = _compact(profile.get("calibration")) if profile.get("calibration") else None
+    out["calibration"] = calibration_tables(profile.get("calibration"))
     return out
+
+
+def calibration_tables(cal) -> dict | None:
+    """A profile's calibration for people: efficiencies as (name, value) rows, the decode check as a table,
+    the method as a sentence; nothing printed as a dict."""
+    if not isinstance(cal, dict) or not cal:
+        return None
+    eff = cal.get("efficiencies") if isinstance(cal.get("efficiencies"), dict) else {}
+    rows = []
+
+    def walk(prefix: str, value) -> None:
+        if isinstance(value, dict):
+            for k, v in sorted(value.items()):
+                walk(f"{prefix} · {k}" if prefix else str(k), v)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            rows.append({"name": prefix.replace("_", " "), "value": value})
+        elif value not in (None, "", [], {}):
+            rows.append({"name": prefix.replace("_", " "), "text": str(value)})
+
+    walk("", eff)
+    check = [c for c in (cal.get("check") or []) if isinstance(c, dict)]
+    return {"efficiencies": rows, "check": check, "method": cal.get("method") or ""}
 
 
 def _err(p: dict | None, measured_tok_s: float) -> float | None:
@@ -304,13 +339,33 @@ def _compact(obj) -> str:
 # -- methods ---------------------------------------------------------------------------------------------
 
 SOURCE_FIELDS = [("mem_bandwidth_gbs", "bandwidth"), ("memory_gb", "memory"), ("bf16_tflops", "BF16 rate"),
-                 ("price_usd", "price"), ("tdp_w", "power")]
+                 ("tdp_w", "power")]  # prices have their own sources (qlab/hwdb/prices.toml), shown with each price
+
+
+_URL = re.compile(r"(https?://[^\s;,()\]]+|\b[a-z0-9-]+(?:\.[a-z0-9-]+)*\.(?:com|org|net|io|de|cn|it|ai|dev|me)"
+                  r"(?:/[^\s;,()\]]*)?)", re.I)
+
+
+def source_line(device) -> dict:
+    """One line per device: each distinct source once, with the fields it backs; the first address in them
+    as a link."""
+    by_source: dict[str, list[str]] = {}
+    for f, label in SOURCE_FIELDS:
+        src = device.sources.get(f)
+        if src:
+            by_source.setdefault(src, []).append(label)
+    text = " · ".join(f"{src} ({', '.join(labels)})" if len(by_source) > 1 else src
+                      for src, labels in by_source.items())
+    m = _URL.search(text)
+    url = None
+    if m:
+        url = m.group(0).rstrip(".")
+        url = url if url.startswith("http") else "https://" + url
+    return {"device": device, "text": text, "url": url}
 
 
 def methods(devices, preds: Predictions, model: str) -> dict:
-    sources = []
-    for d in devices:
-        sources.append({"device": d, "sources": [(label, d.sources.get(f)) for f, label in SOURCE_FIELDS]})
+    sources = [source_line(d) for d in devices]
     refused = sorted({msg for msg in preds.refused.values()})
     return {"sources": sources, "calibration": _calibration(), "refused": refused[:8], "n_refused": len(refused),
             "n_predictions": len(preds.cache)}
@@ -342,7 +397,8 @@ def overview(devices, summary_, preds: Predictions, model: str) -> str | None:
         p = preds.get(d.id, HEADLINE_QUANT, HEADLINE_CONTEXT, "F16", model)
         if p is None:
             continue
-        rows.append({"name": _short(d), "vendor": d.vendor, "tok_s": p["decode_tok_s"] if p["fits"] else None})
+        rows.append({"name": _short(d), "vendor": d.vendor, "tok_s": p["decode_tok_s"] if p["fits"] else None,
+                     "guess": not trusted(p)})
     rows.sort(key=lambda r: (-(r["tok_s"] or -1.0), r["name"]))
     return figures.overview_bars(rows, HEADLINE_QUANT, HEADLINE_CONTEXT) if rows else None
 
@@ -363,6 +419,9 @@ def step_breakdown(order, preds: Predictions, model: str, n_devices: int = 4) ->
     for d in dict.fromkeys(picks):
         for m in (model, DENSE_CONTRAST) if model != DENSE_CONTRAST else (model,):
             for c in (PROMPT_TOKENS, SUMMARY_CONTEXTS[-1], SUMMARY_CONTEXTS[-2]):
+                p = preds.get(d.id, HEADLINE_QUANT, c, "F16", m)
+                if p is None or not p["fits"]:
+                    continue  # a chart never shows a setup the device cannot hold
                 try:
                     parts = breakdown(preds.devices.get(d.id, d.id), m, HEADLINE_QUANT, c,
                                       profile=preds.profiles_by_hw.get(d.id))

@@ -8,9 +8,10 @@ import os
 from qlab.errors import QlabError
 
 # Shown when no selection is given: the cards and machines people weigh against each other for a ~27B model.
+# The M3 Ultra at 96 GB: the configuration with a sourced price (its 512 GB top option has none).
 DEFAULT_DEVICES = [
     "rtx-3090", "rtx-4090", "rtx-5090", "rtx-4060-ti-16gb", "rtx-a6000", "rtx-pro-6000-blackwell",
-    "rx-7900-xtx", "m4-max-40c", "m3-ultra", "dgx-spark", "h100-sxm", "mi300x",
+    "rx-7900-xtx", "m4-max-40c", "m3-ultra@96", "dgx-spark", "h100-sxm", "mi300x",
 ]
 
 
@@ -39,7 +40,7 @@ def select_devices(hw_ids: list[str] | None, vendor: str | None, all_devices: bo
             raise QlabError("the hardware database is empty: no devices to report on")
     else:
         known = {d.id for d in hwdb.all_devices()}
-        devices = [hwdb.get_device(h) for h in DEFAULT_DEVICES if h in known]
+        devices = [_with_option(hwdb.get_device(h), h) for h in DEFAULT_DEVICES if h.split("@")[0] in known]
         if not devices:
             raise QlabError("empty device selection: none of the default devices is in the hardware database; "
                             "use --hw IDS, --vendor V or --all")
@@ -61,9 +62,9 @@ def _with_option(device, asked: str):
     return replace(device, id=f"{device.id}@{device.memory_gb:g}", name=f"{device.name}, {device.memory_gb:g} GB")
 
 
-def load_profiles_dir(directory: str | os.PathLike) -> list[dict]:
+def load_profiles_dir(directory: str | os.PathLike, check_machine: bool = False) -> list[dict]:
     """Every `*.json` profile in `directory`, validated by the profile package (errors name file and field);
-    a missing or unreadable directory is an error."""
+    a missing or unreadable directory is an error; with `check_machine`, so is another machine's profile."""
     from qlab.profile.schema import load_profiles_dir as load
 
-    return load(directory)
+    return load(directory, check_machine=check_machine)
