@@ -100,3 +100,19 @@ def test_crash_in_a_real_process_exits_3(tmp_path):
     assert r.returncode == 3
     assert "Traceback" not in r.stderr and "ZeroDivisionError" in r.stderr
     assert str(home / "logs") in r.stderr
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["bench", "decode", "--threads", "-1"], "argument --threads: expected an integer >= 1, got -1"),
+    (["bench", "decode", "--threads", "0"], "argument --threads: expected an integer >= 1, got 0"),
+    (["profile", "--threads", "-1"], "argument --threads: expected an integer >= 1"),
+    (["profile", "--budget", "nan"], "argument --budget: expected a finite number > 0, got 'nan'"),
+    (["profile", "--out", __file__], "argument --out:"),
+    (["bench", "decode", "--dump-logits", "/"], "argument --dump-logits: '/' is a directory"),
+])
+def test_bad_numbers_and_paths_in_flags_are_usage_errors(argv, expected, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert expected in err and "Traceback" not in err

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from qlab.validate import int_arg, output_file
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("decode", help="decode loop: prefill and decode tok/s, time per op kind, GB/s, peak memory",
@@ -18,14 +20,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--context", type=int, default=4096, help="tokens already in the cache when decoding")
     p.add_argument("--tokens", type=int, default=16, help="tokens to decode")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "mps"])
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (torch.set_num_threads)")
+    p.add_argument("--threads", type=int_arg(minimum=1), default=None, help="CPU threads (torch.set_num_threads)")
     p.add_argument("--fill", default="auto", choices=["auto", "prefill", "synthetic"],
                    help="how caches reach --context: run the model (prefill) or write random values (synthetic; "
                         "auto: prefill up to 512 tokens)")
     p.add_argument("--width-scale", type=float, default=1.0, help="divide every width by F (quick runs)")
     p.add_argument("--vocab", type=int, default=None, help="vocabulary size for synthetic weights")
     p.add_argument("--json", action="store_true", help="print the result record as JSON")
-    p.add_argument("--dump-logits", default=None, metavar="FILE.npy",
+    p.add_argument("--dump-logits", default=None, metavar="FILE.npy", type=output_file,
                    help="save the logits of every position of --prompt-tokens to FILE.npy, [T, vocab] float32")
     p.add_argument("--prompt-tokens", default=None, help="comma-separated token ids, e.g. 1,2,3")
     p.set_defaults(func=run)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from qlab.validate import float_arg, int_arg, output_dir
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("profile", help="measure this machine (bandwidth, kernels, decode loop) and predict from it",
@@ -20,10 +22,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quants", default="Q4_K_M,Q8_0", help="comma-separated quant ids (default Q4_K_M,Q8_0)")
     p.add_argument("--contexts", default=None, help="comma-separated context lengths (default by mode)")
     p.add_argument("--model", default="qwen3.6-27b", help=argparse.SUPPRESS)
-    p.add_argument("--out", default="profiles", help="directory for the profile JSON (default profiles/)")
+    p.add_argument("--out", default="profiles", type=output_dir,
+                   help="directory for the profile JSON (default profiles/)")
     p.add_argument("--report", action="store_true", help="also write an HTML report including this profile")
-    p.add_argument("--budget", type=float, default=None, metavar="SECONDS", help="time budget for the whole run")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
+    p.add_argument("--budget", type=float_arg(minimum=0, min_exclusive=True), default=None, metavar="SECONDS",
+                   help="time budget for the whole run")
+    p.add_argument("--threads", type=int_arg(minimum=1), default=None, help="CPU threads (default: torch's choice)")
     p.add_argument("--resume", default=None, metavar="FILE", help="continue an interrupted profile")
     p.set_defaults(func=run, mode="default")
 
