@@ -37,6 +37,9 @@ def _measured_device(dev, profile: dict | None):
     specs = rec.get("specs") or {}
     measured = {k: float(specs[k]) for k in rec["details"]["measured_specs"]
                 if isinstance(specs.get(k), (int, float)) and specs[k] > 0}
+    # dtypes the profile found no native instructions for have no peak (qlab/profile/README.md)
+    measured.update({k: None for k in rec["details"].get("unsupported_specs") or ()
+                     if k in ("bf16_tflops", "fp16_tflops")})
     return dataclasses.replace(dev, **measured) if measured else dev
 
 
@@ -65,21 +68,40 @@ def _peak_flops(dev) -> float:
     return tf * 1e12
 
 
+SMALL_BATCH = 8   # llama.cpp runs up to 8 tokens per matrix through its matvec kernels, more as a GEMM
+
+
+def token_alu_s(step, dev, eff: Efficiencies) -> float:
+    """Seconds one extra token adds to a small-batch step: its matmul FLOPs on the matvec kernels, which
+    re-unpack the weights per token, at a fraction (`eff.token_alu`, fitted) of the FP32 rate."""
+    alu = (dev.fp32_tflops or dev.peak_tflops or 1.0) * 1e12
+    return step.token_flops / (alu * eff.token_alu)
+
+
 def step_parts(step, dev, eff: Efficiencies) -> dict[str, float]:
-    """Seconds of one decode step by term: weights stream, dequant ALU, KV read, state, compute, per-layer."""
+    """Seconds of one decode step by term: weights stream, dequant ALU, KV read, state, the extra tokens of
+    a small batch, compute, per-layer. Why Q8_0 can beat Q4_K_M: `dequant_s` is unpacking ALU work at the
+    FP32 rate, so a part with much bandwidth and little FP32 (A100: 2 TB/s, 19.5 TFLOPS) pays more to unpack
+    K-quants (8 ops/weight, fitted) than it saves in bytes over Q8_0 (2 ops/weight)."""
     bw = dev.mem_bandwidth_gbs * 1e9
     alu = (dev.fp32_tflops or dev.peak_tflops or 1.0) * 1e12
     kv = step.kv_f16_bytes * eff.kv_quant_factor if step.kv_quantized else step.kv_bytes
     units = step.layer_units + step.n_deltanet * eff.deltanet_units
+    extra = min(step.batch, SMALL_BATCH) - 1
     return {"weights_s": sum(b * eff.family(f) for f, b in step.weight_bytes.items()) / (bw * eff.weights),
             "dequant_s": sum(n * eff.dequant_ops.get(f, 0.0) for f, n in step.weight_elems.items()) / alu,
             "kv_s": kv / (bw * eff.kv), "state_s": step.state_bytes / (bw * eff.weights),
+            "batch_alu_s": extra * token_alu_s(step, dev, eff) if extra > 0 else 0.0,
             "compute_s": step.flops / (_peak_flops(dev) * eff.compute), "layer_overhead_s": units * eff.layer_overhead_s}
 
 
 def breakdown(hw, model: str, quant: str, context: int, batch: int = 1, kv_dtype: str = "F16",
-              profile: dict | None = None) -> dict[str, float]:
-    """Where one decode step's time goes (seconds by term, as step_time adds them): for reports."""
+              profile: dict | None = None, setup=None) -> dict[str, float]:
+    """Where one decode step's time goes (seconds by term, as step_time adds them): for reports. With a
+    `setup`, its terms are added (seconds; MTP's per-step token count and offload's layer count as values)."""
+    if setup is not None and not setup.plain:
+        r = predict(hw, model, quant, context, batch, kv_dtype, profile, setup=setup)
+        return {k: v.get("s", v.get("value")) for k, v in r["terms"].items()}
     dev = _measured_device(_device(hw), profile)
     m = get_model(model)
     q, kv, _ = _check(m, quant, context, batch, kv_dtype)
@@ -90,7 +112,7 @@ def breakdown(hw, model: str, quant: str, context: int, batch: int = 1, kv_dtype
 def step_time(step, dev, eff: Efficiencies) -> tuple[float, str]:
     """Seconds for one decode step and which side bounds it."""
     p = step_parts(step, dev, eff)
-    t_mem = p["weights_s"] + p["dequant_s"] + p["kv_s"] + p["state_s"]
+    t_mem = p["weights_s"] + p["dequant_s"] + p["kv_s"] + p["state_s"] + p["batch_alu_s"]
     bound = "memory" if t_mem >= p["compute_s"] else "compute"
     return max(t_mem, p["compute_s"]) + p["layer_overhead_s"], bound
 
@@ -141,13 +163,23 @@ def _check(m, quant: str, context: int, batch: int, kv_dtype: str) -> tuple[str,
 
 
 def predict(hw, model: str, quant: str, context: int, batch: int = 1, kv_dtype: str = "F16",
-            profile: dict | None = None) -> dict:
-    """One scenario -> DESIGN.md's `qlab predict --json` object (plus "warnings" when the context needs YaRN)."""
+            profile: dict | None = None, setup=None, concurrency: bool = False, terms: bool = False,
+            setup_params: dict | None = None) -> dict:
+    """One scenario -> DESIGN.md's `qlab predict --json` object (plus "warnings" when the context needs YaRN).
+
+    `setup` (a `qlab.predict.setups.Setup`: MTP, several GPUs, offload) adds "setup", "terms" (seconds per
+    term with its basis) and "per_gpu_gb"; `concurrency` adds how many sequences fit at `context` and their
+    speed; `terms` adds the per-term breakdown to a plain prediction. The contract's fields never change.
+    `setup_params` replaces calibration.json's "setups" numbers (the calibration fits them with it)."""
     dev = _measured_device(_device(hw), profile)
     m = get_model(model)
     q, kv, warnings = _check(m, quant, context, batch, kv_dtype)
     context, batch = _as_int(context), _as_int(batch)
     eff = efficiencies_from_profile(profile, dev) if profile is not None else efficiencies_for(dev)
+    if setup_params and "token_alu_eff" in setup_params:
+        import dataclasses
+
+        eff = dataclasses.replace(eff, token_alu=setup_params["token_alu_eff"])
     step = decode_step(m, q, context, batch, kv)
     t_step, bound = step_time(step, dev, eff)
     t_first = t_step if batch == 1 else decode_step_time_1(m, q, context, kv, dev, eff)
@@ -161,9 +193,74 @@ def predict(hw, model: str, quant: str, context: int, batch: int = 1, kv_dtype: 
            "decode_tok_s": round(batch / t_step, 3), "prefill_tok_s": round(n_prefill / t_pp, 3),
            "ttft_s": round(ttft, 4), "memory": mem.as_contract(), "fits": fits(mem, dev), "bound": bound,
            "basis": eff.source}
+    if setup is not None or terms or concurrency:
+        _add_setup(out, setup, dev, m, q, context, batch, kv, eff, step, t_step, mem, profile, concurrency,
+                   setup_params)
     if warnings:
         out["warnings"] = warnings
     return out
+
+
+def term_bases(eff: Efficiencies, profile: dict | None) -> dict[str, str]:
+    """The basis of each step_parts term: the device's efficiencies, or an assumption where nothing fitted it."""
+    from qlab.predict.efficiency import load_calibration
+
+    measured = ((profile or {}).get("calibration") or {}).get("efficiencies") or {} if isinstance(profile, dict) else {}
+    fitted_alu = "token_alu_eff" in (load_calibration().get("setups") or {})
+    return {"weights_s": eff.source, "dequant_s": eff.source, "kv_s": eff.source, "state_s": eff.source,
+            "batch_alu_s": "fitted" if fitted_alu else "assumed",
+            "compute_s": "measured" if "compute" in measured else "assumed", "layer_overhead_s": eff.source}
+
+
+def _add_setup(out: dict, setup, dev, m, q, context, batch, kv, eff, step, t_step, mem, profile, concurrency,
+               setup_params=None) -> None:
+    from qlab.predict import setups as S
+    from qlab.predict.efficiency import load_calibration
+
+    p = step_parts(step, dev, eff)
+    bases = term_bases(eff, profile)
+    terms = {k: {"s": round(v, 7), "basis": bases[k]} for k, v in p.items()}
+    if setup is not None and not setup.plain:
+        S.check_setup(setup, dev, m)
+        params = S.fitted_params({"setups": setup_params} if setup_params is not None else load_calibration())
+        p["token_alu_s"] = token_alu_s(step, dev, eff)
+        r = S.apply(setup, p=p, step=step, dev=dev, eff=eff, m=m, t_step=t_step, mem=mem, params=params)
+        terms.update({k: {"s" if k.endswith("_s") else "value": round(v, 7), "basis": b}
+                      for k, (v, b) in r["terms"].items()})
+        out["decode_tok_s"] = round(batch / r["t_token"], 3)
+        out["fits"] = bool(r["fits"])
+        out["per_gpu_gb"] = round(r["per_gpu_gb"], 4)
+        sd = setup.as_dict()
+        if setup.gpus > 1:
+            sd["link"] = S.link_gbs(dev, setup.link)[1]
+        if setup.mtp:
+            sd["acceptance"] = S.acceptance(setup)[0]
+        if r["gpu_layers"] is not None:
+            sd["gpu_layers"] = r["gpu_layers"]
+        out["setup"] = sd
+        out["notes"] = ["prefill and TTFT are the single-device figures (setups change decode only)"]
+    out["terms"] = terms
+    if concurrency:
+        out["concurrency"] = _concurrency(out, setup, dev, m, q, context, kv, mem, profile)
+
+
+def _concurrency(out: dict, setup, dev, m, q, context, kv, mem, profile) -> dict:
+    """How many sequences fit at `context` beside the weights (KV cache in the attention layers only, plus a
+    fixed DeltaNet state per sequence), and the speed at that many: aggregate and per user."""
+    from qlab.predict.setups import concurrency as n_fit
+
+    n_gpu = setup.gpus if setup is not None else 1
+    per_seq = (mem.kv_cache_gb + mem.state_gb) / max(1, out["batch"])
+    fixed = mem.weights_gb / n_gpu + mem.overhead_gb
+    n = n_fit(None, per_seq / n_gpu, fixed, dev.usable_memory_gb)
+    res = {"max_sequences": n, "per_sequence_gb": round(per_seq, 4)}
+    if n >= 1:
+        b = min(n, 1024)
+        r = predict(dev, m.id, q, context, batch=b, kv_dtype=kv, profile=profile,
+                    setup=setup if setup is not None and not setup.plain else None)
+        res.update({"batch": b, "aggregate_tok_s": r["decode_tok_s"], "per_user_tok_s": round(r["decode_tok_s"] / b, 3),
+                    "bound": r["bound"]})
+    return res
 
 
 def decode_step_time_1(m, q: str, context: int, kv: str, dev, eff: Efficiencies) -> float:

@@ -46,6 +46,8 @@ class Efficiencies:
     dequant_ops: dict[str, float] = field(default_factory=dict, hash=False)    # ALU ops per weight, per family
     deltanet_units: float = 1.5          # launch units of one DeltaNet layer (an attention layer = 1)
     kv_quant_factor: float = 1.0         # quantized KV cache: time relative to an F16 cache of the same length
+    token_alu: float = 0.3               # small batches (<= 8 tokens, llama.cpp's matvec kernels): each extra
+                                         # token costs its matmul FLOPs at this fraction of the FP32 rate
     source: str = "roofline"             # "roofline" | "calibrated" | "measured"
 
     def family(self, fam: str) -> float:
@@ -84,7 +86,8 @@ def _from_entry(entry: dict, cal: dict, cls: str, source: str) -> Efficiencies:
                         family_factor=dict(entry.get("family_factor", cal.get("family_factor", {}))),
                         dequant_ops=dict(entry.get("dequant_ops", cal.get("dequant_ops", {}))),
                         deltanet_units=cal.get("deltanet_layer_units", 1.5),
-                        kv_quant_factor=cal.get("kv_quant_factor", 1.0), source=source)
+                        kv_quant_factor=cal.get("kv_quant_factor", 1.0),
+                        token_alu=(cal.get("setups") or {}).get("token_alu_eff", 0.3), source=source)
 
 
 def efficiencies_for(dev) -> Efficiencies:
@@ -141,4 +144,7 @@ def efficiencies_from_profile(profile: dict, dev=None) -> Efficiencies:
     deq = dict(base.dequant_ops)
     if isinstance(eff.get("dequant_ops"), dict):
         deq.update({str(k): float(v) for k, v in eff["dequant_ops"].items()})
-    return replace(base, **vals, family_factor=fam, dequant_ops=deq, source="measured")
+    # basis "class": the profile's own fit failed its check (qlab/predict/calibrate/from_profile.py); its
+    # measured specs still apply, the efficiencies are the class's, and the output says so
+    source = "class" if cal.get("basis") == "class" else "measured"
+    return replace(base, **vals, family_factor=fam, dequant_ops=deq, source=source)

@@ -49,6 +49,10 @@ class StepCost:
     kv_quantized: bool = False         # the KV cache is a block-quantized type (Q8_0, Q4_0, ...)
     kv_f16_bytes: float = 0.0          # the same KV at 2 bytes per value: attention over a quantized cache
                                        # is dequant-bound, its time follows the values, not the bytes
+    batch: int = 1
+    output_bytes: float = 0.0          # the output (LM head) matrix: the MTP draft reads it again
+    token_flops: float = 0.0           # matmul FLOPs of one token (2 per weight used)
+    n_attention: int = 0               # attention layers (full + sliding)
 
     @property
     def total_bytes(self) -> float:
@@ -68,8 +72,8 @@ def _distinct_experts(E: int, k: int, B: int) -> float:
 
 @lru_cache(maxsize=4096)
 def _weights_step(model_id: str, quant: str, batch: int) -> tuple[tuple[tuple[str, float], ...], float, float,
-                                                                  tuple[tuple[str, float], ...]]:
-    """(family bytes, matmul FLOPs, layer units, family weights) of the weights for one decode step."""
+                                                                  tuple[tuple[str, float], ...], float]:
+    """(family bytes, matmul FLOPs, layer units, family weights, output-matrix bytes) of one decode step."""
     m = get_model(model_id)
     mix = quantize(m, quant)
     groups: dict[tuple, int] = {}
@@ -79,6 +83,7 @@ def _weights_step(model_id: str, quant: str, batch: int) -> tuple[tuple[tuple[st
     fam: dict[str, float] = {}
     elems: dict[str, float] = {}
     flops = 0.0
+    out_bytes = 0.0
     for (role, typ, shape, nbytes, frac), n in groups.items():
         f = TYPE_FAMILY.get(typ, "float")
         if role == "embed":                       # a row lookup per token, not a matmul
@@ -95,12 +100,14 @@ def _weights_step(model_id: str, quant: str, batch: int) -> tuple[tuple[tuple[st
             b, fl = nbytes * frac, 0.0
         fam[f] = fam.get(f, 0.0) + n * b
         flops += n * fl
+        if role == "output":
+            out_bytes += n * b
         if role == "expert":   # weights a matmul dequantizes, once per step
             elems[f] = elems.get(f, 0.0) + n * _distinct_experts(shape[2], m.ffn.active_experts, batch) * _n(shape[:2])
         elif role in ("matmul", "output"):
             elems[f] = elems.get(f, 0.0) + n * _n(shape)
     units = sum(LAYER_UNITS[k] for k in m.layer_types if k != DELTANET) + (MOE_UNITS * m.n_layers if m.is_moe else 0.0)
-    return tuple(sorted(fam.items())), flops, units, tuple(sorted(elems.items()))
+    return tuple(sorted(fam.items())), flops, units, tuple(sorted(elems.items())), out_bytes
 
 
 def kv_step(m: ModelPreset, context: int, batch: int, kv_dtype: str) -> OpCost:
@@ -129,13 +136,14 @@ def state_step(m: ModelPreset, batch: int) -> OpCost:
 
 def decode_step(model: str | ModelPreset, quant: str, context: int, batch: int = 1, kv_dtype: str = "F16") -> StepCost:
     m = get_model(model)
-    fam, wflops, units, elems = _weights_step(m.id, quant, batch)
+    fam, wflops, units, elems, out_bytes = _weights_step(m.id, quant, batch)
     kv = kv_step(m, context, batch, kv_dtype)
     st = state_step(m, batch)
     kv_q = kv_dtype.upper() not in ("F16", "BF16", "F32")
     kv16 = kv_step(m, context, batch, "F16").bytes if kv_q else kv.bytes
     return StepCost(dict(fam), kv.bytes, st.bytes, wflops + kv.flops + st.flops, units, dict(elems),
-                    m.count(DELTANET), kv_q, kv16)
+                    m.count(DELTANET), kv_q, kv16, batch, out_bytes, wflops / batch,
+                    m.count(ATTENTION) + m.count(SLIDING))
 
 
 def weight_bytes_total(model: str | ModelPreset, quant: str) -> float:

@@ -35,7 +35,8 @@ SHRINK = 0.2         # prior weight: class log-params toward the pooled ones (ch
 # Shared parameters: (name, start, lower, upper). The last two only move when supplement rows are present
 # (the shared CSV has no DeltaNet model and no quantized KV cache).
 GLOBALS = [("flash_attn_off_kv_factor", 2.0, 1.0, 12.0), ("legacy_build_time_factor", 1.1, 0.5, 3.0),
-           ("deltanet_layer_units", 1.5, 0.5, 8.0), ("kv_quant_factor", 1.0, 0.2, 5.0)]
+           ("deltanet_layer_units", 1.5, 0.5, 8.0), ("kv_quant_factor", 1.0, 0.2, 5.0),
+           ("early_hybrid_build_time_factor", 1.1, 0.5, 3.0)]
 CLASS_PARAMS = [("weights", 0.75, 0.05, 1.0), ("kv", 0.6, 0.03, 1.2), ("layer_overhead_us", 20.0, 0.05, 400.0)]
 
 
@@ -102,6 +103,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=CALIBRATION_PATH)
     ap.add_argument("--no-lodo", action="store_true", help="skip leave-one-device-out (faster)")
     ap.add_argument("--verbose", action="store_true", help="print every row")
+    ap.add_argument("--no-setups", action="store_true", help="skip the MTP/multi-GPU/offload/batch fit")
     args = ap.parse_args(argv)
     rows = load_rows(args.csv)
     if str(args.supplement):
@@ -118,7 +120,14 @@ def main(argv=None) -> int:
             for r in rows:
                 if r["hw"] == hw:
                     r["lodo_ape"] = ape(q, r)
-        lodo = {"mdape": statistics.median(r["lodo_ape"] for r in rows)}
+        lodo = {"mdape": statistics.median(r["lodo_ape"] for r in rows), "p90": _p90(r["lodo_ape"] for r in rows)}
+        for src in sorted({r["source"] for r in rows}):   # leave-one-source-out, as the setups are judged
+            q = fit([r for r in rows if r["source"] != src])
+            for r in rows:
+                if r["source"] == src:
+                    r["loso_ape"] = ape(q, r)
+        lodo["loso_mdape"] = statistics.median(r["loso_ape"] for r in rows)
+        lodo["loso_p90"] = _p90(r["loso_ape"] for r in rows)
     mdape = statistics.median(r["ape"] for r in rows)
     per_set = {}
     for tag in sorted({r["set"] for r in rows}):
@@ -126,8 +135,9 @@ def main(argv=None) -> int:
         per_set[tag] = {"n_rows": len(sub), "mdape": round(statistics.median(r["ape"] for r in sub), 4)}
         if lodo:
             per_set[tag]["lodo_mdape"] = round(statistics.median(r["lodo_ape"] for r in sub), 4)
-    print(f"{len(rows)} rows; fit MdAPE {100 * mdape:.1f}%" +
-          (f"; leave-one-device-out MdAPE {100 * lodo['mdape']:.1f}%" if lodo else ""))
+    print(f"batch 1: {len(rows)} rows; fit MdAPE {100 * mdape:.1f}% p90 {100 * _p90(r['ape'] for r in rows):.1f}%" +
+          (f"; leave-one-device-out MdAPE {100 * lodo['mdape']:.1f}% p90 {100 * lodo['p90']:.1f}%"
+           f"; leave-one-source-out MdAPE {100 * lodo['loso_mdape']:.1f}% p90 {100 * lodo['loso_p90']:.1f}%" if lodo else ""))
     for tag, v in per_set.items():
         print(f"  {tag:10s} {v['n_rows']:3d} rows: fit MdAPE {100 * v['mdape']:.1f}%"
               + (f", LODO {100 * v['lodo_mdape']:.1f}%" if lodo else ""))
@@ -147,7 +157,8 @@ def main(argv=None) -> int:
           + "; dequant ALU ops/weight: " + ", ".join(f"{k} {v:.2f}" for k, v in p["dequant_ops"].items())
           + f"; flash-attention-off KV factor {p['flash_attn_off_kv_factor']:.2f}"
           + f"; pre-2025 build time factor {p['legacy_build_time_factor']:.2f}"
-          + f"; DeltaNet layer units {p['deltanet_layer_units']:.2f}; quantized-KV factor {p['kv_quant_factor']:.2f}")
+          + f"; DeltaNet layer units {p['deltanet_layer_units']:.2f}; quantized-KV factor {p['kv_quant_factor']:.2f}"
+          + f"; early-hybrid-build time factor {p['early_hybrid_build_time_factor']:.2f}")
     if args.verbose:
         for r in rows:
             print(f"  {r['set'][:4]} line {r['line']:3d} {r['hw']:16s} {r['model']:16s} {r['quant']:7s} {r['context']:6d} "
@@ -164,11 +175,31 @@ def main(argv=None) -> int:
         "legacy_build_time_factor": round(p["legacy_build_time_factor"], 4),
         "deltanet_layer_units": round(p["deltanet_layer_units"], 4),
         "kv_quant_factor": round(p["kv_quant_factor"], 4),
+        "early_hybrid_build_time_factor": round(p["early_hybrid_build_time_factor"], 4),
         "pooled": {**{k: round(v, 4) for k, v in p["pooled"].items()}, "compute": COMPUTE_EFF},
         "classes": classes_out,
-        "errors": {"mdape": round(mdape, 4), **({"lodo_mdape": round(lodo["mdape"], 4)} if lodo else {}),
+        "errors": {"mdape": round(mdape, 4), "p90": round(_p90(r["ape"] for r in rows), 4),
+                   **({"lodo_mdape": round(lodo["mdape"], 4), "lodo_p90": round(lodo["p90"], 4),
+                       "loso_mdape": round(lodo["loso_mdape"], 4), "loso_p90": round(lodo["loso_p90"], 4)}
+                      if lodo else {}),
                    "by_set": per_set},
     }
     write_json_atomic(args.out, out)
+    if not args.no_setups:   # the setup models stand on the batch-1 fit just written
+        from qlab.predict.calibrate import setups
+        from qlab.predict.efficiency import CALIBRATION_PATH as default_path, load_calibration
+
+        if args.out.resolve() != default_path.resolve():
+            print("(setups fitted against the checked-in calibration.json, not --out)")
+        load_calibration.cache_clear()
+        params, errors = setups.evaluate(setups.load_setup_rows(), verbose=args.verbose)
+        out["setups"] = params
+        out["errors"]["setups"] = errors
+        write_json_atomic(args.out, out)
     print(f"wrote {args.out}")
     return 0
+
+
+def _p90(values) -> float:
+    v = sorted(values)
+    return v[min(len(v) - 1, int(round(0.9 * (len(v) - 1))))]

@@ -28,6 +28,9 @@ FLASH_ATTN_ON = ("pull/17505", "pull/26284", "benches/mac-m2-ultra")
 # concurrency and the faster quantized matvec kernels). Predictions are for current builds; the fit gives
 # these rows one shared time factor instead of letting them drag every class's efficiencies down.
 LEGACY_BUILD = ("discussions/4167", "XiongjieDai", "dmatora", "llm-tracker")
+# Qwen3.5/3.6 rows measured with llama.cpp builds from before its hybrid (DeltaNet) decode kernels caught
+# up (b10450, 2026-08: the sudoingX/qwen38-mtp baselines say so): one shared time factor for them too.
+EARLY_HYBRID_BUILD = ("tianchengwu.com", "jackrong-qwen36-eval")
 COMPUTE_EFF = 0.5    # decode matrix efficiency at batch > 1: not identifiable from batch-1 rows (assumption)
 
 
@@ -43,6 +46,7 @@ def load_rows(path: Path = DEFAULT_CSV, tag: str = "shared") -> list[dict]:
                    "batch": int(r.get("batch") or 1), "measured": float(r["measured_decode_tok_s"]),
                    "fa": any(s in r["source"] for s in FLASH_ATTN_ON), "backend": r["backend"],
                    "legacy": any(s in r["source"] for s in LEGACY_BUILD), "set": tag,
+                   "early_hybrid": any(s in r["source"] for s in EARLY_HYBRID_BUILD), "source": r["source"],
                    "kv_dtype": (r.get("kv_dtype") or "F16").strip()}
             if tag == "supplement":
                 row["fa"] = True   # every supplement row ran with flash attention
@@ -69,6 +73,8 @@ def predict_row(params: dict, row: dict) -> float:
     t, _ = step_time(row["step"], row["dev"], eff)
     if row["legacy"]:
         t *= params.get("legacy_build_time_factor", 1.0)
+    if row.get("early_hybrid"):
+        t *= params.get("early_hybrid_build_time_factor", 1.0)
     return row["batch"] / t
 
 

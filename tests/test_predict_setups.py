@@ -1,0 +1,121 @@
+"""Setups beside plain decode (qlab.predict.setups): MTP, several GPUs, offload, concurrency; their JSON
+fields and bases; the published rows they are fitted on; bad combinations; the CLI flags."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from qlab.errors import QlabError
+from qlab.predict import breakdown, predict
+from qlab.predict.setups import AUTO, Setup
+
+CONTRACT = {"hw", "model", "quant", "context", "batch", "decode_tok_s", "prefill_tok_s", "ttft_s", "memory", "fits",
+            "bound", "basis"}
+BASES = {"calibrated", "measured", "roofline", "fitted", "assumed", "given", "published", "fit"}
+
+
+def _p(setup=None, hw="rtx-3090", ctx=32768, **kw):
+    return predict(hw, "qwen3.6-27b", "Q4_K_M", ctx, setup=setup, **kw)
+
+
+def test_setups_add_fields_and_keep_the_contract():
+    plain = _p()
+    r = _p(Setup(gpus=2, split="tensor", link="pcie4", mtp=True))
+    assert set(plain) == CONTRACT
+    assert CONTRACT < set(r) and {"setup", "terms", "per_gpu_gb"} <= set(r)
+    assert r["memory"] == plain["memory"] and r["prefill_tok_s"] == plain["prefill_tok_s"]
+    assert r["setup"] == {"gpus": 2, "split": "tensor", "link": "pcie4", "mtp": True, "draft": 2, "acceptance": 0.78}
+    assert all(t["basis"] in BASES for t in r["terms"].values())
+    assert {"allreduce_s", "mtp_draft_s", "mtp_verify_extra_s", "mtp_tokens_per_step"} <= set(r["terms"])
+
+
+def test_mtp_speeds_up_more_with_higher_acceptance_and_pays_for_drafts():
+    base = _p()["decode_tok_s"]
+    lo = _p(Setup(mtp=True, acceptance=0.3))["decode_tok_s"]
+    hi = _p(Setup(mtp=True, acceptance=0.9))["decode_tok_s"]
+    assert base < lo < hi < 3 * base       # 2 drafts: at most 3 tokens per step, minus the cost of drafting
+    zero = _p(Setup(mtp=True, draft=4, acceptance=0.0))["decode_tok_s"]
+    assert zero < base                     # nothing accepted: the drafts and the wider verify are pure cost
+
+
+def test_tensor_parallel_beats_layer_split_and_nvlink_beats_pcie():
+    one = _p()["decode_tok_s"]
+    layer = _p(Setup(gpus=2, split="layer"))
+    tp_pcie = _p(Setup(gpus=2, split="tensor", link="pcie3"))["decode_tok_s"]
+    tp_nv = _p(Setup(gpus=2, split="tensor", link="nvlink"))["decode_tok_s"]
+    assert layer["decode_tok_s"] <= one < tp_pcie < tp_nv < 2 * one
+    assert layer["per_gpu_gb"] < _p()["memory"]["total_gb"]
+
+
+def test_offload_curve_rises_with_gpu_layers_and_auto_fits():
+    curve = [_p(Setup(gpu_layers=g), hw="rtx-4060-ti-16gb", ctx=4096)["decode_tok_s"] for g in (0, 16, 32, 48, 64)]
+    assert curve == sorted(curve) and curve[-1] > 2 * curve[0]
+    auto = _p(Setup(gpu_layers=AUTO), hw="rtx-4060-ti-16gb", ctx=4096)
+    assert auto["fits"] and 30 < auto["setup"]["gpu_layers"] < 65 and auto["per_gpu_gb"] <= 16
+    faster = _p(Setup(gpu_layers=AUTO, host_bw_gbs=200.0), hw="rtx-4060-ti-16gb", ctx=4096)["decode_tok_s"]
+    assert faster > auto["decode_tok_s"]
+
+
+def test_concurrency_counts_sequences_that_fit():
+    r = _p(hw="h100-sxm", concurrency=True)
+    c = r["concurrency"]
+    # 80 GB minus 16.5 GB weights and ~1.2 GB overhead, ~2.3 GB per 32K sequence (KV in 16 layers + state)
+    assert 20 <= c["max_sequences"] <= 30
+    assert c["aggregate_tok_s"] > r["decode_tok_s"] and c["per_user_tok_s"] < r["decode_tok_s"]
+    assert _p(hw="rtx-3060-12gb", concurrency=True)["concurrency"]["max_sequences"] == 0
+
+
+@pytest.mark.parametrize("setup,hw,model,msg", [
+    (Setup(mtp=True), "rtx-3090", "llama-3-8b", "has no MTP layer"),
+    (Setup(gpus=2), "m4-max-40c", "qwen3.6-27b", "not a card that can be paired"),
+    (Setup(gpu_layers=10), "m4-max-40c", "qwen3.6-27b", "nothing to offload"),
+    (Setup(gpus=2, split="tensor", link="nvlink"), "rtx-4090", "qwen3.6-27b", "no NVLink"),
+    (Setup(gpus=3, split="tensor"), "rtx-3090", "llama-3-8b", "do not divide"),
+    (Setup(gpu_layers=99), "rtx-3090", "qwen3.6-27b", "expected 0..65"),
+])
+def test_bad_combinations_are_one_line(setup, hw, model, msg):
+    with pytest.raises(QlabError, match=msg):
+        predict(hw, model, "Q4_K_M", 4096, setup=setup)
+
+
+def test_breakdown_lists_setup_terms():
+    b = breakdown("rtx-3090", "qwen3.6-27b", "Q4_K_M", 4096, setup=Setup(mtp=True, draft=3))
+    assert b["mtp_tokens_per_step"] == pytest.approx(1 + 3 * 0.72) and b["mtp_draft_s"] > 0
+
+
+def test_published_setup_rows_within_the_checked_in_errors():
+    """The checked-in fit reproduces what calibration.json says it achieves on the published rows."""
+    import statistics
+
+    from qlab.predict.calibrate.setups import load_setup_rows, ratio
+    from qlab.predict.efficiency import load_calibration
+
+    cal = load_calibration()
+    rows = load_setup_rows()
+    assert len(rows) >= 20 and len({r["source"] for r in rows}) >= 10
+    for setup, e in cal["errors"]["setups"].items():
+        errs = [abs(ratio(r, cal["setups"]) - 1) for r in rows if r["setup"] == setup]
+        assert statistics.median(errs) == pytest.approx(e["mdape"], abs=0.003), setup
+        assert e["mdape"] < 0.2
+
+
+def test_cli_setup_flags(capsys):
+    from qlab.cli import main
+
+    assert main(["predict", "--hw", "rtx-3090", "--gpus", "2", "--split", "tensor", "--link", "pcie4", "--quant",
+                 "Q4_K_M", "--context", "32k", "--mtp", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["setup"]["split"] == "tensor" and "terms" in r
+    assert main(["predict", "--hw", "rtx-4060-ti-16gb", "--offload-layers", "20", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["setup"]["gpu_layers"] == 45
+    assert main(["predict", "--hw", "h100-sxm", "--concurrency"]) == 0
+    assert "sequences fit" in capsys.readouterr().out
+    for argv, msg in ((["--hw", ","], "--hw: expected one or more"), (["--hw", "rtx-3090", "--quant", ""], "--quant"),
+                      (["--hw", "rtx-3090", "--context", ""], "--context"),
+                      (["--hw", "rtx-3090", "--context", "1.0e400"], "--context: expected an integer"),
+                      (["--hw", "rtx-3090", "--split", "tensor"], "only meaningful with --gpus"),
+                      (["--hw", "rtx-3090", "--draft", "3"], "only meaningful with --mtp")):
+        assert main(["predict", *argv]) == 2, argv
+        assert msg in capsys.readouterr().err
