@@ -116,3 +116,28 @@ def test_bad_numbers_and_paths_in_flags_are_usage_errors(argv, expected, capsys)
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert expected in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv", [
+    ["gguf", "synth", "--layers", "4", "--width-scale", "16", "-o", "{dir}"],
+    ["gguf", "synth", "--layers", "4", "--width-scale", "16", "-o", "{file}/x.gguf"],
+    ["bench", "gate", "--save", "{dir}"],
+    ["report", "--out", "{file}/r.html"],
+    ["fleet", "report", "--profiles", "{dir}", "--out", "{dir}"],
+    ["fleet", "profile", "--out", "{file}"],
+])
+def test_output_onto_a_directory_or_through_a_file_is_exit_2_at_once(argv, tmp_path, capsys):
+    f = tmp_path / "a-file"
+    f.write_text("x")
+    argv = [a.format(dir=tmp_path, file=f) for a in argv]
+    from qlab.cli import COMMANDS
+    pytest.importorskip(COMMANDS[argv[0]] if isinstance(COMMANDS[argv[0]], str) else "qlab")
+    try:
+        code = main(argv)
+    except SystemExit as e:
+        code = e.code
+    assert code == 2
+    err = capsys.readouterr().err
+    assert ("is a directory" in err or "which is a file" in err or "is a file" in err
+            or "not a writable directory" in err), err
+    assert "Traceback" not in err

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from qlab.validate import output_file
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("gguf", help="GGUF files: write a synthetic model (`gguf synth`), inspect one (`gguf info`)",
@@ -21,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--mtp", action="store_true", help="add the MTP block (blk.N.nextn.*) for qlab's speculative "
                    "decoding; llama.cpp's qwen35 loader does not read such a file")
-    s.add_argument("-o", "--output", required=True, help="the GGUF file to write")
+    s.add_argument("-o", "--output", required=True, type=output_file, help="the GGUF file to write")
     s.set_defaults(func=run_synth)
     i = gsub.add_parser("info", help="check a qwen35 GGUF and print its shape, tensor types and size")
     i.add_argument("file")

@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from qlab.validate import output_dir, output_file
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     fleet = sub.add_parser("fleet", help="profile many machines on a Ray cluster and compare them",
@@ -28,14 +30,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "here), ray://HOST:10001 (Ray Client) or HOST:6379 (the head node)")
     p.add_argument("--nodes", default="all", help="all (default), or a node label (value or key=value), "
                                                   "a custom resource name, or a host name")
-    p.add_argument("--out", default=None, help="folder for the profiles and fleet.json (default profiles/fleet-<date>)")
+    p.add_argument("--out", default=None, type=output_dir,
+                   help="folder for the profiles and fleet.json (default profiles/fleet-<date>)")
     p.add_argument("--resume", action="store_true", help="re-run only the slots of --out without a complete profile")
     p.add_argument("--retries", type=int, default=1, help="re-submissions after a crash on a live node (default 1)")
     p.add_argument("--timeout", type=float, default=None, metavar="SECONDS", help="give up on a slot after this long")
     p.set_defaults(func=run_profile_cmd)
     r = fsub.add_parser("report", help="compare the profiles of a fleet run in one HTML report")
     r.add_argument("--profiles", required=True, help="the fleet's --out folder (or any folder of profile JSONs)")
-    r.add_argument("--out", default=None, help="HTML file (default <profiles>/fleet-report.html)")
+    r.add_argument("--out", default=None, type=output_file, help="HTML file (default <profiles>/fleet-report.html)")
     r.add_argument("--json", action="store_true", help="print the comparison as JSON instead of a summary")
     r.set_defaults(func=run_report_cmd)
     fleet.set_defaults(func=lambda args: (fleet.print_help(), 2)[1])

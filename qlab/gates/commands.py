@@ -7,6 +7,8 @@ import argparse
 import math
 from pathlib import Path
 
+from qlab.validate import output_file
+
 DEFAULT_BASELINE = Path(__file__).resolve().parents[2] / "benchmarks" / "baseline" / "cpu-host.json"
 # Set from the run-to-run spread measured on the 2-core CI machine (see README: "Regression gates").
 DEFAULT_THRESHOLD = 1.6
@@ -27,7 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--normalise", choices=("median", "probe", "none"), default="median",
                    help="reference for each run: the suite's median ratio (default), the in-run probes, or none")
     p.add_argument("--no-confirm", action="store_true", help="fail on the first run (no re-run of suspects)")
-    p.add_argument("--save", default=None, help="also write the current run's JSON here (e.g. a new baseline)")
+    p.add_argument("--save", default=None, type=output_file,
+                   help="also write the current run's JSON here (e.g. a new baseline)")
     p.add_argument("--only", default="timing,compile,golden", help="which gates: timing,compile,golden")
     p.add_argument("--update-snapshots", action="store_true", help="rewrite the compile and golden snapshots")
     p.set_defaults(func=run)
