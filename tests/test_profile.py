@@ -23,6 +23,9 @@ def _fake_stages(monkeypatch, calls, interrupt_at=None, fail_at=None):
             if name == "detect":
                 doc["device"] = {"id": "cpu-host", "name": "test cpu", "kind": "cpu", "source": "cpu", "known": False,
                                  "specs": {"mem_bandwidth_gbs": 10.0, "memory_gb": 16.0}, "details": {}}
+                from qlab.profile.machine import fingerprint_here
+
+                doc["fingerprint"] = fingerprint_here(gpu=False)
             if name == "microbench":
                 doc["microbench"] = {"read_gbs": 9.0, "copy_gbs": 8.0, "matmul_tflops": {"float32": 0.1}}
         return stage
@@ -93,12 +96,20 @@ def test_microbench_measures_positive_rates():
     assert r["bytes"] == 1 << 24 and m["flops"] == 2 * 128**3
 
 
+def _rc(argv) -> int:
+    """Exit code of `qlab ARGV`, whether a usage error returns 2 or exits with it (argparse)."""
+    try:
+        return main(argv)
+    except SystemExit as e:
+        return e.code
+
+
 def test_cli_bad_input(capsys, tmp_path):
-    assert main(["profile", "--gpu", "cuda", "--quick", "--out", str(tmp_path)]) == 2
+    assert _rc(["profile", "--gpu", "cuda", "--quick", "--out", str(tmp_path)]) == 2
     assert "no CUDA device" in capsys.readouterr().err
-    assert main(["profile", "--budget", "0"]) == 2
-    assert main(["profile", "--contexts", "4k,abc"]) == 2
-    assert main(["profile", "--resume", "/nonexistent.json"]) == 2
+    assert _rc(["profile", "--budget", "0"]) == 2
+    assert _rc(["profile", "--contexts", "4k,abc"]) == 2
+    assert _rc(["profile", "--resume", "/nonexistent.json"]) == 2
 
 
 def _measured_cpu_profile(decode_rows):

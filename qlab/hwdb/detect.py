@@ -60,7 +60,7 @@ def query_nvml(index: int = 0) -> dict | None:
         def optional(fn, *args):  # older drivers or GPUs lack some queries
             try:
                 return fn(*args)
-            except (pynvml.NVMLError, AttributeError):
+            except (pynvml.NVMLError, AttributeError, TypeError):  # TypeError: fn is None (not in this pynvml)
                 return None
 
         return {
@@ -72,6 +72,11 @@ def query_nvml(index: int = 0) -> dict | None:
             "cuda_cores": optional(pynvml.nvmlDeviceGetNumGpuCores, h),
             "compute_capability": list(optional(pynvml.nvmlDeviceGetCudaComputeCapability, h) or []),
             "driver_version": driver.decode() if isinstance(driver, bytes) else driver,
+            # looked up by name: a mocked or older pynvml may lack them
+            "uuid": _text(optional(getattr(pynvml, "nvmlDeviceGetUUID", None), h)),
+            "power_limit_w": _milli(optional(getattr(pynvml, "nvmlDeviceGetEnforcedPowerLimit", None), h)),
+            "app_sm_clock_mhz": optional(getattr(pynvml, "nvmlDeviceGetApplicationsClock", None), h,
+                                         getattr(pynvml, "NVML_CLOCK_SM", 0)),
             "gpu_count": int(count),
             "index": index,
         }
@@ -80,6 +85,23 @@ def query_nvml(index: int = 0) -> dict | None:
             pynvml.nvmlShutdown()
         except pynvml.NVMLError:
             pass
+
+
+def _text(v) -> str | None:
+    return v.decode() if isinstance(v, bytes) else v
+
+
+def _milli(v) -> float | None:
+    return round(v / 1000, 1) if isinstance(v, (int, float)) else None
+
+
+def gpu_fingerprint(raw: dict) -> dict:
+    """What tells one NVIDIA GPU (and its setup) from another: a profile is valid for this card only. The
+    clocks and the power limit are part of it because a capped card is slower than its hwdb entry."""
+    return {"kind": "gpu", "name": raw["name"], "uuid": raw.get("uuid"), "driver": raw.get("driver_version"),
+            "memory_gib": round(raw["memory_total_bytes"] / 2**30, 1),
+            "max_sm_clock_mhz": raw.get("max_sm_clock_mhz"), "max_mem_clock_mhz": raw.get("max_mem_clock_mhz"),
+            "app_sm_clock_mhz": raw.get("app_sm_clock_mhz"), "power_limit_w": raw.get("power_limit_w")}
 
 
 def _slug(name: str) -> str:
@@ -102,7 +124,8 @@ def nvml_detection(raw: dict) -> Detection:
     cc = ".".join(str(x) for x in raw.get("compute_capability") or []) or None
     details = {"name": name, "memory_gib": round(memory_gib, 2), "bus_width_bits": bus,
                "max_mem_clock_mhz": mclk, "compute_capability": cc, "driver_version": raw.get("driver_version"),
-               "gpu_count": raw.get("gpu_count", 1), "index": raw.get("index", 0)}
+               "gpu_count": raw.get("gpu_count", 1), "index": raw.get("index", 0),
+               "fingerprint": gpu_fingerprint(raw)}
     if nvml_bw:
         details["nvml_bandwidth_gbs"] = round(nvml_bw, 1)
     devices, lookup = load_all()
@@ -285,6 +308,28 @@ def parse_cpuinfo(text: str) -> dict:
     }
 
 
+# Flags that decide which instructions (and so which kernels and matmul dtypes) run; the rest of /proc/cpuinfo's
+# flags vary with the kernel and hypervisor without changing speed, so they are not part of a fingerprint.
+FINGERPRINT_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
+                     "avx512_bf16", "avx512_fp16", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8", "asimd",
+                     "asimdhp", "fphp", "sve", "sve2", "bf16", "i8mm")
+
+
+def cpu_fingerprint(raw: dict) -> dict:
+    """What tells one host from another: CPU model, the ISA flags that matter, cores, threads and memory size
+    (the measured bandwidth is added by `qlab profile`). `cpu-host` is not one device: this is its identity."""
+    p = parse_cpuinfo(raw.get("cpuinfo", ""))
+    if not raw.get("cpuinfo"):
+        p["cores"] = p["threads"] = raw.get("cpu_count") or 1
+    return {"kind": "cpu", "model": p["model"], "flags": sorted(f for f in FINGERPRINT_FLAGS if f in p["flags"]),
+            "cores": p["cores"], "threads": p["threads"],
+            "memory_gb": round(parse_meminfo(raw.get("meminfo", "")) or 0.0, 1)}
+
+
+def cpu_fingerprint_here() -> dict:
+    return cpu_fingerprint(query_cpu())
+
+
 def parse_meminfo(text: str) -> float | None:
     m = re.search(r"MemTotal:\s*(\d+)\s*kB", text)
     return int(m.group(1)) * 1024 / 1e9 if m else None
@@ -368,7 +413,7 @@ def cpu_detection(raw: dict, measured: dict | None = None) -> Detection:
         dev = with_measurements(dev, measured)
     details = {"model": p["model"], "vendor_id": p["vendor_id"], "cores": p["cores"], "threads": p["threads"],
                "clock_mhz": clock, "isa": isa, "fp32_flops_per_cycle": fpc, "memory_gb": round(memory_gb, 2),
-               "estimated": sorted(dev.estimates),
+               "estimated": sorted(dev.estimates), "fingerprint": cpu_fingerprint(raw),
                "basis": "peak and bandwidth estimated from the ISA, cores and clock; `qlab profile` measures them"}
     return Detection(dev, "cpu", True, details)
 

@@ -89,15 +89,10 @@ def parse_int(value: str, what: str, line: str = "") -> int:
 
 
 def _load_profile(path: str) -> dict:
-    import json
+    """Checked by the profile package: schema, finite numbers, and made on this machine (a host profile)."""
+    from qlab.profile.schema import load_profile_for_prediction
 
-    from qlab.errors import QlabError
-
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise QlabError(f"--profile {path}: cannot read a JSON profile: {e}") from None
+    return load_profile_for_prediction(path, "--profile")
 
 
 def read_scenarios(path: str) -> list[dict]:

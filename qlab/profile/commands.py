@@ -70,13 +70,31 @@ def parse_options(args):
 
 def run(args) -> int:
     opts = parse_options(args)
+def resume_flags(opts) -> str:
+    """The options a `--resume` must repeat (the runner refuses other ones)."""
+    flags = [f"--{opts.mode}"] if opts.mode != "default" else []
+    flags.append(f"--quants {','.join(opts.quants)}")
+    flags.append(f"--contexts {','.join(map(str, opts.contexts))}")
+    return " ".join(flags)
+
+
     from rich.console import Console
 
-    from qlab.profile.runner import run_profile
+    from qlab.profile.runner import ProfileInterrupted, run_profile
     from qlab.profile.summary import print_summary
 
     console = Console()
-    doc, path = run_profile(opts, Console(stderr=True))
+    try:
+        doc, path = run_profile(opts, Console(stderr=True))
+    except ProfileInterrupted as e:
+        import sys
+
+        if e.path is None:
+            print("interrupted before the device was detected: nothing was saved", file=sys.stderr)
+        else:
+            print(f"interrupted: the finished stages are saved in {e.path}; continue with "
+                  f"`qlab profile {resume_flags(opts)} --resume {e.path}`", file=sys.stderr)
+        return 130
     print_summary(doc, console)
     console.print(f"profile written to [bold]{path}[/bold]")
     if opts.report:

@@ -35,8 +35,19 @@ def new_document(opts: ProfileOptions) -> dict:
     }
 
 
+class ProfileInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a run: the finished stages are saved in `path` (None before the device was known)."""
+
+    def __init__(self, path: Path | None):
+        super().__init__(str(path))
+        self.path = path
+
+
 def _resume_document(path: Path, opts: ProfileOptions) -> dict:
+    from qlab.profile.machine import require_this_machine
+
     doc = load_profile(path)
+    require_this_machine(doc, f"--resume {path}")
     if doc["options"].get("mode") != opts.mode or doc["options"].get("quants") != opts.quants \
             or doc["options"].get("contexts") != opts.contexts:
         raise QlabError(f"--resume {path}: that run was made with options {doc['options']}; "
@@ -45,10 +56,27 @@ def _resume_document(path: Path, opts: ProfileOptions) -> dict:
 
 
 def profile_path(opts: ProfileOptions, doc: dict) -> Path:
+    """The file of this run. A new name is claimed with an exclusive create, so two runs started in the same
+    second get two files (-2, -3, ... after the time stamp) instead of one overwriting the other."""
     if opts.resume:
         return opts.resume
     stamp = doc["created"].replace("-", "").replace(":", "").rstrip("Z")
-    return Path(opts.out) / f"{doc['device']['id']}-{opts.mode}-{stamp}.json"
+    out = Path(opts.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise QlabError(f"--out {out}: cannot create the directory: {e.strerror or e}") from None
+    base = f"{doc['device']['id']}-{opts.mode}-{stamp}"
+    for n in range(1, 1000):
+        path = out / (f"{base}.json" if n == 1 else f"{base}-{n}.json")
+        try:
+            with open(path, "x"):
+                return path   # claimed (empty until the first save replaces it atomically)
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise QlabError(f"--out {out}: cannot create a profile file there: {e.strerror or e}") from None
+    raise QlabError(f"--out {out}: 999 profiles named {base}*.json already exist")
 
 
 def run_profile(opts: ProfileOptions, console=None) -> tuple[dict, Path]:
@@ -72,6 +100,7 @@ def run_profile(opts: ProfileOptions, console=None) -> tuple[dict, Path]:
     ctx.save = save
     if doc["device"]["id"] != "pending":
         path.append(profile_path(opts, doc))
+        ctx.path = path[0]
     started = time.monotonic()
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[status]}"),
                   TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False) as progress:
@@ -98,7 +127,7 @@ def run_profile(opts: ProfileOptions, console=None) -> tuple[dict, Path]:
                 console.print(f"[red]stage {name} failed: {e}")
             except KeyboardInterrupt:
                 save()
-                raise
+                raise ProfileInterrupted(path[0] if path else None) from None
             except Exception as e:  # recorded in the profile; the run continues with the next stage
                 detail = traceback.format_exception_only(type(e), e)[-1].strip()
                 if name == "detect":  # without a device there is nothing to measure
@@ -108,6 +137,7 @@ def run_profile(opts: ProfileOptions, console=None) -> tuple[dict, Path]:
                 console.print(f"[red]stage {name} failed: {detail}")
             if name == "detect" and not path:
                 path.append(profile_path(opts, doc))
+                ctx.path = path[0]
             save()
             progress.advance(total, STAGE_WEIGHT[name])
         progress.update(total, status="done")

@@ -16,6 +16,7 @@ class Context:
     torch_device: str = "cpu"
     save: Callable[[], None] = lambda: None
     log: Callable[[str], None] = print
+    path: object = None      # the profile's file, once known (a --quick run looks beside it for a whole-model run)
 
 
 def _device_record(det) -> dict:
@@ -59,7 +60,11 @@ def resolve_device(gpu: str):
 
 def stage_detect(doc: dict, opts: ProfileOptions, ctx: Context) -> None:
     det, torch_device = resolve_device(opts.gpu)
+    from qlab.profile.machine import record_fingerprint
+
     doc["device"] = _device_record(det) | {"torch_device": torch_device}
+    doc["device"]["details"].pop("fingerprint", None)   # kept once, at the top level
+    record_fingerprint(doc, det.details or {})
     ctx.torch_device = torch_device
     warn = fits_warning(det.device, opts)
     if warn:
@@ -91,15 +96,28 @@ def stage_microbench(doc: dict, opts: ProfileOptions, ctx: Context) -> None:
 
         torch.set_num_threads(opts.threads)
     doc["microbench"] = mb = run_all(ctx.torch_device, quick=opts.mode == "quick")
+    doc.setdefault("fingerprint", {})["read_gbs"] = mb["read_gbs"]
+    for d, why in mb["unsupported"].items():
+        ctx.log(f"matmul {d}: unsupported here ({why}); not used as a compute peak")
+    if mb["noisy"]:
+        ctx.log("noisy probes (spread of repeats after a re-measure): "
+                + ", ".join(f"{k} {100 * v:.0f} %" for k, v in mb["noisy"].items()) + "; the machine is loaded")
     if doc["device"]["source"] == "cpu":
         # The host CPU's bandwidth and peak were estimates: from now on the profile's device carries what was
-        # measured, so that predictions for cpu-host rest on this machine's real figures.
+        # measured, so that predictions for cpu-host rest on this machine's real figures. A dtype without
+        # native instructions gets no peak at all (its estimate from the flags would be the compute peak).
         specs = doc["device"]["specs"]
-        measured = {"mem_bandwidth_gbs": mb["read_gbs"], "fp32_tflops": mb["matmul_tflops"].get("float32"),
-                    "bf16_tflops": mb["matmul_tflops"].get("bfloat16")}
+        rates = mb["matmul_tflops"]
+        measured = {"mem_bandwidth_gbs": mb["read_gbs"], "fp32_tflops": rates.get("float32"),
+                    "bf16_tflops": rates.get("bfloat16"), "fp16_tflops": rates.get("float16")}
         doc["device"]["details"]["estimated_specs"] = {k: specs.get(k) for k in measured}
         specs.update({k: v for k, v in measured.items() if v})
+        unsupported = [f"{'bf16' if d == 'bfloat16' else 'fp16'}_tflops" for d in mb["unsupported"]
+                       if d in ("bfloat16", "float16")]
+        for k in unsupported:
+            specs.pop(k, None)
         doc["device"]["details"]["measured_specs"] = sorted(k for k, v in measured.items() if v)
+        doc["device"]["details"]["unsupported_specs"] = sorted(unsupported)
 
 
 def _peak(doc: dict) -> tuple[float, float]:
@@ -120,23 +138,39 @@ def tune_shapes_for(op: str, mode: str) -> list[dict]:
 
 
 def stage_tune(doc: dict, opts: ProfileOptions, ctx: Context) -> None:
-    """Tune every kernel op present at Qwen3.6-27B shapes; the tuner's cache makes a second run fast.
-    An op that fails is recorded with its error and the others still run."""
-    from qlab.tune import OPS, tune_shapes
+    """Validate, then tune, every kernel op present at Qwen3.6-27B shapes; the tuner's cache makes a second run
+    fast. An impl that fails validation on this device is excluded and recorded (`kernel_validation`); an op
+    that fails is recorded with its error and the others still run."""
+    from qlab.profile.kernel_check import validated_ops
+    from qlab.tune import OPS
+    from qlab.tune.cache import TuneCache
+    from qlab.tune.tuner import tune_task
 
     kernels = doc.setdefault("kernels", [])
     errors = doc.setdefault("kernel_errors", {})
+    validation = doc.setdefault("kernel_validation", {})
     done = {k["op"] for k in kernels}
     ops = [op for op in OPS if op not in done]
     budget = opts.tune_budget_s / max(1, len(ops))
     bw, tflops = _peak(doc)
+    cache = TuneCache()
     for op in ops:
         shapes = tune_shapes_for(op, opts.mode)
         if not shapes:
             errors[op] = f"skipped in --{opts.mode} mode (prefill shapes only)"
             continue
         try:
-            results = tune_shapes(op, shapes, device=ctx.torch_device, budget_s=budget)
+            tops, failed = validated_ops(op, ctx.torch_device, ctx.log)
+            validation[op] = {"passed": [t.impl for t in tops], "failed": failed}
+            if not tops:
+                raise QlabError(f"no impl of {op} passed validation on {ctx.torch_device}")
+            tasks = [(top, top.full_shape(s, ctx.torch_device)) for s in shapes for top in tops]
+            results = []
+            for top, shape in tasks:
+                try:
+                    results.append(tune_task(top, shape, ctx.torch_device, budget / len(tasks), "budgeted", cache))
+                except QlabError as e:   # a shape this impl rejects: the other tasks go on
+                    errors[f"{op}/{top.impl}"] = str(e)[:300]
         except Exception as e:  # noqa: BLE001 — recorded per op; the next op still runs
             errors[op] = f"{type(e).__name__}: {str(e)[:300]}"
             ctx.log(f"tuning {op} failed: {errors[op]}")
@@ -157,42 +191,100 @@ def stage_tune(doc: dict, opts: ProfileOptions, ctx: Context) -> None:
         ctx.save()
 
 
+def _key(r: dict) -> tuple:
+    return r["quant"], r["context"], bool(r.get("whole_model"))
+
+
+def _oom(e: BaseException) -> bool:
+    from qlab.engine.memory import DoesNotFitError
+
+    return isinstance(e, (MemoryError, DoesNotFitError)) or "out of memory" in str(e).lower()
+
+
 def stage_decode(doc: dict, opts: ProfileOptions, ctx: Context) -> None:
+    """The decode loop on the slice at each quant x context; in default and full mode also the whole model
+    where it fits (qlab/profile/whole_model.py), and how far the slice's extrapolation landed from it."""
     from qlab.engine.bench import run_decode_bench
+    from qlab.profile import whole_model
+    from qlab.profile.options import WHOLE_PREFILL_TOKENS, WHOLE_TOKENS
 
     results = doc.setdefault("decode", [])
-    done = {(r["quant"], r["context"]) for r in results if "error" not in r}
-    results[:] = [r for r in results if (r["quant"], r["context"]) in done]  # retry failed items on resume
-    for quant in opts.quants:
-        for context in opts.contexts:
-            if (quant, context) in done:
-                continue
-            try:
+    done = {_key(r) for r in results if "error" not in r}
+    results[:] = [r for r in results if _key(r) in done]  # retry failed items on resume
+    items = [(q, c, False) for q in opts.quants for c in opts.contexts]
+    items += [(q, c, True) for q in opts.quants for c in opts.whole_contexts()]
+    skipped = doc.setdefault("whole_model", {})
+    for quant, context, whole in items:
+        if (quant, context, whole) in done:
+            continue
+        try:
+            if whole:
+                fit = whole_model.plan(opts.model, quant, context, opts.width_scale, opts.vocab)
+                if not fit["fits"]:
+                    skipped[quant] = f"not decoded whole: {fit['why']}"
+                    ctx.log(f"{quant}: the whole model is not decoded ({fit['why']}); the slice stands alone")
+                    continue
+                path = whole_model.ensure_model_file(opts.model, quant, opts.width_scale, opts.vocab, ctx.log)
+                r = run_decode_bench(model=opts.model, layers=None, quant=quant, context=context,
+                                     tokens=WHOLE_TOKENS, device=ctx.torch_device, threads=opts.threads,
+                                     gguf=str(path), prefill_tokens=WHOLE_PREFILL_TOKENS)
+                skipped[quant] = f"decoded whole from {path.name}"
+            else:
                 r = run_decode_bench(model=opts.model, layers=opts.layers, quant=quant, context=context,
-                                     tokens=opts.tokens, device=ctx.torch_device, threads=opts.threads)
-                results.append(_decode_row(r, quant, context, opts.layers))
-            except (MemoryError, RuntimeError) as e:  # out of memory (torch raises RuntimeError subclasses)
-                if not isinstance(e, MemoryError) and "out of memory" not in str(e).lower():
-                    raise
-                results.append({"quant": quant, "context": context, "layers_run": opts.layers, "tok_s": 1e-9,
-                                "scaled_tok_s": 1e-9, "error": f"out of memory: {str(e)[:200]}"})
-            ctx.save()
+                                     tokens=opts.tokens, device=ctx.torch_device, threads=opts.threads,
+                                     width_scale=opts.width_scale, vocab=opts.vocab)
+            results.append(_decode_row(r, quant, context, opts.layers, whole))
+        except Exception as e:  # noqa: BLE001 — out of memory is recorded and the next item runs
+            if not _oom(e):
+                raise
+            results.append({"quant": quant, "context": context, "layers_run": 64 if whole else opts.layers,
+                            "whole_model": whole, "tok_s": 1e-9, "scaled_tok_s": 1e-9,
+                            "error": f"out of memory: {str(e)[:200]}"})
+        ctx.save()
+    record_extrapolation(doc, opts, ctx)
 
 
-def _decode_row(r: dict, quant: str, context: int, layers: int) -> dict:
+def record_extrapolation(doc: dict, opts: ProfileOptions, ctx: Context) -> None:
+    """Slice extrapolation vs the whole model (both measured here); a --quick run carries the error the
+    newest whole-model profile of this machine measured, when one is in the same directory."""
+    from qlab.profile import whole_model
+
+    rows = [r for r in doc.get("decode") or [] if "error" not in r]
+    slices = {(r["quant"], r["context"]): r for r in rows if not r.get("whole_model")}
+    pairs = [(slices[(r["quant"], r["context"])], r) for r in rows
+             if r.get("whole_model") and (r["quant"], r["context"]) in slices]
+    if pairs:
+        doc["extrapolation"] = [whole_model.extrapolation_error(s, w) for s, w in pairs]
+        for e in doc["extrapolation"]:
+            ctx.log(f"{e['quant']} @ {e['context']}: {e['slice_layers']}-layer slice scaled to the whole model "
+                    f"{e['slice_scaled_tok_s']:.3g} tok/s, whole model {e['whole_tok_s']:.3g} ({e['error_pct']:+.1f} %)")
+    elif opts.mode == "quick":
+        carried = whole_model.carried_error(opts.out, doc.get("fingerprint"), exclude=ctx.path)
+        if carried:
+            doc["extrapolation_carried"] = carried
+
+
+def _decode_row(r: dict, quant: str, context: int, layers: int, whole: bool = False) -> dict:
     """Keep the engine's result as it is, plus the fields the profile schema names."""
     row = dict(r)
-    row.update(quant=quant, context=context, layers_run=int(r.get("layers", layers)),
+    row.update(quant=quant, context=context, layers_run=int(r.get("layers", layers)), whole_model=whole,
                tok_s=float(r["decode_tok_s"]), scaled_tok_s=float(r.get("scaled_decode_tok_s", r["decode_tok_s"])),
                prefill_tok_s=r.get("prefill_tok_s"), peak_rss_gb=r.get("peak_rss_gb"),
                breakdown=r.get("breakdown_s_per_token") or r.get("breakdown") or {})
+    if whole:
+        row["scaled_tok_s"] = row["tok_s"]   # nothing to scale: every layer ran
     return row
 
 
 def stage_calibrate(doc: dict, opts: ProfileOptions, ctx: Context) -> None:
     from qlab.predict.calibrate.from_profile import calibration_from_profile
+    from qlab.profile.roofline import roofline_points
 
-    doc["calibration"] = calibration_from_profile(doc, opts.model)
+    doc["roofline"] = roofline_points(doc, opts.model)
+    doc["calibration"] = cal = calibration_from_profile(doc, opts.model)
+    if cal["basis"] == "class":
+        ctx.log("calibration NOT published as measured: " + "; ".join(cal["problems"][:3])
+                + " — predictions use the device class's values on the measured bandwidth (basis: class)")
 
 
 def stage_predict(doc: dict, opts: ProfileOptions, ctx: Context) -> None:

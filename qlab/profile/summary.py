@@ -14,6 +14,12 @@ def print_summary(doc: dict, console) -> None:
         mm = ", ".join(f"{d} {v * 1e3:.0f} GFLOP/s" for d, v in mb["matmul_tflops"].items())
         console.print(f"memory: read {mb['read_gbs']:.1f} GB/s, copy {mb['copy_gbs']:.1f} GB/s "
                       f"(spec {spec_bw:.0f} GB/s); matmul: {mm}")
+        for d, why in (mb.get("unsupported") or {}).items():
+            console.print(f"matmul {d}: [yellow]unsupported[/yellow] — {why}; not used as a compute peak")
+        if mb.get("noisy"):
+            console.print("[yellow]noisy probes[/yellow] (spread of repeats after a re-measure): "
+                          + ", ".join(f"{k} {100 * v:.0f} %" for k, v in mb["noisy"].items())
+                          + " — the machine was loaded; treat this profile's figures as rough")
     for name, st in doc["stages"].items():
         if st["status"] != "done":
             console.print(f"[red]stage {name}: {st['status']}[/red] {st.get('error', '')}")
@@ -39,6 +45,7 @@ def print_summary(doc: dict, console) -> None:
                       f"{d['scaled_tok_s']:.2f}" if "error" not in d else d["error"][:40],
                       f"{p['spec_decode_tok_s']:.2f}" if p else "-", f"{p['decode_tok_s']:.2f}" if p else "-")
         console.print(t)
+    print_checks(doc, console)
     if doc.get("predictions"):
         t = Table(title="predictions for this machine (calibrated by this profile)")
         for c in ("quant", "context", "decode tok/s", "prefill tok/s", "memory GB", "fits"):
@@ -47,6 +54,44 @@ def print_summary(doc: dict, console) -> None:
             t.add_row(p["quant"], str(p["context"]), f"{p['decode_tok_s']:.2f}", f"{p['prefill_tok_s']:.1f}",
                       f"{p['memory']['total_gb']:.1f}", "yes" if p["fits"] else "no")
         console.print(t)
+
+
+def print_checks(doc: dict, console) -> None:
+    """Kernel exclusions, the roofline point, slice vs whole model, and the calibration's own check, in words."""
+    for op, v in (doc.get("kernel_validation") or {}).items():
+        for impl, err in v.get("failed", {}).items():
+            console.print(f"[red]kernel {op}/{impl} excluded[/red] (failed its reference check here): {err}")
+    for p in doc.get("roofline") or []:
+        console.print(f"roofline {p['quant']} @ {p['context']}: {p['intensity_flop_per_byte']:.2f} FLOP/byte vs ridge "
+                      f"{p['ridge_flop_per_byte']:.1f} -> {p['bound']}-bound; {p['achieved_gbs']:.1f} GB/s achieved, "
+                      f"{100 * p['of_roofline']:.0f} % of the roofline")
+    for e in doc.get("extrapolation") or []:
+        console.print(f"slice vs whole model, {e['quant']} @ {e['context']}: {e['slice_layers']}-layer slice scaled "
+                      f"{e['slice_scaled_tok_s']:.3g} tok/s, whole {e['whole_tok_s']:.3g} tok/s ({e['error_pct']:+.1f} %)")
+    for q, why in (doc.get("whole_model") or {}).items():
+        if why.startswith("not"):
+            console.print(f"{q}: {why}")
+    carried = doc.get("extrapolation_carried")
+    if carried:
+        errs = ", ".join(f"{r['quant']} {r['error_pct']:+.1f} %" for r in carried["rows"])
+        console.print(f"the slice's whole-model figures carry the extrapolation error of {carried['from']} "
+                      f"(same machine): {errs}")
+    elif doc.get("options", {}).get("mode") == "quick" and doc.get("decode"):
+        console.print("the slice's whole-model figures are an extrapolation never compared with the whole model "
+                      "on this machine: run `qlab profile --gpu auto` once to measure its error")
+    cal = doc.get("calibration") or {}
+    for c in cal.get("check") or []:
+        ok = abs(c["error_pct"]) <= cal.get("tolerance_pct", 10)
+        console.print(f"calibration check {c['quant']} @ {c['context']}: measured {c['measured_tok_s']:.3g} tok/s, "
+                      f"calibrated {c['predicted_tok_s']:.3g} ({c['error_pct']:+.1f} %) "
+                      + ("[green]ok[/green]" if ok else "[red]off[/red]"))
+    if cal.get("basis") == "class":
+        console.print("[bold red]calibration not published as measured[/bold red]: "
+                      + "; ".join(cal.get("problems", [])[:4])
+                      + ". Predictions with this profile use the device class's efficiencies on the measured "
+                        "bandwidth (basis: class).")
+    elif cal.get("problems"):
+        console.print("[yellow]calibration notes[/yellow]: " + "; ".join(cal["problems"][:4]))
 
 
 def _pct(v) -> str:

@@ -1,11 +1,16 @@
-"""Turn a profile's measurements into the efficiencies the predictor reads (see qlab/predict/README.md).
+"""Turn a profile's measurements into the efficiencies the predictor reads (see qlab/predict/README.md), and
+check that they reproduce what was measured.
 
 - weights: streaming read bandwidth (microbench) ÷ the device's bandwidth figure in the profile;
 - kv: the best attention-decode bandwidth the tuned kernels reached ÷ the same figure (when measured);
-- compute, prefill: the best measured GEMM rate ÷ the device's dense peak;
+- compute, prefill: the best measured GEMM rate of a dtype with native instructions ÷ the device's peak;
 - family_factor: per weight family (q8_0, kquant, ...), the factor that makes the predictor reproduce the
   decode loop measured at that quant — solved exactly, since a step's time is linear in the factor.
-The result also records, per measured decode row, measured vs predicted after calibration.
+
+A ratio outside its physical range is never clamped into it: it is left out (the device class's value
+stands) and recorded in `problems`. After the fit, every measured decode row must be reproduced within
+TOLERANCE; if one is not, the fit is not published as measured: `basis` is "class" (the predictor uses the
+device class's values on the measured specs), `problems` says why, and `check_class` shows that fallback.
 """
 
 from __future__ import annotations
@@ -15,6 +20,10 @@ import math
 import statistics
 
 from qlab.hwdb.device import Device
+
+TOLERANCE = 0.10            # a calibration must reproduce every decode it measured within 10 %
+RANGE = (0.02, 1.5)         # a plausible efficiency (fraction of the device's figure)
+MIN_FACTOR = 0.05           # a family factor below this means the other terms already exceed the measurement
 
 
 def device_from_profile(doc: dict) -> Device:
@@ -26,13 +35,8 @@ def device_from_profile(doc: dict) -> Device:
     return Device(id=rec["id"], name=rec["name"], **specs)
 
 
-def _clamp(x: float, lo: float = 0.02, hi: float = 1.5) -> float:
-    return max(lo, min(hi, x))
-
-
-def _family_of(quant: str) -> str:
-    from qlab.predict.efficiency import FAMILIES  # noqa: F401  (the names the predictor knows)
-
+def family_of(quant: str) -> str:
+    """The predictor's weight family of a quant (qlab.predict.efficiency.FAMILIES)."""
     q = quant.upper()
     if q == "Q8_0":
         return "q8_0"
@@ -45,52 +49,112 @@ def _family_of(quant: str) -> str:
     return "kquant"
 
 
-def base_efficiencies(doc: dict, dev: Device) -> dict:
+def _ratio(eff: dict, problems: list[str], key: str, value: float, figure: float, what: str) -> None:
+    r = value / figure
+    if RANGE[0] <= r <= RANGE[1]:
+        eff[key] = r
+    else:
+        problems.append(f"{key}: {what} is {r:.3g} x the device's figure, outside the plausible "
+                        f"{RANGE[0]:g}-{RANGE[1]:g}; not used (the class value stands)")
+
+
+def _is_attention_decode(k: dict) -> bool:
+    op, impl = str(k.get("op", "")), str(k.get("impl", ""))
+    return op == "attention_decode" or (op == "attention" and "decode" in impl)
+
+
+def base_efficiencies(doc: dict, dev: Device, problems: list[str]) -> dict:
     eff: dict = {}
     mb = doc.get("microbench") or {}
     if mb.get("read_gbs"):
-        eff["weights"] = _clamp(mb["read_gbs"] / dev.mem_bandwidth_gbs)
-    att = [k for k in doc.get("kernels") or [] if k.get("op") == "attention" and "decode" in str(k.get("impl", ""))
-           and k.get("achieved_gbs")]
+        _ratio(eff, problems, "weights", mb["read_gbs"], dev.mem_bandwidth_gbs, "measured read bandwidth")
+    att = [k for k in doc.get("kernels") or [] if _is_attention_decode(k) and k.get("achieved_gbs")]
     if att:
-        eff["kv"] = _clamp(max(k["achieved_gbs"] for k in att) / dev.mem_bandwidth_gbs)
-    peak = dev.peak_tflops
-    if mb.get("matmul_tflops") and peak:
-        eff["compute"] = eff["prefill"] = _clamp(max(mb["matmul_tflops"].values()) / peak)
+        _ratio(eff, problems, "kv", max(k["achieved_gbs"] for k in att), dev.mem_bandwidth_gbs,
+               "the best attention-decode bandwidth")
+    rates = mb.get("matmul_tflops") or {}   # only dtypes with native instructions (qlab.profile.microbench)
+    if rates and dev.peak_tflops:
+        before = len(problems)
+        _ratio(eff, problems, "compute", max(rates.values()), dev.peak_tflops, "the best GEMM rate")
+        if len(problems) == before:
+            eff["prefill"] = eff["compute"]
     return eff
 
 
-def calibration_from_profile(doc: dict, model: str = "qwen3.6-27b") -> dict:
+def measured_rows(doc: dict) -> list[dict]:
+    """The decode rows the calibration must reproduce: a whole-model measurement where one exists for a
+    (quant, context), else the slice scaled to the whole model."""
+    rows = [r for r in doc.get("decode") or [] if "error" not in r]
+    whole = {(r["quant"], r["context"]) for r in rows if r.get("whole_model")}
+    return [r for r in rows if r.get("whole_model") or (r["quant"], r["context"]) not in whole]
+
+
+def _predicted_s(doc: dict, dev: Device, model: str, quant: str, context: int, cal: dict) -> float:
     from qlab.predict import predict
 
+    # the same path `qlab predict --hw <id> --profile FILE` takes: the profile's device record applies
+    view = {"device": doc.get("device"), "calibration": cal}
+    return 1.0 / predict(dev, model, quant, context, profile=view)["decode_tok_s"]
+
+
+def _check(doc: dict, dev: Device, model: str, rows: list[dict], cal: dict) -> list[dict]:
+    out = []
+    for r in rows:
+        p = 1.0 / _predicted_s(doc, dev, model, r["quant"], r["context"], cal)
+        out.append({"quant": r["quant"], "context": r["context"], "whole_model": bool(r.get("whole_model")),
+                    "measured_tok_s": r["scaled_tok_s"], "predicted_tok_s": p,
+                    "error_pct": 100 * (p / r["scaled_tok_s"] - 1)})
+    return out
+
+
+def calibration_from_profile(doc: dict, model: str = "qwen3.6-27b", tolerance: float = TOLERANCE) -> dict:
     dev = device_from_profile(doc)
-    eff = base_efficiencies(doc, dev)
-    rows = [r for r in doc.get("decode") or [] if "error" not in r]
+    problems: list[str] = []
+    eff = base_efficiencies(doc, dev, problems)
+    rows = measured_rows(doc)
 
     # On this machine the decode loop measured each family's whole cost: its dequantization ALU time is folded
     # into the family factor (dequant_ops 0), so the factor alone carries it and is solved exactly.
-    measured_families = {_family_of(r["quant"]) for r in rows}
-    eff["dequant_ops"] = {fam: 0.0 for fam in measured_families}
+    families = {family_of(r["quant"]) for r in rows}
+    eff["dequant_ops"] = {fam: 0.0 for fam in families}
 
-    def predicted_s(quant: str, context: int, family_factor: dict) -> float:
-        cal = {"calibration": {"device_id": dev.id, "efficiencies": eff | {"family_factor": family_factor}}}
-        return 1.0 / predict(dev, model, quant, context, profile=cal)["decode_tok_s"]
+    def cal_with(factors: dict) -> dict:
+        return {"device_id": dev.id, "efficiencies": eff | {"family_factor": factors}}
 
     factors: dict[str, list[float]] = {}
     for r in rows:
-        fam = _family_of(r["quant"])
-        t1 = predicted_s(r["quant"], r["context"], {fam: 1.0})
-        t2 = predicted_s(r["quant"], r["context"], {fam: 2.0})
+        fam = family_of(r["quant"])
+        t1 = _predicted_s(doc, dev, model, r["quant"], r["context"], cal_with({fam: 1.0}))
+        t2 = _predicted_s(doc, dev, model, r["quant"], r["context"], cal_with({fam: 2.0}))
         measured = 1.0 / r["scaled_tok_s"]
-        if t2 > t1:  # the weights of this family take time: solve t(f) = measured, t linear in f
-            factors.setdefault(fam, []).append(max(0.05, 1.0 + (measured - t1) / (t2 - t1)))
+        if t2 <= t1:
+            problems.append(f"{r['quant']} @ {r['context']}: the weights take no time in the prediction (the step "
+                            "comes out compute-bound on the measured peak), so no weight factor can be solved")
+            continue
+        f = 1.0 + (measured - t1) / (t2 - t1)   # t(f) = measured, t linear in f
+        if f < MIN_FACTOR:
+            problems.append(f"{r['quant']} @ {r['context']}: the other terms already predict {1 / t1:.3g} tok/s "
+                            f"against {r['scaled_tok_s']:.3g} measured (factor {f:.3g}); not used")
+            continue
+        factors.setdefault(fam, []).append(f)
     family_factor = {fam: math.exp(statistics.fmean(math.log(f) for f in fs)) for fam, fs in factors.items()}
-    check = []
-    for r in rows:
-        p = 1.0 / predicted_s(r["quant"], r["context"], family_factor)
-        check.append({"quant": r["quant"], "context": r["context"], "measured_tok_s": r["scaled_tok_s"],
-                      "predicted_tok_s": p, "error_pct": 100 * (p / r["scaled_tok_s"] - 1)})
-    return {"device_id": dev.id, "model": model, "efficiencies": eff | {"family_factor": family_factor},
-            "check": check,
-            "method": "weights = read GB/s ÷ spec bandwidth; kv = best tuned attention-decode GB/s ÷ spec; "
-                      "compute = best GEMM ÷ spec peak; family factors solved from the measured decode loop"}
+    for fam in families - set(family_factor):
+        problems.append(f"family {fam}: no factor could be solved from its decode rows")
+    cal = cal_with(family_factor)
+    check = _check(doc, dev, model, rows, cal)
+    off = [c for c in check if not abs(c["error_pct"]) <= 100 * tolerance]
+    for c in off:
+        problems.append(f"{c['quant']} @ {c['context']}: the calibration predicts {c['predicted_tok_s']:.3g} tok/s "
+                        f"against {c['measured_tok_s']:.3g} measured ({c['error_pct']:+.1f} %)")
+    out = {"device_id": dev.id, "model": model, "tolerance_pct": 100 * tolerance, "check": check,
+           "method": "weights = read GB/s ÷ the device's bandwidth; kv = best tuned attention-decode GB/s ÷ it; "
+                     "compute = best native GEMM ÷ peak; family factors solved from the measured decode loop; "
+                     f"published as measured only if every measured decode is reproduced within {100 * tolerance:g} %"}
+    if not rows:
+        problems.append("no decode was measured: nothing to calibrate against")
+    if off or not rows:
+        out |= {"basis": "class", "efficiencies": {}, "fitted": cal["efficiencies"], "problems": problems}
+        out["check_class"] = _check(doc, dev, model, rows, {"device_id": dev.id, "basis": "class",
+                                                            "efficiencies": {}})
+        return out
+    return out | {"basis": "measured", "efficiencies": cal["efficiencies"], "problems": problems}

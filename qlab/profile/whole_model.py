@@ -1,0 +1,107 @@
+"""The whole model where it fits: a synthetic GGUF of every layer, decoded by the engine, next to the slice.
+
+Why a file: synthetic weights drawn in memory keep both the GGUF-layout matrices and the row-interleaved (x8)
+copies the CPU kernels make of Q4_K/Q6_K matrices, about twice the model. Read from a GGUF, the file is
+memory-mapped and each matrix's pages are released once its x8 copy exists (qlab/kernels/dequant_matmul/
+cpu_x8.py), so the process holds about one model's worth: that is what `fits` checks. The file is written
+under $QLAB_HOME/models/ (reused by the next run with the same model, quant and width) and costs its size on
+disk; `extrapolation_error` compares the slice's 64-layer figure with the whole-model measurement.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from qlab.paths import qlab_home
+
+GB = 1e9
+MEMORY_MARGIN = 0.85     # of MemAvailable: the OS, the page cache of the file and the profile run itself
+
+
+def models_dir() -> Path:
+    return qlab_home() / "models"
+
+
+def model_config(model: str, width_scale: float = 1.0, vocab: int | None = None):
+    from qlab.engine.gguf_io import default_synth_config
+
+    return default_synth_config(model, None, width_scale, vocab)
+
+
+def plan(model: str, quant: str, context: int, width_scale: float = 1.0, vocab: int | None = None,
+         available_bytes: int | None = None, disk_free_bytes: int | None = None) -> dict:
+    """Whether the whole model at `quant` fits here, and why not: {"fits", "file_bytes", "needs_bytes", "why"}."""
+    from qlab.engine import memory
+    from qlab.engine.weights import synthetic_nbytes
+
+    cfg = model_config(model, width_scale, vocab)
+    file_bytes = synthetic_nbytes(cfg, quant)
+    # x8 copies replace the pages they were made from: one model's worth, plus the cache and the states
+    needs = file_bytes + cfg.kv_cache_bytes(context + 64, 2) + cfg.state_bytes()
+    path = model_path(model, quant, width_scale, vocab)
+    available = memory.available_bytes() if available_bytes is None else available_bytes
+    if disk_free_bytes is None:
+        models_dir().mkdir(parents=True, exist_ok=True)
+        disk_free_bytes = shutil.disk_usage(models_dir()).free
+    out = {"fits": True, "file_bytes": file_bytes, "needs_bytes": needs, "path": str(path), "why": ""}
+    if available is not None and needs > MEMORY_MARGIN * available:
+        out |= {"fits": False, "why": f"needs {needs / GB:.1f} GB of memory, {available / GB:.1f} GB available"}
+    elif not path.exists() and file_bytes > disk_free_bytes * 0.9:
+        out |= {"fits": False, "why": f"the {file_bytes / GB:.1f} GB model file does not fit in the "
+                                      f"{disk_free_bytes / GB:.1f} GB free under {models_dir()}"}
+    return out
+
+
+def model_path(model: str, quant: str, width_scale: float = 1.0, vocab: int | None = None) -> Path:
+    width = "" if width_scale == 1.0 and not vocab else f"-w{width_scale:g}-v{vocab or 'full'}"
+    return models_dir() / f"{model}-{quant.upper()}{width}-seed0.gguf"
+
+
+def ensure_model_file(model: str, quant: str, width_scale: float = 1.0, vocab: int | None = None,
+                      log=print) -> Path:
+    """The synthetic whole-model GGUF, written once (atomically) and reused while its size is right."""
+    from qlab.engine.gguf_io import write_synthetic_gguf
+    from qlab.engine.weights import synthetic_nbytes
+
+    cfg = model_config(model, width_scale, vocab)
+    path = model_path(model, quant, width_scale, vocab)
+    if path.exists() and path.stat().st_size >= synthetic_nbytes(cfg, quant):
+        return path
+    log(f"writing the whole {model} at {quant} ({synthetic_nbytes(cfg, quant) / GB:.1f} GB) to {path} "
+        "(once; later runs reuse it)")
+    return write_synthetic_gguf(path, cfg, quant.upper(), 0)
+
+
+def extrapolation_error(slice_row: dict, whole_row: dict) -> dict:
+    """How far the slice's 64-layer figure lands from the whole model measured at the same quant and context."""
+    err = 100 * (slice_row["scaled_tok_s"] / whole_row["tok_s"] - 1)
+    return {"quant": whole_row["quant"], "context": whole_row["context"], "slice_layers": slice_row["layers_run"],
+            "slice_scaled_tok_s": slice_row["scaled_tok_s"], "whole_tok_s": whole_row["tok_s"],
+            "error_pct": err}
+
+
+def carried_error(out_dir: Path, fingerprint: dict | None, exclude: Path | None = None) -> dict | None:
+    """The extrapolation errors measured by the newest whole-model profile of this machine in `out_dir`
+    (what a --quick profile's slice figure carries), or None when there is none."""
+    from qlab.errors import QlabError
+    from qlab.profile.machine import differences
+    from qlab.profile.schema import load_profile
+
+    best = None
+    for f in sorted(Path(out_dir).glob("*.json")) if Path(out_dir).is_dir() else []:
+        if exclude is not None and f.resolve() == Path(exclude).resolve():
+            continue
+        try:
+            doc = load_profile(f)
+        except QlabError:
+            continue    # an unreadable or foreign file is not evidence
+        if not doc.get("extrapolation") or not isinstance(doc.get("fingerprint"), dict) or not fingerprint:
+            continue
+        if differences(doc["fingerprint"], fingerprint, "cpu") or differences(doc["fingerprint"], fingerprint, "gpu"):
+            continue
+        if best is None or doc["created"] > best[1]["created"]:
+            best = (f, doc)
+    if best is None:
+        return None
+    return {"from": best[0].name, "created": best[1]["created"], "rows": best[1]["extrapolation"]}

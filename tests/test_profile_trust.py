@@ -1,0 +1,270 @@
+"""Profiles you can trust on a machine qlab has never seen: each condition of the other machine is forced here,
+so every path runs on any CPU (issue 18): a dtype without instructions, a noisy probe, a fit that cannot
+reproduce its decode, another machine's profile, a broken kernel impl; plus the file and input checks."""
+
+import copy
+import json
+
+import pytest
+
+from qlab.cli import main
+from qlab.errors import QlabError
+from qlab.predict import predict
+from qlab.predict.calibrate.from_profile import calibration_from_profile
+from qlab.profile import microbench, stages
+from qlab.profile.machine import differences, fingerprint_here, require_this_machine
+from qlab.profile.options import ProfileOptions
+from qlab.profile.runner import new_document, run_profile
+from qlab.profile.schema import load_profile, validate_profile
+
+AVX2_FLAGS = {"sse4_2", "avx", "avx2", "fma", "f16c"}
+
+
+def _rate(tflops: float, spread: float = 0.02) -> dict:
+    return {"tflops": tflops, "spread": spread, "supported": True}
+
+
+def _avx2_microbench(read_gbs: float = 11.0) -> dict:
+    """What the AVX2-only EPYC measured: bf16 converted element by element (0.0007 TFLOPS)."""
+    mm = {"float32": _rate(0.09), "bfloat16": _rate(0.0007)}
+    microbench.check_rates(mm)
+    return microbench.summarize({"read": {"gbs": read_gbs, "spread": 0.05}, "copy": {"gbs": 9.0, "spread": 0.05},
+                                 "matmul": mm, "threads": 2})
+
+
+def _host_profile(decode_rows, mb=None, bf16_estimate=0.2) -> dict:
+    """A cpu-host profile of *this* machine (fingerprint included), with the given decode rows."""
+    doc = new_document(ProfileOptions(mode="quick"))
+    doc["device"] = {"id": "cpu-host", "name": "test cpu", "kind": "cpu", "source": "cpu", "known": True,
+                     "specs": {"vendor": "cpu", "kind": "cpu", "architecture": "x86", "memory_gb": 24.0,
+                               "mem_bandwidth_gbs": 30.0, "fp32_tflops": 0.5, "bf16_tflops": bf16_estimate},
+                     "details": {}}
+    doc["fingerprint"] = fingerprint_here(gpu=False)
+    doc["microbench"] = mb or _avx2_microbench()
+    stage_opts = ProfileOptions(mode="quick")
+    with _quiet_microbench(doc["microbench"]):
+        stages.stage_microbench(doc, stage_opts, stages.Context(log=lambda m: None))
+    doc["decode"] = [{"quant": q, "context": c, "layers_run": 4, "tok_s": t * 10, "scaled_tok_s": t}
+                     for q, c, t in decode_rows]
+    return doc
+
+
+class _quiet_microbench:
+    """Make stage_microbench take `mb` instead of measuring."""
+
+    def __init__(self, mb):
+        self.mb, self.saved = mb, None
+
+    def __enter__(self):
+        self.saved = microbench.run_all
+        microbench.run_all = lambda *a, **k: copy.deepcopy(self.mb)
+
+    def __exit__(self, *exc):
+        microbench.run_all = self.saved
+
+
+# ------------------------------------------------------------------ probes that are physically sane
+def test_dtype_without_instructions_is_unsupported():
+    assert microbench.matmul_support("cpu", "bfloat16", AVX2_FLAGS)
+    assert microbench.matmul_support("cpu", "float16", AVX2_FLAGS)
+    assert microbench.matmul_support("cpu", "bfloat16", AVX2_FLAGS | {"avx512_bf16"}) is None
+    assert microbench.matmul_support("cpu", "float32", set()) is None
+    assert microbench.matmul_support("cuda", "bfloat16", capability=(7, 5))
+    assert microbench.matmul_support("cuda", "bfloat16", capability=(8, 0)) is None
+
+
+def test_slow_dtype_is_never_the_compute_peak():
+    mb = _avx2_microbench()
+    assert "bfloat16" in mb["unsupported"] and set(mb["matmul_tflops"]) == {"float32"}
+    # the flags claimed bf16 (an estimate of 0.2 TFLOPS), the probe said otherwise: no bf16 peak remains
+    doc = _host_profile([("Q4_K_M", 4096, 0.6)])
+    assert "bf16_tflops" not in doc["device"]["specs"]
+    assert doc["device"]["details"]["unsupported_specs"] == ["bf16_tflops"]
+    doc["calibration"] = calibration_from_profile(doc)
+    p = predict("cpu-host", "qwen3.6-27b", "Q4_K_M", 4096, profile=doc)
+    assert p["bound"] == "memory"            # the AVX2 profile came out "compute-bound" on the bf16 probe
+
+
+def test_noisy_probe_is_remeasured_then_flagged():
+    spreads = iter([0.6, 0.5])
+    r = microbench._steady(lambda: {"gbs": 10.0, "spread": next(spreads)})
+    assert r["noisy"] and r["remeasured"] and r["spread"] == 0.5 and r["spreads"] == [0.6, 0.5]
+    spreads = iter([0.6, 0.05])
+    r = microbench._steady(lambda: {"gbs": 10.0, "spread": next(spreads)})
+    assert not r["noisy"] and r["spread"] == 0.05
+    mb = microbench.summarize({"read": {"gbs": 9.0, "spread": 0.6, "noisy": True},
+                               "copy": {"gbs": 9.0, "spread": 0.1}, "matmul": {"float32": _rate(0.1)}})
+    assert mb["noisy"] == {"read": 0.6}
+
+
+def test_roofline_point_classifies_decode_as_memory_bound():
+    from qlab.profile.roofline import roofline_points
+
+    doc = _host_profile([("Q4_K_M", 4096, 0.6)])
+    (p,) = roofline_points(doc)
+    assert p["bound"] == "memory" and p["intensity_flop_per_byte"] < p["ridge_flop_per_byte"]
+    assert 0 < p["of_roofline"] <= 1.0 + 1e-9
+
+
+# ------------------------------------------------------------------ calibration that checks itself
+def test_calibrated_profile_reproduces_its_own_decode():
+    doc = _host_profile([("Q4_K_M", 4096, 0.62), ("Q8_0", 4096, 0.35)])
+    doc["calibration"] = cal = calibration_from_profile(doc)
+    validate_profile(doc)
+    assert cal["basis"] == "measured" and all(abs(c["error_pct"]) <= 10 for c in cal["check"])
+    for quant, measured in (("Q4_K_M", 0.62), ("Q8_0", 0.35)):
+        p = predict("cpu-host", "qwen3.6-27b", quant, 4096, profile=doc)
+        assert p["basis"] == "measured" and p["decode_tok_s"] == pytest.approx(measured, rel=0.10)
+
+
+def test_fit_that_cannot_reproduce_its_decode_falls_back_to_the_class():
+    # one quant, two depths that no single weight factor explains (the 32K row is 5x slower than its KV allows)
+    doc = _host_profile([("Q4_K_M", 4096, 0.6), ("Q4_K_M", 32768, 0.12)])
+    doc["calibration"] = cal = calibration_from_profile(doc)
+    validate_profile(doc)
+    assert cal["basis"] == "class" and cal["efficiencies"] == {}
+    assert any("32768" in p and "measured" in p for p in cal["problems"])
+    assert len(cal["check_class"]) == 2
+    assert predict("cpu-host", "qwen3.6-27b", "Q4_K_M", 4096, profile=doc)["basis"] == "class"
+
+
+def test_implausible_ratio_is_recorded_not_clamped():
+    doc = _host_profile([("Q8_0", 4096, 0.35)])
+    doc["device"]["specs"]["bf16_tflops"] = 0.0007          # an old profile: the bf16 probe as the peak
+    doc["device"]["details"]["unsupported_specs"] = []
+    cal = calibration_from_profile(doc)
+    assert "compute" not in cal.get("fitted", cal["efficiencies"])
+    assert any(p.startswith("compute:") and "outside the plausible" in p for p in cal["problems"])
+    assert cal["basis"] == "class"                          # compute-bound on 0.7 GFLOP/s: no factor solves it
+
+
+def test_summary_says_when_the_calibration_is_not_published(capsys):
+    from rich.console import Console
+
+    from qlab.profile.summary import print_checks
+
+    doc = _host_profile([("Q4_K_M", 4096, 0.6), ("Q4_K_M", 32768, 0.12)])
+    doc["calibration"] = calibration_from_profile(doc)
+    print_checks(doc, Console(file=None, width=200))
+    out = capsys.readouterr().out
+    assert "not published as measured" in out and "basis: class" in out and "off" in out
+
+
+# ------------------------------------------------------------------ profiles belong to one machine
+def _other_machine(doc):
+    doc = copy.deepcopy(doc)
+    doc["fingerprint"]["cpu"] = dict(doc["fingerprint"]["cpu"], model="AMD EPYC 7B12 (elsewhere)",
+                                     flags=sorted(AVX2_FLAGS))
+    return doc
+
+
+def test_fingerprint_mismatch_is_refused(tmp_path, capsys):
+    doc = _host_profile([("Q8_0", 4096, 0.35)])
+    doc["calibration"] = calibration_from_profile(doc)
+    require_this_machine(doc, "here")                        # this machine's own profile passes
+    other = _other_machine(doc)
+    with pytest.raises(QlabError, match="another machine.*model"):
+        require_this_machine(other, "p.json")
+    assert differences({"cpu": {"cores": 2}, "read_gbs": 33.0}, {"cpu": {"cores": 2}, "read_gbs": 11.0})
+    path = tmp_path / "other.json"
+    path.write_text(json.dumps(other))
+    assert main(["predict", "--hw", "cpu-host", "--profile", str(path), "--quant", "Q8_0", "--context", "4096"]) == 2
+    err = capsys.readouterr().err
+    assert "another machine" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    pdir = tmp_path / "profiles"
+    pdir.mkdir()
+    (pdir / "other.json").write_text(json.dumps(other))
+    assert main(["report", "--profiles", str(pdir), "--hw", "rtx-3090", "--out", str(tmp_path / "r.html")]) == 2
+    assert "another machine" in capsys.readouterr().err
+
+
+def test_profile_without_fingerprint_is_refused_for_the_host():
+    doc = _host_profile([("Q8_0", 4096, 0.35)])
+    del doc["fingerprint"]
+    with pytest.raises(QlabError, match="without a machine fingerprint"):
+        require_this_machine(doc, "old.json")
+
+
+def _fake_run(monkeypatch, interrupt_at=None):
+    def make(name):
+        def stage(doc, opts, ctx):
+            if name == interrupt_at:
+                raise KeyboardInterrupt
+            if name == "detect":
+                doc["device"] = {"id": "cpu-host", "name": "test cpu", "kind": "cpu", "source": "cpu", "known": True,
+                                 "specs": {"mem_bandwidth_gbs": 10.0, "memory_gb": 16.0}, "details": {}}
+                doc["fingerprint"] = fingerprint_here(gpu=False)
+        return stage
+
+    import qlab.profile.runner as runner
+
+    monkeypatch.setattr(runner, "STAGES", {n: make(n) for n in stages.STAGES})
+
+
+def test_resume_of_another_machines_profile_is_refused(tmp_path, monkeypatch):
+    _fake_run(monkeypatch)
+    doc, path = run_profile(ProfileOptions(mode="quick", out=tmp_path))
+    path.write_text(json.dumps(_other_machine(load_profile(path))))
+    with pytest.raises(QlabError, match="--resume.*another machine"):
+        run_profile(ProfileOptions(mode="quick", out=tmp_path, resume=path))
+
+
+def test_two_runs_in_the_same_second_get_two_files(tmp_path, monkeypatch):
+    import qlab.profile.runner as runner
+
+    _fake_run(monkeypatch)
+    monkeypatch.setattr(runner, "_now", lambda: "2026-12-06T01:00:00Z")
+    _, a = run_profile(ProfileOptions(mode="quick", out=tmp_path))
+    _, b = run_profile(ProfileOptions(mode="quick", out=tmp_path))
+    assert a != b and a.exists() and b.exists() and b.name.endswith("-2.json")
+
+
+def test_ctrl_c_prints_the_resume_line(tmp_path, monkeypatch, capsys):
+    _fake_run(monkeypatch, interrupt_at="tune")
+    assert main(["profile", "--quick", "--out", str(tmp_path)]) == 130
+    err = capsys.readouterr().err
+    (path,) = tmp_path.glob("*.json")
+    assert f"--resume {path}" in err and "--quick" in err
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda d: d["calibration"]["efficiencies"].update(layer_overhead_us=float("nan")), "finite"),
+    (lambda d: d["calibration"]["efficiencies"].update(family_factor="abc"), "family_factor"),
+    (lambda d: d["calibration"]["efficiencies"].update(speedup=2.0), "speedup"),
+])
+def test_bad_profile_values_are_one_line_errors(tmp_path, capsys, edit, message):
+    doc = _host_profile([("Q8_0", 4096, 0.35)])
+    doc["calibration"] = calibration_from_profile(doc)
+    edit(doc)
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(doc))                           # json writes NaN as a bare NaN
+    with pytest.raises(QlabError, match=message):
+        load_profile(path)
+    assert main(["predict", "--hw", "cpu-host", "--profile", str(path), "--quant", "Q8_0", "--context", "4096"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "bad.json" in err and "Traceback" not in err
+
+
+# ------------------------------------------------------------------ kernels validated before they are timed
+def test_broken_impl_is_excluded_and_recorded(monkeypatch):
+    import torch
+
+    from qlab.profile.kernel_check import validated_ops
+    from qlab.tune.ops.builtin import BlockedMatmulOp
+    from qlab.tune.ops.base import TunableOp
+
+    good = BlockedMatmulOp("torch_blocked", {"block_n": [64]}, {"block_n": 64})
+
+    class Broken(BlockedMatmulOp):
+        def run(self, inputs, config):          # a deliberately wrong answer: off by one everywhere
+            return super().run(inputs, config) + 1.0
+
+    broken = Broken("torch_broken", {"block_n": [64]}, {"block_n": 64})
+    assert isinstance(broken, TunableOp)
+    monkeypatch.setattr("qlab.tune.tuner._get_ops", lambda op, device: [broken, good])
+    torch.manual_seed(42)
+    logs = []
+    passed, failed = validated_ops("blocked_matmul", "cpu", logs.append)
+    assert [t.impl for t in passed] == ["torch_blocked"]
+    assert "torch_broken" in failed and "rel RMS" in failed["torch_broken"]
+    assert any("excluded" in m for m in logs)
