@@ -10,6 +10,7 @@ import json
 import sys
 
 from qlab.errors import QlabError
+from qlab.tables import Column, add_table_options, print_table
 
 RATE_COLUMNS = (("fp16_tflops", "FP16"), ("bf16_tflops", "BF16"), ("fp8_tflops", "FP8"), ("int8_tops", "INT8"),
                 ("fp4_tflops", "FP4"), ("fp32_tflops", "FP32"))
@@ -22,6 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ls = sub.add_parser("list", help="list devices")
     ls.add_argument("--vendor", help="only this vendor: nvidia, amd, apple, intel")
     ls.add_argument("--json", action="store_true", help="every field of every device, with sources")
+    add_table_options(ls)
     ls.set_defaults(func=run_list)
     show = sub.add_parser("show", help="one device's specs and sources")
     show.add_argument("device", metavar="ID", help="id or alias, e.g. rtx-3090, 'Apple M4 Max', m4-max-40c@64")
@@ -63,19 +65,32 @@ def run_list(args) -> int:
     if args.json:
         print(json.dumps([device_to_dict(d) for d in devices], indent=1))
         return 0
-    from rich.table import Table
+    from qlab.hwdb.prices import price_for
 
-    t = Table(title=f"qlab hwdb: {len(devices)} devices (dense rates; GB = 10^9 bytes)")
-    for col in ("id", "name", "memory GB", "GB/s", "BF16/FP16", "FP8", "FP32", "W", "$", "launch"):
-        t.add_column(col, justify="left" if col in ("id", "name", "launch") else "right")
+    rows = []
     for d in devices:
         opts = d.memory_options_gb
-        mem = _fmt(d.memory_gb) if len(opts) <= 1 else "/".join(f"{o:g}" for o in opts)
-        t.add_row(d.id, d.name, mem, _fmt(d.mem_bandwidth_gbs), _fmt(d.bf16_tflops or d.fp16_tflops),
-                  _fmt(d.fp8_tflops), _fmt(d.fp32_tflops), _fmt(d.tdp_w), _fmt(d.price_usd),
-                  _fmt(d.launch_date))
-    _console().print(t)
+        price = price_for(d)
+        rows.append({"id": d.id, "name": d.name,
+                     "memory_gb": _fmt(d.memory_gb) if len(opts) <= 1 else "/".join(f"{o:g}" for o in opts),
+                     "bandwidth_gbs": _fmt(d.mem_bandwidth_gbs), "bf16_tflops": _fmt(d.bf16_tflops or d.fp16_tflops),
+                     "fp8_tflops": _fmt(d.fp8_tflops), "fp32_tflops": _fmt(d.fp32_tflops), "tdp_w": _fmt(d.tdp_w),
+                     "price_usd": f"{price.usd:,.0f}" if price else "-",
+                     "price_kind": f"{price.kind} {price.date[:4]}" if price else "-",
+                     "launch": _fmt(d.launch_date)})
+    print_table(rows, LIST_COLUMNS, args, title=f"qlab hwdb: {len(devices)} devices (dense rates; GB = 10^9 bytes; "
+                                              "price of the largest memory option)")
     return 0
+
+
+LIST_COLUMNS = [
+    Column("id", "id", keep=True), Column("name", "name", wrap=True, priority=3, min_width=14),
+    Column("memory_gb", "GB", right=True, priority=1), Column("bandwidth_gbs", "GB/s", right=True, priority=1),
+    Column("bf16_tflops", "BF16", right=True, priority=2), Column("fp8_tflops", "FP8", right=True, priority=6),
+    Column("fp32_tflops", "FP32", right=True, priority=6), Column("tdp_w", "W", right=True, priority=5),
+    Column("price_usd", "$", right=True, priority=3), Column("price_kind", "price", priority=4),
+    Column("launch", "launch", priority=7),
+]
 
 
 def _default_source(dev) -> str:
@@ -116,6 +131,11 @@ def run_show(args) -> int:
         print(json.dumps(device_to_dict(dev), indent=1))
         return 0
     con = _console()
+    from qlab.hwdb.variants import ambiguity
+
+    note = ambiguity(args.device)
+    if note:
+        con.print(f"note: {note}", markup=False, highlight=False)
     table, default = _show_table(dev, f"{dev.id}: {dev.name}")
     con.print(table)
     if default:

@@ -41,6 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--concurrency", action="store_true",
                    help="how many sequences fit at --context, and their aggregate and per-user tok/s")
     g.add_argument("--terms", action="store_true", help="--json: add seconds per term with its basis")
+    from qlab.tables import add_table_options
+
+    add_table_options(p)  # --wide, --format table|csv|json|md for the table (--json stays the full contract)
     p.set_defaults(func=run)
 
 
@@ -192,7 +195,7 @@ def run(args: argparse.Namespace) -> int:
     if len(results) > PLAIN_ROWS:
         _print_plain([{**r, "kv_dtype": kv} for r, kv in zip(results, kv_dtypes)])
         return 0
-    _print_table([{**r, "kv_dtype": kv} for r, kv in zip(results, kv_dtypes)])
+    _print_table([{**r, "kv_dtype": kv} for r, kv in zip(results, kv_dtypes)], args)
     if results and results[0].get("setup"):
         print("setup: " + ", ".join(f"{k} {v}" for k, v in results[0]["setup"].items())
               + "  (--json --terms: seconds per term and its basis)")
@@ -219,26 +222,8 @@ def _print_plain(results: list[dict]) -> None:
     sys.stdout.write("\n".join(lines) + "\n")
 
 
-def _print_table(results: list[dict]) -> None:
-    from rich.console import Console
-    from rich.table import Table
+def _print_table(results: list[dict], args=None) -> None:
+    """The shared CLI table (qlab/tables.py): fits the terminal, ids never cut, --wide, --format csv|json|md."""
+    from qlab.tables import print_predictions
 
-    keys = ("hw", "model", "quant", "context", "batch", "kv_dtype")
-    varying = [k for k in keys if len({r[k] for r in results}) > 1] or ["hw"]
-    fixed = {k: results[0][k] for k in keys if k not in varying}
-    t = Table(*varying, "decode tok/s", "prefill tok/s", "TTFT s", "weights GB", "KV GB", "state GB", "total GB",
-              "fits", "bound", "basis", title=", ".join(f"{k} {v}" for k, v in fixed.items()) or None)
-    for col in t.columns:
-        col.no_wrap = True
-    for r in results:
-        m = r["memory"]
-        t.add_row(*(str(r[k]) for k in varying), f"{r['decode_tok_s']:.1f}", f"{r['prefill_tok_s']:.0f}",
-                  f"{r['ttft_s']:.2f}", f"{m['weights_gb']:.2f}", f"{m['kv_cache_gb']:.2f}", f"{m['state_gb']:.3f}",
-                  f"{m['total_gb']:.2f}", "yes" if r["fits"] else "[red]no[/red]", r["bound"], r["basis"])
-    import sys
-
-    c = Console() if sys.stdout.isatty() else Console(width=200)  # pipes: never truncate the numbers
-    c.print(t)
-    for r in results:
-        for w in r.get("warnings", []):
-            c.print(f"[yellow]note[/yellow] {r['hw']} {r['model']}: {w}")
+    print_predictions(results, args, asked_hw=_split(args.hw) if getattr(args, "hw", None) else [])

@@ -3,7 +3,7 @@
     qlab report                                   # a default set of popular devices
     qlab report --hw rtx-3090,rtx-5090,m4-max-40c --out reports/three.html
     qlab report --vendor apple --budget 4000
-    qlab report --all --profiles profiles/
+    qlab report --all                             # every device, plus profiles/ and $QLAB_HOME/profiles
 
 Light at import (no matplotlib, jinja2 or predictor): the work happens in `run`.
 `qlab profile --report` calls `write_report(path, profiles=[profile], ...)` from `qlab.report.build`.
@@ -27,7 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     which.add_argument("--vendor", metavar="V", help="every device of one vendor: nvidia, amd, apple, intel")
     which.add_argument("--all", dest="all_devices", action="store_true", help="every device in the hardware database")
     p.add_argument("--model", default="qwen3.6-27b", help="model id (default: qwen3.6-27b)")
-    p.add_argument("--profiles", metavar="DIR", help="directory of measured profiles (*.json) to include")
+    p.add_argument("--profiles", metavar="DIR", help="directory of measured profiles (*.json) to include "
+                                                    "(default with --all: profiles/ and $QLAB_HOME/profiles)")
+    p.add_argument("--no-profiles", action="store_true", help="with --all: leave the default profile directories out")
     p.add_argument("--budget", metavar="USD", type=float, help="mark devices and setups above this launch price")
     p.add_argument("--out", metavar="FILE", default=DEFAULT_OUT, help=f"output HTML file (default: {DEFAULT_OUT})")
     p.set_defaults(func=run)
@@ -38,7 +40,14 @@ def run(args: argparse.Namespace) -> int:
     from qlab.report.select import load_profiles_dir
 
     hw_ids = args.hw.split(",") if args.hw is not None else None
-    profiles = load_profiles_dir(args.profiles, check_machine=True) if args.profiles else []
+    if args.profiles:
+        profiles = load_profiles_dir(args.profiles, check_machine=True)
+    elif args.all_devices and not args.no_profiles:
+        from qlab.report.select import default_profiles
+
+        profiles = default_profiles()  # what this machine (and this checkout) measured
+    else:
+        profiles = []
     path = write_report(args.out, hw_ids=hw_ids, vendor=args.vendor, all_devices=args.all_devices, model=args.model,
                         profiles=profiles, budget_usd=args.budget)
     print(f"wrote {path}")

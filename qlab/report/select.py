@@ -68,3 +68,26 @@ def load_profiles_dir(directory: str | os.PathLike, check_machine: bool = False)
     from qlab.profile.schema import load_profiles_dir as load
 
     return load(directory, check_machine=check_machine)
+
+
+def default_profile_dirs() -> list:
+    """Where `qlab report --all` looks for profiles: the checkout's profiles/ and $QLAB_HOME/profiles."""
+    from pathlib import Path
+
+    from qlab.paths import qlab_home
+
+    return [Path("profiles"), qlab_home() / "profiles"]
+
+
+def default_profiles() -> list[dict]:
+    """The profiles in the default directories that exist, each profile once (same device and creation time)."""
+    seen, out = set(), []
+    for d in default_profile_dirs():
+        if not d.is_dir() or not any(d.glob("*.json")):
+            continue
+        for p in load_profiles_dir(d):
+            key = ((p.get("device") or {}).get("id"), p.get("created"))
+            if key not in seen:
+                seen.add(key)
+                out.append(p)
+    return out
