@@ -13,7 +13,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Detect the device, run microbenchmarks, tune the kernels at Qwen3.6-27B shapes, "
                                    "run the decode loop at each quant and context, and write a profile (JSON) "
                                    "with calibrated predictions. Safe to interrupt: --resume continues.")
-    p.add_argument("--gpu", default="auto", help="auto (default), cpu, cuda, mps, or a hwdb id that must be this device")
+    # --device as in `qlab tune` and `qlab bench`; --gpu, its first name, still works
+    p.add_argument("--device", "--gpu", dest="gpu", default="auto", metavar="DEVICE",
+                   help="auto (default), cpu, cuda, mps, or a hwdb id that must be this device (alias: --gpu)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_const", dest="mode", const="quick",
                       help="a 4-layer slice, one context, short tuning (about 5 minutes on a 2-core CPU)")
