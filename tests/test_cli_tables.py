@@ -109,3 +109,36 @@ def test_profile_takes_device_like_tune_and_bench():
     parser = sub.choices["profile"]
     assert parser.parse_args(["--device", "cpu"]).gpu == "cpu"
     assert parser.parse_args(["--gpu", "cpu"]).gpu == "cpu"  # the old name stays an alias
+
+
+def test_stage_progress_moves_within_stages_and_prints_lines_off_a_terminal():
+    from rich.console import Console
+
+    from qlab.progress import StageProgress
+
+    now = [0.0]
+    out = io.StringIO()
+    con = Console(file=out, width=200)  # not a terminal: plain lines
+    with StageProgress({"detect": 1, "microbench": 5, "tune": 25, "decode": 60}, con, clock=lambda: now[0]) as p:
+        p.begin("detect")
+        now[0] = 1.0
+        p.finish("detect")
+        assert p.eta() is None and "ETA estimating" in p.status()  # 1 weight says nothing about tuning
+        p.begin("microbench")
+        now[0] = 6.0
+        p.finish("microbench")                    # 6 weights in 6 s: 1 s per weight
+        p.begin("tune")
+        now[0] = 16.0
+        first = p.eta(), p.done_weight()
+        now[0] = 26.0
+        second = p.eta(), p.done_weight()
+        assert first[0] == pytest.approx(15 + 60) and second[0] == pytest.approx(5 + 60)  # the ETA moves
+        assert 6 < first[1] < second[1] <= 6 + 0.9 * 25                                    # so does the bar
+        now[0] = 100.0
+        assert p.done_weight() == pytest.approx(6 + 0.9 * 25)  # capped until the stage really ends
+        p.finish("tune", "failed")
+        p.finish("decode", "skipped (budget spent)")
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("qlab profile: detect: started (stage 1/4 detect")
+    assert any("tune: failed in 1:34" in line for line in lines)
+    assert lines[-1].startswith("qlab profile: finished")

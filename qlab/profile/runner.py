@@ -82,7 +82,8 @@ def profile_path(opts: ProfileOptions, doc: dict) -> Path:
 def run_profile(opts: ProfileOptions, console=None) -> tuple[dict, Path]:
     """Run (or resume) a profile; returns the document and the file it was written to."""
     from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from qlab.progress import StageProgress
 
     console = console or Console(stderr=True)
     doc = _resume_document(opts.resume, opts) if opts.resume else new_document(opts)
@@ -102,19 +103,18 @@ def run_profile(opts: ProfileOptions, console=None) -> tuple[dict, Path]:
         path.append(profile_path(opts, doc))
         ctx.path = path[0]
     started = time.monotonic()
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[status]}"),
-                  TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False) as progress:
-        total = progress.add_task("qlab profile", total=sum(STAGE_WEIGHT.values()), status="")
+    # a live bar that moves within stages on a terminal, one plain line per stage event elsewhere (qlab/progress.py)
+    with StageProgress(STAGE_WEIGHT, console) as progress:
         for name, stage in STAGES.items():
             if doc["stages"].get(name, {}).get("status") == "done":
-                progress.advance(total, STAGE_WEIGHT[name])
+                progress.finish(name, "done earlier")
                 continue
             if opts.budget_s and time.monotonic() - started > opts.budget_s and name in ("tune", "decode"):
                 doc["stages"][name] = {"status": "skipped", "error": f"budget of {opts.budget_s:g} s spent"}
                 save()
-                progress.advance(total, STAGE_WEIGHT[name])
+                progress.finish(name, "skipped (budget spent)")
                 continue
-            progress.update(total, status=name)
+            progress.begin(name)
             t0 = time.monotonic()
             try:
                 stage(doc, opts, ctx)
@@ -139,6 +139,5 @@ def run_profile(opts: ProfileOptions, console=None) -> tuple[dict, Path]:
                 path.append(profile_path(opts, doc))
                 ctx.path = path[0]
             save()
-            progress.advance(total, STAGE_WEIGHT[name])
-        progress.update(total, status="done")
+            progress.finish(name, doc["stages"][name]["status"])
     return doc, path[0]
