@@ -3,9 +3,14 @@ that can change the answer — device id, driver/toolkit, torch and triton versi
 hash, op, impl, dtype and shape bucket.
 
 Writes take an exclusive fcntl lock on a sidecar `<file>.lock`, re-read the file, merge their entries into it
-and replace it atomically (qlab.io), so two processes tuning at once both land. A corrupt file, or one from
-another schema version, is reported with a warning and ignored (it is replaced on the next write); a cache
-that cannot be written warns once and keeps answers in memory for the rest of the process. Never fatal.
+and replace it atomically (qlab.io), so two processes tuning at once both land. Never fatal:
+- a corrupt file is reported with a warning and ignored (it is replaced on the next write);
+- a file of an older schema is ignored and copied to `<file>.schema<N>.bak` before the first write replaces it;
+- a file of a newer schema (a newer qlab wrote it) is never overwritten: it is read-only for this process,
+  whose results stay in memory;
+- an entry that is not an object, or whose config is not a flat object of numbers/strings, is skipped with a
+  warning naming its key (the tuner also drops a cached config outside the impl's space, and re-tunes);
+- a cache that cannot be written warns once and keeps answers in memory for the rest of the process.
 """
 
 from __future__ import annotations
@@ -75,6 +80,68 @@ def environment(device: str) -> dict[str, str]:
     return env
 
 
+@lru_cache(maxsize=None)
+def source_hash_of(package: str) -> str:
+    """sha256 of a kernel package's source files (.py, .cu, .cuh), so an edited kernel is re-tuned ("none" for
+    a package that is not there). Once per process: a kernel edited while a process runs is not seen by it."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return "none"
+    return source_hash(list(spec.submodule_search_locations)[0])
+
+
+def source_hash(package_dir: str | os.PathLike) -> str:
+    """sha256 of a kernel package's source files (.py, .cu, .cuh), so an edited kernel is re-tuned."""
+    import hashlib
+
+    h = hashlib.sha256()
+    root = Path(package_dir)
+    for p in sorted(root.rglob("*")):
+        if p.suffix in (".py", ".cu", ".cuh") and "__pycache__" not in p.parts and p.is_file():
+            h.update(str(p.relative_to(root)).encode())
+            h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+_SCALAR = (int, float, str, bool)
+
+
+def entry_problem(entry: Any) -> str:
+    """"" for a well-formed entry, else what is wrong with it (one phrase)."""
+    if not isinstance(entry, dict):
+        return f"is a {type(entry).__name__}, not an object"
+    cfg = entry.get("config")
+    if cfg is not None and (not isinstance(cfg, dict) or not all(isinstance(v, _SCALAR) for v in cfg.values())):
+        return f"has config {cfg!r}, not a flat object of numbers and strings"
+    impl = entry.get("impl")
+    if impl is not None and not isinstance(impl, str):
+        return f"has impl {impl!r}, not a string"
+    return ""
+
+
+_DEFAULT: dict[str, tuple] = {}   # path -> (TuneCache, the file's (mtime, size) when it was last read)
+
+
+def default_cache() -> "TuneCache":
+    """The process's cache at qlab.paths.tune_cache_path(), re-read when the file changes (another process, or
+    another TuneCache in this one, wrote to it): what the kernel registry's resolve() reads."""
+    from qlab.paths import tune_cache_path
+
+    path = str(tune_cache_path())
+    try:
+        st = os.stat(path)
+        stamp = (st.st_mtime_ns, st.st_size)
+    except OSError:
+        stamp = None
+    cache, seen = _DEFAULT.get(path, (None, None))
+    if cache is None or seen != stamp:
+        cache = TuneCache(path)
+        _DEFAULT[path] = (cache, stamp)
+    return cache
+
+
 class TuneCache:
     def __init__(self, path: str | os.PathLike | None = None):
         if path is None:
@@ -84,6 +151,7 @@ class TuneCache:
         self.memory: dict[str, dict] = {}     # this process's entries (and, if unwritable, its only cache)
         self.writable = True
         self._disk: dict[str, dict] | None = None
+        self._backed_up = False
 
     # -- reading ---------------------------------------------------------------------------------------------
     def _read_file(self, warn: bool = True) -> dict[str, dict]:
@@ -105,12 +173,33 @@ class TuneCache:
                 warnings.warn(f"tune cache {self.path} is corrupt ({e}); ignoring it", TuneCacheWarning,
                               stacklevel=3)
             return {}
-        if data.get("schema") != SCHEMA:
+        schema = data.get("schema")
+        if schema != SCHEMA:
+            newer = isinstance(schema, int) and not isinstance(schema, bool) and schema > SCHEMA
+            if newer:   # a newer qlab's file: never overwritten by this one
+                self.writable = False
             if warn:
-                warnings.warn(f"tune cache {self.path} has schema {data.get('schema')!r}, expected {SCHEMA}; "
-                              "ignoring it (stale)", TuneCacheWarning, stacklevel=3)
+                what = ("a newer qlab wrote it: it is kept as it is, and this run's results stay in memory" if newer
+                        else "ignoring it (stale; it is backed up before being replaced)")
+                warnings.warn(f"tune cache {self.path} has schema {schema!r}, expected {SCHEMA}; {what}",
+                              TuneCacheWarning, stacklevel=3)
             return {}
-        return {k: v for k, v in data["entries"].items() if isinstance(v, dict)}
+        out = {}
+        for k, v in data["entries"].items():
+            why = entry_problem(v)
+            if why:
+                if warn:
+                    warnings.warn(f"tune cache {self.path}: skipping entry {k!r}: it {why}", TuneCacheWarning,
+                                  stacklevel=3)
+                continue
+            out[k] = v
+        return out
+
+    def _schema_of_file(self):
+        try:
+            return json.loads(self.path.read_text()).get("schema", "missing")
+        except (OSError, ValueError, AttributeError):
+            return None
 
     def get(self, key: str) -> dict | None:
         if key in self.memory:
@@ -158,6 +247,17 @@ class TuneCache:
         try:
             with self._locked():
                 merged = self._read_file(warn=False)   # what other processes wrote since we last looked
+                if not self.writable:   # the file turned out to be a newer schema's: left alone
+                    warnings.warn(f"tune cache {self.path} was written by a newer qlab (schema "
+                                  f"{self._schema_of_file()!r}); not overwriting it: results stay in memory",
+                                  TuneCacheWarning, stacklevel=2)
+                    return
+                schema = self._schema_of_file()
+                if schema is not None and schema != SCHEMA and not self._backed_up:
+                    import shutil
+
+                    shutil.copy2(self.path, self.path.with_name(f"{self.path.name}.schema{schema}.bak"))
+                    self._backed_up = True
                 merged[key] = entry
                 write_json_atomic(self.path, {"schema": SCHEMA, "entries": merged})
                 self._disk = merged

@@ -99,7 +99,7 @@ def test_bad_input_errors():
         matmul(activations(1, 32), qw)
     with pytest.raises(ValueError, match="2-D float tensor"):
         matmul(torch.ones(1, 64, dtype=torch.int32), qw)
-    with pytest.raises(ValueError, match="unknown dequant_matmul impl 'fast'; impls: naive, torch_cpu"):
+    with pytest.raises(ValueError, match="unknown dequant_matmul impl 'fast'; impls: naive, cpu_fp32"):
         matmul(activations(1, 64), qw, impl="fast")
     with pytest.raises(ValueError, match="QuantizedWeight"):
         matmul(activations(1, 64), torch.ones(8, 64))
@@ -118,7 +118,7 @@ def test_tunables_interface():
     assert not valid("triton", {"BLOCK_N": 64, "BLOCK_K": 256}, (1, 5120, 17408, "Q4_K"))  # 128 values/thread
     assert not valid("triton", {"SPLIT_K": 16}, (1, 64, 512, "Q8_0"))  # 4 K steps for 16 splits
     assert not valid("triton", {}, (1, 64, 512, "Q2_K"))  # no triton kernel for Q2_K
-    assert valid("torch_cpu", DEFAULTS["torch_cpu"], (1, 5120, 17408, "Q8_0"))
+    assert valid("cpu_fp32", DEFAULTS["cpu_fp32"], (1, 5120, 17408, "Q8_0"))
 
 
 def test_torch_cpu_without_a_compiler_falls_back_to_tiles(monkeypatch):

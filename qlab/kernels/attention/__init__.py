@@ -6,62 +6,65 @@ loop needs live beside them."""
 
 from __future__ import annotations
 
-import importlib
-
 from . import validate
 from .norm_gate import output_gate, prepare_qk, qk_norm, rms_norm, split_q_gate
 from .rope import apply_rope, rope_cos_sin, text_positions
 
-DECODE_IMPLS = ("naive", "sdpa", "triton_decode", "cupy_decode")
-PREFILL_IMPLS = ("naive", "sdpa", "triton_prefill")
-IMPLS = ("naive", "sdpa", "triton_decode", "triton_prefill", "cupy_decode")
+_OPS = {"decode": "attention_decode", "prefill": "attention_prefill"}
 
 
-def _gpu() -> bool:
-    try:
-        import torch
-        return torch.cuda.is_available()
-    except Exception:
-        return False
+def _names(kind: str | None) -> tuple[str, ...]:
+    ops = [_OPS[kind]] if kind in _OPS else list(_OPS.values())
+    return tuple(dict.fromkeys(r.name for r in _declared() if r.op in ops))
 
 
-def _triton_ok() -> bool:
-    import os
-    try:
-        import triton  # noqa: F401
-    except Exception:
-        return False
-    return _gpu() or os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+def _declared():
+    from .impls import IMPLS as records
+
+    return records
 
 
-def _cupy_ok() -> bool:
-    if not _gpu():
-        return False
-    try:
-        import cupy
-        return cupy.cuda.runtime.getDeviceCount() > 0
-    except Exception:
-        return False
+def __getattr__(name):   # the impl names, read from the registry's records (impls.py) on use
+    table = {"DECODE_IMPLS": "decode", "PREFILL_IMPLS": "prefill", "IMPLS": None}
+    if name in table:
+        return _names(table[name])
+    raise AttributeError(name)
+
+
+_RUNS: dict = {}   # (op, name, TRITON_INTERPRET) -> whether it runs on some device of this machine
+
+
+def _runs_here(op: str, name: str) -> bool:
+    from qlab.kernels import registry
+
+    key = (op, name, registry.interpreting())
+    if key not in _RUNS:
+        rec = registry.get(op, name)
+        _RUNS[key] = any(not registry.why_unavailable(op, name, d) for d in registry.DEVICE_KINDS if rec.runs_on(d))
+    return _RUNS[key]
 
 
 def available_impls(kind: str | None = None) -> list[str]:
     """Impls that run on this machine (kind: None, "decode" or "prefill"). Triton needs a GPU or
     TRITON_INTERPRET=1 (CPU tensors); cupy_decode needs a CUDA GPU and CuPy."""
-    ok = {"naive": True, "sdpa": True, "triton_decode": _triton_ok(), "triton_prefill": _triton_ok(),
-          "cupy_decode": _cupy_ok()}
-    names = {"decode": DECODE_IMPLS, "prefill": PREFILL_IMPLS}.get(kind, IMPLS)
-    return [n for n in names if ok[n]]
+    ops = [_OPS[kind]] if kind in _OPS else list(_OPS.values())
+    return list(dict.fromkeys(r.name for r in _declared() if r.op in ops and _runs_here(r.op, r.name)))
 
 
-def _module(impl: str, kind: str, allowed: tuple[str, ...]):
+def _record(impl: str, kind: str):
+    from qlab.kernels import registry
+
+    op = _OPS[kind]
+    allowed = _names(kind)
     if impl not in allowed:
         raise ValueError(f"impl: unknown {kind} impl {impl!r}; available here: {', '.join(available_impls(kind))} "
                          f"(all {kind} impls: {', '.join(allowed)})")
-    if impl not in available_impls(kind):
-        why = "a CUDA GPU and CuPy" if impl.startswith("cupy") else "a CUDA GPU or TRITON_INTERPRET=1"
-        raise ValueError(f"impl: {impl!r} is not available on this machine (needs {why}); "
+    if not _runs_here(op, impl):
+        rec = registry.get(op, impl)
+        why = next(registry.why_unavailable(op, impl, d) for d in rec.devices)
+        raise ValueError(f"impl: {impl!r} is not available on this machine ({why}); "
                          f"available: {', '.join(available_impls(kind))}")
-    return importlib.import_module(f".{impl}", __name__)
+    return registry.get(op, impl)
 
 
 def decode(q, k_cache, v_cache, lengths, *, scale=None, impl: str = "naive", k_scale=None, v_scale=None,
@@ -71,19 +74,17 @@ def decode(q, k_cache, v_cache, lengths, *, scale=None, impl: str = "naive", k_s
     a float, [HKV] or [B, HKV]); lengths [B] ints, 1 <= lengths[b] <= S -> o [B, HQ, D] in q's dtype.
     scale defaults to D**-0.5 (1/16 for Qwen3.6)."""
     lengths, scale, ks, vs = validate.check_decode(q, k_cache, v_cache, lengths, scale, k_scale, v_scale)
-    mod = _module(impl, "decode", DECODE_IMPLS)
-    if impl == "naive":
-        return mod.decode(q, k_cache, v_cache, lengths, scale, ks, vs)
-    return mod.decode(q, k_cache, v_cache, lengths, scale, ks, vs, config=config)
+    rec = _record(impl, "decode")
+    kw = {"config": config} if rec.tunables else {}
+    return rec.fn()(q, k_cache, v_cache, lengths, scale, ks, vs, **kw)
 
 
 def prefill(q, k, v, *, scale=None, causal: bool = True, impl: str = "naive", config: dict | None = None):
     """Attention over a whole prompt. q [B, T, HQ, D]; k, v [B, T, HKV, D] -> o [B, T, HQ, D]."""
     scale = validate.check_prefill(q, k, v, scale)
-    mod = _module(impl, "prefill", PREFILL_IMPLS)
-    if impl == "naive":
-        return mod.prefill(q, k, v, scale, causal)
-    return mod.prefill(q, k, v, scale, causal, config=config)
+    rec = _record(impl, "prefill")
+    kw = {"config": config} if rec.tunables else {}
+    return rec.fn()(q, k, v, scale, causal, **kw)
 
 
 __all__ = ["decode", "prefill", "IMPLS", "DECODE_IMPLS", "PREFILL_IMPLS", "available_impls", "apply_rope",

@@ -8,81 +8,57 @@ state [B, HV, K, V] fp32. The math is in README.md; naive.py is the reference.
 
 from __future__ import annotations
 
-import importlib
 import os
-
-import torch
 
 from qlab.kernels.deltanet.conv1d import causal_conv1d, causal_conv1d_update
 from qlab.kernels.deltanet.validate import check_contiguous, check_gdn_inputs
 
-# impl -> (module, function, kind): kind "torch" runs anywhere, "c" on the CPU where qlab's C kernels build,
-# "triton" on CUDA or under TRITON_INTERPRET=1, "cupy" on CUDA with cupy
-IMPLS = {
-    "naive": ("naive", "naive_recurrent_gated_delta_rule", "torch"),
-    "recurrent_torch": ("recurrent_torch", "recurrent_torch_gated_delta_rule", "torch"),
-    "recurrent_cpu": ("recurrent_cpu", "recurrent_cpu_gated_delta_rule", "c"),
-    "chunk_torch": ("chunk_torch", "chunk_torch_gated_delta_rule", "torch"),
-    "triton_recurrent": ("triton_recurrent", "triton_recurrent_gated_delta_rule", "triton"),
-    "triton_chunk": ("triton_chunk", "triton_chunk_gated_delta_rule", "triton"),
-    "cupy_recurrent": ("cupy_recurrent", "cupy_recurrent_gated_delta_rule", "cupy"),
-}
-FUSED_GATE = {"triton_recurrent", "cupy_recurrent"}  # the others get g, beta computed in torch first
+from qlab.kernels.registry import ImplUnavailableError
+
+OP = "deltanet"
 
 __all__ = ["IMPLS", "available_impls", "causal_conv1d", "causal_conv1d_update", "gated_delta_rule",
            "ImplUnavailableError", "why_unavailable"]
 
 
-class ImplUnavailableError(RuntimeError):
-    """The impl exists but cannot run on this machine (no GPU, no cupy, no triton)."""
+def __getattr__(name):   # IMPLS (name -> registry record): the impls declared in impls.py, read on use
+    if name == "IMPLS":
+        return {r.name: r for r in _declared()}
+    raise AttributeError(name)
+
+
+def _declared():
+    from qlab.kernels.deltanet.impls import IMPLS
+
+    return IMPLS
 
 
 def _interpret() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
-def why_unavailable(impl: str) -> str:
-    """"" when `impl` can run here, else the reason."""
-    kind = IMPLS[impl][2]
-    if kind == "torch":
-        return ""
-    if kind == "c":
-        from qlab.kernels.cpu_build import BuildError, load
+def why_unavailable(impl: str, device: str | None = None) -> str:
+    """"" when `impl` can run here (on `device`; default: on any device of this machine), else the reason."""
+    from qlab.kernels import registry
 
-        try:
-            load()
-        except BuildError as e:
-            return str(e)
-        return ""
-    if kind == "triton":
-        try:
-            import triton  # noqa: F401
-        except ImportError as e:
-            return f"triton does not import ({e})"
-        return "" if torch.cuda.is_available() or _interpret() else "no CUDA device (and TRITON_INTERPRET is not set)"
-    from qlab.kernels.deltanet.cupy_recurrent import available
-
-    ok, why = available()
-    return "" if ok else why
+    kinds = (device,) if device else [d for d in registry.DEVICE_KINDS if registry.get(OP, impl).runs_on(d)] or ["cpu"]
+    reasons = [registry.why_unavailable(OP, impl, d) for d in kinds]
+    return "" if "" in reasons else reasons[0]
 
 
 def available_impls() -> list[str]:
-    return [name for name in IMPLS if not why_unavailable(name)]
+    return [r.name for r in _declared() if not why_unavailable(r.name)]
 
 
 def _resolve(impl: str):
-    if impl not in IMPLS:
-        from qlab.errors import closest
+    from qlab.kernels import registry
 
-        near = closest(impl, IMPLS)
-        raise ValueError(f"impl: unknown {impl!r}; expected one of {', '.join(IMPLS)}"
-                         + (f" (closest: {', '.join(near)})" if near else ""))
-    why = why_unavailable(impl)
+    rec = registry.get(OP, impl)
+    why = why_unavailable(rec.name)
     if why:
-        raise ImplUnavailableError(f"impl {impl!r} is not available on this machine: {why}; "
+        raise ImplUnavailableError(f"impl {rec.name!r} is not available on this machine: {why}; "
                                    f"available: {', '.join(available_impls())}")
-    module, fn, kind = IMPLS[impl]
-    return getattr(importlib.import_module(f"qlab.kernels.deltanet.{module}"), fn), kind
+    return rec.fn(), rec
 
 
 def gated_delta_rule(q, k, v, g, beta, *, scale=None, initial_state=None, output_final_state=True,
@@ -98,19 +74,20 @@ def gated_delta_rule(q, k, v, g, beta, *, scale=None, initial_state=None, output
     config: the impl's tunables (tunables.py), defaults otherwise.
     """
     check_gdn_inputs(q, k, v, g, beta, initial_state, A_log, dt_bias)
-    fn, kind = _resolve(impl)
+    fn, rec = _resolve(impl)
     if inplace_state:
         if initial_state is None:
             raise ValueError("initial_state: None, but inplace_state=True needs a [B, HV, K, V] fp32 buffer")
         check_contiguous("initial_state", initial_state, "inplace_state=True")
-    if kind not in ("torch", "c"):
+    if "contiguous_inputs" in rec.features:
         for name, t in (("q", q), ("k", k), ("v", v), ("g", g), ("beta", beta), ("initial_state", initial_state)):
             check_contiguous(name, t, f"impl {impl!r}")
-            if t is not None and t.device.type != "cuda" and not (kind == "triton" and _interpret()):
-                raise ValueError(f"{name}: on {t.device}; impl {impl!r} needs CUDA tensors")
-    if kind == "cupy" and v.dtype not in (torch.float32, torch.bfloat16):
-        raise ValueError(f"v: dtype {v.dtype}; impl 'cupy_recurrent' takes float32 or bfloat16")
-    if A_log is not None and impl not in FUSED_GATE:
+            if t is not None and not rec.runs_on(t.device):
+                raise ValueError(f"{name}: on {t.device}; impl {impl!r} needs tensors on {', '.join(rec.devices)}")
+    dtype = str(v.dtype).replace("torch.", "").replace("float32", "fp32").replace("bfloat16", "bf16")
+    if rec.backend == "cupy" and dtype not in rec.dtypes:
+        raise ValueError(f"v: dtype {v.dtype}; impl {rec.name!r} takes {' or '.join(rec.dtypes)}")
+    if A_log is not None and "fused_gate" not in rec.features:
         from qlab.kernels.deltanet.naive import gate
 
         g, beta = gate(g, beta, A_log, dt_bias)

@@ -8,15 +8,14 @@ torch.set_num_threads around each evaluation and restored afterwards.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 from collections.abc import Callable, Mapping
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 from qlab.kernels.cost import OpCost
+from qlab.tune.cache import source_hash, source_hash_of  # noqa: F401 - source_hash: re-exported
 from qlab.tune.space import Config, Space
 
 # Rough peak rates for ranking only (the search measures): what matters is the ratio of memory to compute.
@@ -55,15 +54,14 @@ def torch_threads(n: int | None):
         torch.set_num_threads(before)
 
 
-def source_hash(package_dir: str | os.PathLike) -> str:
-    """sha256 of a kernel package's source files (.py, .cu, .cuh), so an edited kernel is re-tuned."""
-    h = hashlib.sha256()
-    root = Path(package_dir)
-    for p in sorted(root.rglob("*")):
-        if p.suffix in (".py", ".cu", ".cuh") and "__pycache__" not in p.parts and p.is_file():
-            h.update(str(p.relative_to(root)).encode())
-            h.update(p.read_bytes())
-    return h.hexdigest()[:16]
+def _device_kind(op: str, impl: str) -> str:
+    """"cpu" or "cuda": where the registry says the impl runs (an op outside the registry, the tuner's own
+    self-test op, runs on the CPU)."""
+    from qlab.kernels import registry
+
+    if op not in registry.ops():
+        return "cpu"
+    return "cpu" if "cpu" in registry.get(op, impl).devices else "cuda"
 
 
 class TunableOp:
@@ -81,7 +79,7 @@ class TunableOp:
     def __init__(self, impl: str, params: Mapping[str, list], defaults: Mapping[str, Any],
                  valid: Callable[[str, Config, dict], bool] | None = None):
         self.impl = impl
-        self.device_kind = "cuda" if impl.startswith(("triton", "cupy")) else "cpu"
+        self.device_kind = _device_kind(self.op, impl)
         self.params = {k: list(v) for k, v in params.items()}
         self.defaults = dict(defaults)
         if self.device_kind == "cpu":
@@ -170,12 +168,7 @@ class TunableOp:
         return lambda: self.run(inputs, config)
 
     def source_hash(self) -> str:
-        import importlib.util
-
-        spec = importlib.util.find_spec(self.package)
-        if spec is None or not spec.submodule_search_locations:
-            return "none"
-        return source_hash(list(spec.submodule_search_locations)[0])
+        return source_hash_of(self.package)
 
     def tolerance(self, shape: Mapping[str, Any]) -> float:
         return self.rms_tol.get(str(shape.get("dtype", "fp32")), 1e-2)

@@ -1,0 +1,56 @@
+"""The attention impls (decode: one query per sequence against its KV cache; prefill: a whole prompt), as
+records of the kernel registry (qlab/kernels/registry.py)."""
+
+from __future__ import annotations
+
+from qlab.kernels.registry import Impl, OpSpec
+
+OPS = (OpSpec("attention_decode", {"B": 1, "HQ": 24, "HKV": 4, "D": 256, "S": 4096}, ("S",),
+              "qlab.kernels.attention"),
+       OpSpec("attention_prefill", {"B": 1, "T": 512, "HQ": 24, "HKV": 4, "D": 256}, ("T",),
+              "qlab.kernels.attention"))
+
+_ALL = ("cpu", "cuda", "mps")
+IMPLS = (
+    Impl("attention_decode", "naive", "torch", "naive:decode", _ALL,
+         "softmax over the cache in fp32 torch, one sequence at a time (the reference)", reference=True),
+    Impl("attention_decode", "sdpa", "torch", "sdpa:decode", _ALL,
+         "torch's scaled_dot_product_attention per sequence (or one masked call)", rank=10, tunables="tunables"),
+    Impl("attention_decode", "triton_decode", "triton", "triton_decode:decode", ("cuda",),
+         "split-K flash decoding in Triton, the query group of a KV head per program", rank=30,
+         tunables="tunables"),
+    Impl("attention_decode", "cupy_decode", "cupy", "cupy_decode:decode", ("cuda",),
+         "split-K flash decoding in CUDA C (cupy.RawModule)", rank=20, tunables="tunables"),
+    Impl("attention_prefill", "naive", "torch", "naive:prefill", _ALL,
+         "causal softmax attention in fp32 torch (the reference)", reference=True),
+    Impl("attention_prefill", "sdpa", "torch", "sdpa:prefill", _ALL,
+         "torch's scaled_dot_product_attention, causal", rank=10, tunables="tunables"),
+    Impl("attention_prefill", "triton_prefill", "triton", "triton_prefill:prefill", ("cuda",),
+         "flash attention forward in Triton, causal", rank=30, tunables="tunables"),
+)
+
+
+def check(rec: Impl, device: str) -> list[dict]:
+    """rec against naive on fresh random inputs (GQA 4:2, D=64, ragged lengths for decode), on `device`."""
+    import torch
+
+    from qlab.testing import rel_rms_error
+
+    from . import decode, prefill
+
+    gen = torch.Generator().manual_seed(42)
+    B, HQ, HKV, D = 2, 4, 2, 64
+    if rec.op == "attention_decode":
+        S = 40
+        q, k, v = (torch.randn(*s, generator=gen) for s in ((B, HQ, D), (B, HKV, S, D), (B, HKV, S, D)))
+        lengths = torch.tensor([S, 9], dtype=torch.int32)
+        want = decode(q, k, v, lengths, impl="naive")
+        got = decode(q.to(device), k.to(device), v.to(device), lengths.to(device), impl=rec.name).cpu()
+        case = f"B={B} HQ={HQ} HKV={HKV} D={D} S={S} lengths 40,9 fp32"
+    else:
+        T = 33
+        q, k, v = (torch.randn(B, T, h, D, generator=gen) for h in (HQ, HKV, HKV))
+        want = prefill(q, k, v, impl="naive")
+        got = prefill(q.to(device), k.to(device), v.to(device), impl=rec.name).cpu()
+        case = f"B={B} T={T} HQ={HQ} HKV={HKV} D={D} causal fp32"
+    return [{"case": case, "rel_rms": rel_rms_error(want, got), "tol": 2e-3}]

@@ -1,0 +1,86 @@
+"""The dequantizing matmul's impls, as records of the kernel registry (qlab/kernels/registry.py).
+
+Formats are read from each kernel module's own table (the Triton GEMV's FMT_CODE, the CuPy GEMV's KERNELS,
+cpu_int8's INT8_FORMATS), so a format added to a kernel shows up here without an edit."""
+
+from __future__ import annotations
+
+from qlab.kernels.registry import Impl, OpSpec
+
+OPS = (OpSpec("dequant_matmul", {"M": 1, "N": 17408, "K": 5120, "fmt": "Q4_K"}, ("M",),
+              "qlab.kernels.dequant_matmul"),)
+
+_CPU_FEATURES = frozenset({"host_weights"})   # reads the weight's bytes where they lie (a file map), no upload
+IMPLS = (
+    Impl("dequant_matmul", "naive", "torch", "naive:matmul", ("cpu", "cuda", "mps"),
+         "dequantize the whole weight on the host, fp32 matmul (the reference)", reference=True,
+         features=_CPU_FEATURES),
+    Impl("dequant_matmul", "cpu_fp32", "c", "torch_cpu:matmul", ("cpu",),
+         "fp32 activations: C GEMV over the blocks for M <= gemv_max_m, else dequantized row tiles + BLAS "
+         "(tiles dequantized in numpy where no C compiler is present)",
+         rank=10, tunables="tunables", prepare="impls:prepare_cpu", aliases=("torch_cpu",),
+         features=_CPU_FEATURES),
+    Impl("dequant_matmul", "cpu_int8", "c", "cpu_int8:matmul", ("cpu",),
+         "int8 activations per block and integer dot products in C (llama.cpp's numerics, ~0.5% from fp32); "
+         "Q4_K/Q6_K read from a row-interleaved copy; above gemv_max_m without that copy: cpu_fp32's tiles",
+         formats="cpu_int8:INT8_FORMATS", dtypes=("fp32",), rank=20, batches=True,
+         entry_many="cpu_int8:matmul_many", tunables="tunables", prepare="impls:prepare_cpu", delegates="cpu_fp32",
+         features=_CPU_FEATURES | {"x8_repack", "int8_activations"}),
+    Impl("dequant_matmul", "triton", "triton", "triton_gemv:matmul", ("cuda",),
+         "fused dequant GEMV/GEMM in Triton, fp32 accumulate, split-K", formats="triton_gemv:FMT_CODE",
+         rank=30, tunables="tunables", prepare="impls:prepare_triton", features=frozenset({"contiguous_inputs"})),
+    Impl("dequant_matmul", "cupy", "cupy", "cupy_gemv:matmul", ("cuda",),
+         "CUDA C GEMV (M <= 8) through cupy.RawModule", formats="cupy_gemv:KERNELS", rank=20,
+         tunables="tunables", prepare="impls:prepare_cupy", features=frozenset({"contiguous_inputs"})),
+)
+
+
+def prepare_cpu(qw, device=None):
+    """Build qlab's C kernels and wrap the bytes (no copy, no repack)."""
+    from qlab.kernels.cpu_build import load
+
+    from .torch_cpu import prepare
+
+    load()
+    prepare(qw)
+
+
+def prepare_triton(qw, device=None):
+    """Copy the bytes to the GPU once (cached on the weight)."""
+    from .triton_gemv import prepare
+
+    prepare(qw, device or "cuda")
+
+
+def prepare_cupy(qw, device=None):
+    """Copy the bytes to the GPU once (cached on the weight)."""
+    from .cupy_gemv import prepare
+
+    prepare(qw)
+
+
+# formats checked by validate(): one per block family, those the impl reads
+_CHECK_FORMATS = ("Q8_0", "Q4_0", "Q4_K", "Q5_K", "Q6_K", "INT4-G128")
+
+
+def check(rec: Impl, device: str) -> list[dict]:
+    """rec against the fp32 reference on fresh random weights (N=64, K=512) at M = 1 and 3, on `device`."""
+    import torch
+
+    from qlab.testing import rel_rms_error
+
+    from .api import matmul
+    from .weight import SUPPORTED, quantize
+
+    gen = torch.Generator().manual_seed(42)
+    rows = []
+    fmts = [f for f in _CHECK_FORMATS if f in SUPPORTED and rec.reads(f)]
+    tol = 1.5e-2 if "int8_activations" in rec.features else 1e-3   # llama.cpp's ~0.5% activation rounding
+    for fmt in fmts:
+        qw = quantize(torch.randn(64, 512, generator=gen), fmt)
+        for M in (1, 3):
+            x = torch.randn(M, 512, generator=gen)
+            want = matmul(x, qw, impl="naive")
+            got = matmul(x.to(device), qw, impl=rec.name).cpu()
+            rows.append({"case": f"{fmt} M={M} N=64 K=512", "rel_rms": rel_rms_error(want, got), "tol": tol})
+    return rows
