@@ -10,12 +10,12 @@ from __future__ import annotations
 TRITON_FORMATS = ("Q8_0", "Q4_0", "Q4_K", "INT4-G128")
 
 SPACES = {
-    "torch_cpu": {
+    "cpu_fp32": {
         "gemv_max_m": [1, 4, 8, 16, 32, 64],          # largest M served by the C GEMV (above: tiles + BLAS)
         "tile_bytes": [1 << 22, 1 << 24, 1 << 26],    # fp32 scratch per dequantized tile of rows
         "single_thread_bytes": [0, 1 << 17, 1 << 19, 1 << 21],  # GEMVs below this many weight bytes x M: 1 thread
     },
-    "cpu_int8": {  # the same knobs as torch_cpu (formats without an integer kernel fall through to it)
+    "cpu_int8": {  # the same knobs as cpu_fp32 (shapes without an integer kernel fall through to it)
         "gemv_max_m": [1, 4, 8, 16, 32, 64],
         "tile_bytes": [1 << 22, 1 << 24, 1 << 26],
         "single_thread_bytes": [0, 1 << 17, 1 << 19, 1 << 21],
@@ -35,7 +35,7 @@ SPACES = {
 }
 
 DEFAULTS = {
-    "torch_cpu": {"gemv_max_m": 16, "tile_bytes": 1 << 24, "single_thread_bytes": 1 << 19},
+    "cpu_fp32": {"gemv_max_m": 16, "tile_bytes": 1 << 24, "single_thread_bytes": 1 << 19},
     "cpu_int8": {"gemv_max_m": 16, "tile_bytes": 1 << 24, "single_thread_bytes": 1 << 19, "x8_max_m": 256},
     "triton": {"BLOCK_M": 1, "BLOCK_N": 16, "BLOCK_K": 256, "SPLIT_K": 1, "num_warps": 4, "num_stages": 2},
     "cupy": {"ROWS_PER_BLOCK": 4},
@@ -43,7 +43,12 @@ DEFAULTS = {
 
 
 def resolve(impl: str, config: dict | None) -> dict:
-    """DEFAULTS[impl] overridden by `config`; ValueError for a parameter the impl does not have."""
+    """DEFAULTS[impl] overridden by `config`; ValueError for a parameter the impl does not have. `impl` may be
+    an old name of an impl (the registry's aliases, e.g. torch_cpu for cpu_fp32)."""
+    if impl not in DEFAULTS:
+        from qlab.kernels.registry import canonical
+
+        impl = canonical("dequant_matmul", impl)
     cfg = dict(DEFAULTS.get(impl, {}))
     for key, value in (config or {}).items():
         if key not in cfg:
@@ -56,7 +61,7 @@ def resolve(impl: str, config: dict | None) -> dict:
 def valid(impl: str, config: dict, shape) -> bool:
     M, N, K, fmt = shape
     cfg = resolve(impl, config)
-    if impl in ("torch_cpu", "cpu_int8"):
+    if "gemv_max_m" in cfg:   # the CPU impls (cpu_fp32, cpu_int8)
         return cfg["gemv_max_m"] >= 1 and cfg["tile_bytes"] >= 4 * K
     if impl == "triton":
         bk, split = cfg["BLOCK_K"], cfg["SPLIT_K"]
