@@ -268,3 +268,42 @@ def test_broken_impl_is_excluded_and_recorded(monkeypatch):
     assert [t.impl for t in passed] == ["torch_blocked"]
     assert "torch_broken" in failed and "rel RMS" in failed["torch_broken"]
     assert any("excluded" in m for m in logs)
+
+
+# ------------------------------------------------------------------ the whole model where it fits
+@pytest.mark.slow   # ~10 s quiet, up to a minute on a loaded 2-core machine: a 64-layer model is written and run
+def test_whole_model_decoded_next_to_the_slice(tmp_path, monkeypatch):
+    """Default mode on a full-depth (64-layer), width-scaled model: the slice and the whole model are both
+    decoded and the extrapolation error is recorded; a --quick run of the same machine then carries it."""
+    from qlab.profile import whole_model
+
+    monkeypatch.setenv("QLAB_HOME", str(tmp_path / "home"))
+    opts = ProfileOptions(mode="default", quants=["Q8_0"], contexts=[64], out=tmp_path / "profiles",
+                          width_scale=16, vocab=512, threads=1)
+    monkeypatch.setattr(type(opts), "layers", property(lambda self: 4))
+    monkeypatch.setattr(type(opts), "tokens", property(lambda self: 4))
+    monkeypatch.setattr("qlab.profile.options.WHOLE_TOKENS", 4)
+    doc = new_document(opts)
+    doc["device"]["id"] = "cpu-host"
+    doc["fingerprint"] = fingerprint_here(gpu=False)
+    stages.stage_decode(doc, opts, stages.Context(log=lambda m: None))
+    rows = {r["whole_model"]: r for r in doc["decode"]}
+    assert rows[True]["layers_run"] == 64 and rows[False]["layers_run"] == 4, doc.get("whole_model")
+    assert rows[True]["scaled_tok_s"] == rows[True]["tok_s"] > 0
+    (e,) = doc["extrapolation"]
+    assert e["whole_tok_s"] == rows[True]["tok_s"] and e["slice_scaled_tok_s"] == rows[False]["scaled_tok_s"]
+    assert (tmp_path / "home" / "models").is_dir()
+    validate_profile(doc)
+    opts.out.mkdir()
+    (opts.out / "cpu-host-default-1.json").write_text(json.dumps(doc))
+    quick = new_document(ProfileOptions(mode="quick", out=opts.out))
+    quick["fingerprint"] = doc["fingerprint"]
+    stages.record_extrapolation(quick, ProfileOptions(mode="quick", out=opts.out), stages.Context())
+    assert quick["extrapolation_carried"]["rows"][0]["error_pct"] == e["error_pct"]
+    # another machine's whole-model run is not carried
+    (opts.out / "cpu-host-default-1.json").write_text(json.dumps(_other_machine(doc)))
+    quick.pop("extrapolation_carried")
+    stages.record_extrapolation(quick, ProfileOptions(mode="quick", out=opts.out), stages.Context())
+    assert "extrapolation_carried" not in quick
+    # where the whole model does not fit, the slice stands alone and the profile says why
+    assert not whole_model.plan("qwen3.6-27b", "Q8_0", 4096, available_bytes=8 << 30)["fits"]

@@ -61,8 +61,25 @@ def run(args) -> int:
         print(f"wrote {path}")
         return 0
     from qlab.engine.bench import format_record, run_decode_bench
+    from qlab.engine.memory import DoesNotFitError
 
-    rec = run_decode_bench(args.model, args.layers, args.quant, args.context, args.tokens, args.device,
-                           args.threads, args.gguf, width_scale=args.width_scale, vocab=args.vocab, fill=args.fill)
+    gguf = args.gguf
+    try:
+        rec = run_decode_bench(args.model, args.layers, args.quant, args.context, args.tokens, args.device,
+                               args.threads, gguf, width_scale=args.width_scale, vocab=args.vocab, fill=args.fill)
+    except DoesNotFitError:
+        # The whole model drawn in memory holds two layouts of each K-quant matrix (GGUF and x8); read from a
+        # memory-mapped GGUF it holds about one (qlab/profile/whole_model.py). Where that fits, use the file.
+        from qlab.profile import whole_model
+
+        fit = whole_model.plan(args.model, args.quant, args.context, args.width_scale, args.vocab)
+        if args.layers is not None or gguf or not fit["fits"]:
+            raise
+        import sys
+
+        gguf = str(whole_model.ensure_model_file(args.model, args.quant, args.width_scale, args.vocab,
+                                                 log=lambda m: print(m, file=sys.stderr)))
+        rec = run_decode_bench(args.model, None, args.quant, args.context, args.tokens, args.device,
+                               args.threads, gguf, fill=args.fill)
     print(json.dumps(rec, indent=2) if args.json else format_record(rec))
     return 0
