@@ -88,11 +88,12 @@ class ModelConfig:
     def kv_cache_bytes(self, context: int, bytes_per_value: int = 2) -> int:
         return self.n_attention_layers * 2 * self.kv_dim * context * bytes_per_value
 
-    def state_bytes(self) -> int:
-        """DeltaNet recurrent state (fp32) and conv state (fp32) of one sequence."""
-        rec = self.n_deltanet_layers * self.lin_v_heads * self.lin_k_dim * self.lin_v_dim * 4
-        conv = self.n_deltanet_layers * self.conv_dim * (self.conv_kernel - 1) * 4
-        return rec + conv
+    def state_bytes(self, conv_state_bytes: int = 4) -> int:
+        """DeltaNet recurrent state (fp32) and conv state of one sequence (`qlab.models.memory.state_bytes`; the
+        engine keeps the conv tail in its activation dtype, fp32 on CPU)."""
+        from qlab.models.memory import state_bytes
+
+        return int(state_bytes(self.preset(), conv_state_bytes))
 
     def preset(self):
         """This shape as a `qlab.models` ModelPreset (a slice or narrow copy included), so the tensor table, the
@@ -125,20 +126,25 @@ class ModelConfig:
 
     def width_scaled(self, factor: float, vocab: int | None = None) -> "ModelConfig":
         """Every width divided by `factor` (head dims and the layer pattern kept). Hidden and FFN widths are
-        rounded to a multiple of 256 so every K-quant (256-weight super-blocks) still applies; head counts keep
-        the GQA group (6) and the DeltaNet value/key head ratio (3)."""
-        if factor <= 0:
-            raise QlabError(f"--width-scale {factor}: expected a positive number")
+        rounded to a multiple of 256, and the DeltaNet key-head count to one that makes the value width a
+        multiple of 256, so every row is a whole number of K-quant super-blocks as in the full model and
+        llama.cpp's quantizer picks the same types (no fallbacks the full model does not have). Head counts
+        keep the GQA group (6) and the DeltaNet value/key head ratio (3)."""
+        if not (isinstance(factor, (int, float)) and math.isfinite(factor) and factor >= 1):
+            raise QlabError(f"--width-scale {factor}: expected a finite number >= 1 (1 is the full width)")
+        if vocab is not None and (isinstance(vocab, bool) or not isinstance(vocab, int) or vocab < 1):
+            raise QlabError(f"--vocab {vocab}: expected a positive whole number of tokens")
 
         def width(w: int) -> int:
             return max(256, 256 * round(w / factor / 256))
 
         kv = max(1, round(self.n_kv_heads / factor))
         group = self.n_heads // self.n_kv_heads
-        lin_k = max(1, round(self.lin_k_heads / factor))
+        ratio = self.lin_v_heads // self.lin_k_heads
+        step = 256 // math.gcd(256, ratio * self.lin_v_dim)    # key heads per whole 256-wide value block
+        lin_k = max(step, step * round(self.lin_k_heads / factor / step))
         return replace(self, hidden=width(self.hidden), ffn=width(self.ffn), n_kv_heads=kv, n_heads=kv * group,
-                       lin_k_heads=lin_k, lin_v_heads=lin_k * (self.lin_v_heads // self.lin_k_heads),
-                       vocab=vocab or self.vocab)
+                       lin_k_heads=lin_k, lin_v_heads=lin_k * ratio, vocab=vocab or self.vocab)
 
 
 QWEN36_27B = ModelConfig()   # DESIGN.md's numbers; the qlab.models preset, when present, is what get_config reads

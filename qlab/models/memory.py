@@ -40,13 +40,15 @@ def kv_bytes_per_token(m: ModelPreset, context: int, kv_dtype: str = "F16") -> f
     return total
 
 
-def state_bytes(m: ModelPreset) -> float:
-    """Recurrent state of one sequence: DeltaNet S (fp32) + conv tail, over the DeltaNet layers."""
+def state_bytes(m: ModelPreset, conv_state_bytes: int = CONV_STATE_BYTES) -> float:
+    """Recurrent state of one sequence: DeltaNet S (fp32) + conv tail, over the DeltaNet layers. The conv tail
+    is kept in the activation dtype: `conv_state_bytes` 2 (bf16, the default here) or 4 (fp32: llama.cpp, and
+    qlab's engine on CPU)."""
     d = m.deltanet
     if d is None:
         return 0.0
     per_layer = (d.value_heads * d.key_head_dim * d.value_head_dim * STATE_BYTES
-                 + (d.conv_kernel - 1) * d.conv_dim * CONV_STATE_BYTES)
+                 + (d.conv_kernel - 1) * d.conv_dim * conv_state_bytes)
     return per_layer * m.count(DELTANET)
 
 
