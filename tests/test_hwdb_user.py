@@ -148,3 +148,14 @@ def test_cache_reloads_when_user_files_change():
     write("rtx-3090.toml", 'extends = "rtx-3090"\noverride = true\nmem_bandwidth_gbs = 800\n[sources]\n'
                            'default = "mine"\n')
     assert get_device("rtx-3090").mem_bandwidth_gbs == 800
+
+
+def test_dangling_link_and_directory_named_toml_are_skipped(capsys):
+    d = user_devices_dir()
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "gone.toml").symlink_to(d / "nowhere.toml")
+    (d / "dir.toml").mkdir()
+    write("my-gpu.toml", GOOD)
+    assert get_device("my-gpu").memory_gb == 20
+    err = capsys.readouterr().err
+    assert "gone.toml: cannot read" in err and "dir.toml: cannot read" in err and "Traceback" not in err

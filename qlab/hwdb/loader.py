@@ -283,5 +283,14 @@ def normalize(name: str) -> str:
 def load_all() -> tuple[dict[str, Device], dict[str, str]]:
     udir = user_devices_dir()
     files = sorted(udir.glob("*.toml")) if udir.is_dir() else []
-    signature = tuple((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in files)
-    return _load(str(udir), signature)
+    return _load(str(udir), tuple(_stamp(p) for p in files))
+
+
+def _stamp(path: Path) -> tuple:
+    """What makes a changed user file load again; a dangling link or unreadable entry gets a stamp too (its
+    read fails later with a warning naming it)."""
+    try:
+        st = path.stat()
+    except OSError as e:
+        return (path.name, e.errno)
+    return (path.name, st.st_mtime_ns, st.st_size)
