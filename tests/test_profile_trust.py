@@ -307,3 +307,12 @@ def test_whole_model_decoded_next_to_the_slice(tmp_path, monkeypatch):
     assert "extrapolation_carried" not in quick
     # where the whole model does not fit, the slice stands alone and the profile says why
     assert not whole_model.plan("qwen3.6-27b", "Q8_0", 4096, available_bytes=8 << 30)["fits"]
+
+
+def test_report_says_when_a_profile_calibration_is_not_published():
+    from qlab.report.build import build_report
+
+    doc = _host_profile([("Q4_K_M", 4096, 0.6), ("Q4_K_M", 32768, 0.12)])
+    doc["calibration"] = calibration_from_profile(doc)
+    html = build_report(["rtx-3090"], None, False, profiles=[doc])
+    assert "Not published as measured" in html and "basis: class" in html

@@ -69,22 +69,30 @@ def _peak_flops(dev) -> float:
 
 
 SMALL_BATCH = 8   # llama.cpp runs up to 8 tokens per matrix through its matvec kernels, more as a GEMM
+# Unpacking quantized weights is integer work (shifts, masks, dp4a). The FP32 rate stands in for it, and the
+# fitted ops per weight are relative to GeForce parts, whose INT32 rate is half their (dual-issue) FP32 rate;
+# A100/H100/B200 run INT32 at their full FP32 rate, so per FP32 FLOP they unpack twice as fast.
+INT_ALU_PER_FP32 = {"nvidia-datacenter": 2.0}
+
+
+def alu_rate(dev) -> float:
+    """Ops/s the dequantization ALU terms run at (FP32 rate, scaled by the INT32:FP32 ratio of the class)."""
+    return (dev.fp32_tflops or dev.peak_tflops or 1.0) * 1e12 * INT_ALU_PER_FP32.get(device_class(dev), 1.0)
 
 
 def token_alu_s(step, dev, eff: Efficiencies) -> float:
     """Seconds one extra token adds to a small-batch step: its matmul FLOPs on the matvec kernels, which
-    re-unpack the weights per token, at a fraction (`eff.token_alu`, fitted) of the FP32 rate."""
-    alu = (dev.fp32_tflops or dev.peak_tflops or 1.0) * 1e12
-    return step.token_flops / (alu * eff.token_alu)
+    re-unpack the weights per token, at a fraction (`eff.token_alu`, fitted) of the ALU rate."""
+    return step.token_flops / (alu_rate(dev) * eff.token_alu)
 
 
 def step_parts(step, dev, eff: Efficiencies) -> dict[str, float]:
     """Seconds of one decode step by term: weights stream, dequant ALU, KV read, state, the extra tokens of
     a small batch, compute, per-layer. Why Q8_0 can beat Q4_K_M: `dequant_s` is unpacking ALU work at the
-    FP32 rate, so a part with much bandwidth and little FP32 (A100: 2 TB/s, 19.5 TFLOPS) pays more to unpack
-    K-quants (8 ops/weight, fitted) than it saves in bytes over Q8_0 (2 ops/weight)."""
+    ALU rate (`alu_rate`), so a part with much bandwidth and little ALU pays more to unpack K-quants (~8 ops per
+    weight, fitted) than it saves in bytes over Q8_0 (~2 ops per weight)."""
     bw = dev.mem_bandwidth_gbs * 1e9
-    alu = (dev.fp32_tflops or dev.peak_tflops or 1.0) * 1e12
+    alu = alu_rate(dev)
     kv = step.kv_f16_bytes * eff.kv_quant_factor if step.kv_quantized else step.kv_bytes
     units = step.layer_units + step.n_deltanet * eff.deltanet_units
     extra = min(step.batch, SMALL_BATCH) - 1
@@ -238,7 +246,9 @@ def _add_setup(out: dict, setup, dev, m, q, context, batch, kv, eff, step, t_ste
         if r["gpu_layers"] is not None:
             sd["gpu_layers"] = r["gpu_layers"]
         out["setup"] = sd
-        out["notes"] = ["prefill and TTFT are the single-device figures (setups change decode only)"]
+        if setup.gpus > 1 and setup.split == "layer" and context:
+            out["ttft_s"] = round(out["ttft_s"] + S.layer_split_prompt_s(setup, dev, m, context), 4)
+        out["notes"] = ["prefill_tok_s is the single-device figure; TTFT adds only a layer split's prompt hand-off"]
     out["terms"] = terms
     if concurrency:
         out["concurrency"] = _concurrency(out, setup, dev, m, q, context, kv, mem, profile)

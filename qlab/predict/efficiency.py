@@ -79,6 +79,12 @@ def load_calibration(path: str = str(CALIBRATION_PATH)) -> dict:
     return json.loads(p.read_text())
 
 
+def clear_caches() -> None:
+    """Forget the loaded calibration (after scripts/calibrate.py rewrote it)."""
+    load_calibration.cache_clear()
+    _efficiencies_for_class.cache_clear()
+
+
 def _from_entry(entry: dict, cal: dict, cls: str, source: str) -> Efficiencies:
     return Efficiencies(weights=entry["weights"], kv=entry["kv"], compute=entry.get("compute", 0.6),
                         prefill=entry.get("prefill", PREFILL_EFFICIENCY.get(cls, 0.4)),
@@ -92,8 +98,13 @@ def _from_entry(entry: dict, cal: dict, cls: str, source: str) -> Efficiencies:
 
 def efficiencies_for(dev) -> Efficiencies:
     """Calibrated efficiencies for the device's class, or the pooled ones (basis "roofline")."""
+    return _efficiencies_for_class(device_class(dev))
+
+
+@lru_cache(maxsize=64)
+def _efficiencies_for_class(cls: str) -> Efficiencies:
+    """One frozen Efficiencies per class (callers never mutate it; dataclasses.replace makes new ones)."""
     cal = load_calibration()
-    cls = device_class(dev)
     if cls in cal.get("classes", {}):
         return _from_entry(cal["classes"][cls], cal, cls, "calibrated")
     if cls in UNCALIBRATED:

@@ -19,6 +19,8 @@ SPLITS = ("layer", "tensor")
 PCIE_GBS = {"pcie3": 15.75, "pcie4": 31.5, "pcie5": 63.0}
 LINKS = (*PCIE_GBS, "nvlink")
 ACT_BYTES = 2                 # fp16/bf16 hidden state handed between GPUs
+HOP_US = 20.0                 # layer split: one device-to-device copy and sync per boundary (assumed, not fitted)
+LAYER_IMBALANCE = 1.05        # layer split: the output matrix lands on the last GPU, so its share is larger
 MAX_GPUS = 16
 # MTP acceptance (accepted / drafted) by draft count, the median of the published llama.cpp draft-mtp rows
 # on Qwen3.5/3.6-class 27B models (data/setups_published.csv); beyond 4 drafts it keeps falling ~0.06/draft.
@@ -144,8 +146,14 @@ def multi_gpu(p: dict, s: Setup, dev, m, params: dict) -> dict[str, tuple[float,
                 "allreduce_s": (n_allreduce * per_allreduce, basis)}
     lat_us, basis = params.get("hop_us", (None, None)) or (None, None)
     if lat_us is None:
-        lat_us, basis = 20.0, "assumed"
+        lat_us, basis = HOP_US, "assumed"
     return {"hop_s": ((n - 1) * (lat_us * 1e-6 + ACT_BYTES * hidden / (gbs * 1e9)), basis)}
+
+
+def layer_split_prompt_s(s: Setup, dev, m, tokens: int) -> float:
+    """A layer split hands the whole prompt's hidden states over each GPU boundary once (added to TTFT)."""
+    gbs, _ = link_gbs(dev, s.link)
+    return (s.gpus - 1) * (ACT_BYTES * m.hidden_size * tokens / (gbs * 1e9) + HOP_US * 1e-6)
 
 
 def mtp(p: dict, step, dev, eff, m, s: Setup, t_step: float, params: dict) -> tuple[float, dict]:
@@ -255,7 +263,7 @@ def apply(s: Setup, *, p: dict, step, dev, eff, m, t_step: float, mem, params: d
         terms.update(extra)
         t += sum(v for v, _ in extra.values())
         shared = mem.weights_gb + mem.kv_cache_gb + mem.state_gb
-        per_gpu = shared / s.gpus * (1.0 if s.split == "tensor" else 1.05) + mem.overhead_gb
+        per_gpu = shared / s.gpus * (1.0 if s.split == "tensor" else LAYER_IMBALANCE) + mem.overhead_gb
         fits = per_gpu <= usable
     gpu_layers = None
     if s.gpu_layers is not None:

@@ -59,6 +59,13 @@ class StepCost:
         return sum(self.weight_bytes.values()) + self.kv_bytes + self.state_bytes
 
 
+@lru_cache(maxsize=256)
+def _layers(model_id: str) -> dict[str, int]:
+    """Layers of each kind, counted once per model (a scenarios file asks the same model thousands of times)."""
+    m = get_model(model_id)
+    return {k: m.count(k) for k in (ATTENTION, SLIDING, DELTANET)}
+
+
 def _n(shape: tuple[int, ...]) -> int:
     n = 1
     for d in shape:
@@ -115,7 +122,7 @@ def kv_step(m: ModelPreset, context: int, batch: int, kv_dtype: str) -> OpCost:
     a = m.attention
     kvb = kv_bytes_per_element(kv_dtype)
     total = OpCost(0.0, 0.0)
-    n_full, n_slide = m.count(ATTENTION), m.count(SLIDING)
+    n_full, n_slide = _layers(m.id)[ATTENTION], _layers(m.id)[SLIDING]
     if n_full:
         total = total + attention_cost.decode(batch, a.heads, a.kv_heads, a.head_dim, context, kvb) * n_full
     if n_slide:
@@ -126,7 +133,7 @@ def kv_step(m: ModelPreset, context: int, batch: int, kv_dtype: str) -> OpCost:
 
 def state_step(m: ModelPreset, batch: int) -> OpCost:
     d = m.deltanet
-    n = m.count(DELTANET)
+    n = _layers(m.id)[DELTANET]
     if d is None or n == 0:
         return OpCost(0.0, 0.0)
     rec = deltanet_cost.recurrent(batch, 1, d.key_heads, d.value_heads, d.key_head_dim, d.value_head_dim)
@@ -142,8 +149,8 @@ def decode_step(model: str | ModelPreset, quant: str, context: int, batch: int =
     kv_q = kv_dtype.upper() not in ("F16", "BF16", "F32")
     kv16 = kv_step(m, context, batch, "F16").bytes if kv_q else kv.bytes
     return StepCost(dict(fam), kv.bytes, st.bytes, wflops + kv.flops + st.flops, units, dict(elems),
-                    m.count(DELTANET), kv_q, kv16, batch, out_bytes, wflops / batch,
-                    m.count(ATTENTION) + m.count(SLIDING))
+                    _layers(m.id)[DELTANET], kv_q, kv16, batch, out_bytes, wflops / batch,
+                    _layers(m.id)[ATTENTION] + _layers(m.id)[SLIDING])
 
 
 def weight_bytes_total(model: str | ModelPreset, quant: str) -> float:
@@ -167,7 +174,7 @@ def _prefill_flops(model_id: str, quant: str, tokens: int) -> float:
     wflops_1 = _weights_step(m.id, quant, 1)[1]
     total = wflops_1 * tokens
     a = m.attention
-    n_full, n_slide = m.count(ATTENTION), m.count(SLIDING)
+    n_full, n_slide = _layers(m.id)[ATTENTION], _layers(m.id)[SLIDING]
     if n_full:
         total += attention_cost.prefill(1, tokens, a.heads, a.kv_heads, a.head_dim).flops * n_full
     if n_slide:
@@ -179,5 +186,5 @@ def _prefill_flops(model_id: str, quant: str, tokens: int) -> float:
     d = m.deltanet
     if d is not None:
         total += deltanet_cost.chunk(1, tokens, d.key_heads, d.value_heads, d.key_head_dim,
-                                     d.value_head_dim).flops * m.count(DELTANET)
+                                     d.value_head_dim).flops * _layers(m.id)[DELTANET]
     return total

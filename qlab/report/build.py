@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from qlab.errors import QlabError
-from qlab.report import grid, multigpu, sections
+from qlab.report import grid, multigpu, sections, setups
 from qlab.report.grid import MODEL, Predictions
 from qlab.report.select import select_devices
 
@@ -133,6 +133,7 @@ def build_report(hw_ids: list[str] | None = None, vendor: str | None = None, all
         "step_svg": sections.step_breakdown(summary["order"], preds, model),
         "prefill": sections.prefill(summary["order"], preds, model),
         "multi": multi,
+        "setups": setups.build(summary["order"], model, preds.profiles_by_hw),
         "value": sections.value(summary["order"], preds, model, budget_usd, multi["rows"]),
         "measured": [sections.measured(p, preds, model) for p in profiles],
         "methods": sections.methods(devices, preds, model),

@@ -319,7 +319,11 @@ def calibration_tables(cal) -> dict | None:
 
     walk("", eff)
     check = [c for c in (cal.get("check") or []) if isinstance(c, dict)]
-    return {"efficiencies": rows, "check": check, "method": cal.get("method") or ""}
+    # basis "class": the fit failed its own check (qlab/predict/calibrate/from_profile.py); say so, with why
+    problems = [str(p) for p in (cal.get("problems") or []) if isinstance(p, str)][:4]
+    return {"efficiencies": rows, "check": check, "method": cal.get("method") or "",
+            "basis": cal.get("basis") or "measured", "problems": problems,
+            "tolerance_pct": cal.get("tolerance_pct") if isinstance(cal.get("tolerance_pct"), (int, float)) else 10}
 
 
 def _err(p: dict | None, measured_tok_s: float) -> float | None:

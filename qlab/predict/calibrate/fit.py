@@ -187,11 +187,11 @@ def main(argv=None) -> int:
     write_json_atomic(args.out, out)
     if not args.no_setups:   # the setup models stand on the batch-1 fit just written
         from qlab.predict.calibrate import setups
-        from qlab.predict.efficiency import CALIBRATION_PATH as default_path, load_calibration
+        from qlab.predict.efficiency import CALIBRATION_PATH as default_path, clear_caches
 
         if args.out.resolve() != default_path.resolve():
             print("(setups fitted against the checked-in calibration.json, not --out)")
-        load_calibration.cache_clear()
+        clear_caches()
         params, errors = setups.evaluate(setups.load_setup_rows(), verbose=args.verbose)
         out["setups"] = params
         out["errors"]["setups"] = errors
