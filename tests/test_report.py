@@ -365,3 +365,28 @@ def test_axes_survive_an_absurd_value():
     bars = [{"name": f"d{i}", "vendor": "amd", "tok_s": 10.0 + i} for i in range(6)] + \
         [{"name": "broken", "vendor": "amd", "tok_s": 1e9}]
     assert "beyond axis" in figures.overview_bars(bars, "Q4_K_M", 32768)
+
+
+def test_report_all_takes_this_machines_profiles_by_default(tmp_path, monkeypatch, capsys):
+    """`qlab report --all` includes profiles/ and $QLAB_HOME/profiles without --profiles; a profile of another
+    machine (here: a CPU profile without a fingerprint) is left out, and said so."""
+    import qlab.report.build as build
+    from qlab.cli import main
+
+    home = tmp_path / "home"
+    (home / "profiles").mkdir(parents=True)
+    (home / "profiles" / "rtx-3090.json").write_text(json.dumps(sample_profile()))
+    foreign = sample_profile()
+    foreign["device"].update(id="cpu-host", source="cpu", kind="cpu")
+    foreign.pop("fingerprint", None)
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles" / "old-cpu.json").write_text(json.dumps(foreign))
+    monkeypatch.setenv("QLAB_HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    seen = {}
+    monkeypatch.setattr(build, "build_report", lambda *a: seen.update(profiles=a[4]) or "<html></html>")
+    assert main(["report", "--all", "--out", str(tmp_path / "r.html")]) == 0
+    assert [p["device"]["id"] for p in seen["profiles"]] == ["rtx-3090"]
+    assert "left out 1 profile(s) measured on another machine" in capsys.readouterr().err
+    assert main(["report", "--all", "--no-profiles", "--out", str(tmp_path / "r.html")]) == 0
+    assert seen["profiles"] == []

@@ -28,7 +28,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     which.add_argument("--all", dest="all_devices", action="store_true", help="every device in the hardware database")
     p.add_argument("--model", default="qwen3.6-27b", help="model id (default: qwen3.6-27b)")
     p.add_argument("--profiles", metavar="DIR", help="directory of measured profiles (*.json) to include "
-                                                    "(default with --all: profiles/ and $QLAB_HOME/profiles)")
+                                                    "(default with --all: this machine's profiles in profiles/ and "
+                                                    "$QLAB_HOME/profiles)")
     p.add_argument("--no-profiles", action="store_true", help="with --all: leave the default profile directories out")
     p.add_argument("--budget", metavar="USD", type=float, help="mark devices and setups above this launch price")
     p.add_argument("--out", metavar="FILE", default=DEFAULT_OUT, help=f"output HTML file (default: {DEFAULT_OUT})")
@@ -45,7 +46,12 @@ def run(args: argparse.Namespace) -> int:
     elif args.all_devices and not args.no_profiles:
         from qlab.report.select import default_profiles
 
-        profiles = default_profiles()  # what this machine (and this checkout) measured
+        profiles, foreign = default_profiles()  # what this machine measured, here or in $QLAB_HOME
+        if foreign:
+            import sys
+
+            print(f"left out {len(foreign)} profile(s) measured on another machine (name them with --profiles "
+                  f"to see why): {', '.join(foreign)}", file=sys.stderr)
     else:
         profiles = []
     path = write_report(args.out, hw_ids=hw_ids, vendor=args.vendor, all_devices=args.all_devices, model=args.model,

@@ -204,6 +204,9 @@ def value_scatter(points: list[dict], quant: str, context: int) -> str:
     if any(p.get("multi") for p in points):
         handles.append(plt.Line2D([], [], marker="D", ls="", color="#999"))
         labels.append("multi-GPU (layer split)")
+    if any(p.get("guess") for p in points):
+        handles.append(plt.Line2D([], [], marker="o", ls="", markerfacecolor="white", markeredgecolor="#666"))
+        labels.append("hollow: roofline guess / multi-GPU prediction")
     ax.legend(handles, labels, loc="upper left")
     return to_svg(fig, label="Price of the configuration shown against decode tokens/s per device")
 

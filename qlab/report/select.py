@@ -79,15 +79,27 @@ def default_profile_dirs() -> list:
     return [Path("profiles"), qlab_home() / "profiles"]
 
 
-def default_profiles() -> list[dict]:
-    """The profiles in the default directories that exist, each profile once (same device and creation time)."""
-    seen, out = set(), []
+def default_profiles() -> tuple[list[dict], list[str]]:
+    """The profiles in the default directories that were measured on this machine, each once (same device and
+    creation time); and the files left out because another machine (or an older qlab) measured them, as
+    `--profiles` would refuse those (qlab/profile/machine.py)."""
+    from qlab.errors import QlabError
+    from qlab.profile.machine import require_this_machine
+    from qlab.profile.schema import load_profile
+
+    seen, out, foreign = set(), [], []
     for d in default_profile_dirs():
-        if not d.is_dir() or not any(d.glob("*.json")):
+        if not d.is_dir():
             continue
-        for p in load_profiles_dir(d):
-            key = ((p.get("device") or {}).get("id"), p.get("created"))
+        for f in sorted(d.glob("*.json")):
+            doc = load_profile(f)
+            try:
+                require_this_machine(doc, f"profile {f}")
+            except QlabError:
+                foreign.append(str(f))
+                continue
+            key = ((doc.get("device") or {}).get("id"), doc.get("created"))
             if key not in seen:
                 seen.add(key)
-                out.append(p)
-    return out
+                out.append(doc)
+    return out, foreign
