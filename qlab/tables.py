@@ -148,14 +148,13 @@ def print_predictions(results: list[dict], args=None, asked_hw: list[str] = ()) 
     print_table(rows, cols, args, title=", ".join(f"{k} {v}" for k, v in fixed.items()) or None)
     if getattr(args, "table_format", "table") != "table":
         return
+    notes = []
     if any(r["basis"] == "roofline" for r in results):
-        print("basis: guess = roofline with pooled efficiencies (no measurement of that device class)")
-    for r in results:
-        for w in r.get("warnings", []):
-            print(f"note {r['hw']} {r['model']}: {w}")
+        notes.append("basis: guess = roofline with pooled efficiencies (no measurement of that device class)")
+    notes += [f"note {r['hw']} {r['model']}: {w}" for r in results for w in r.get("warnings", [])]
     from qlab.hwdb.variants import ambiguity
 
-    for name in dict.fromkeys(asked_hw):
-        note = ambiguity(name)
-        if note:
-            print(f"note: {note}")
+    notes += [f"note: {n}" for n in map(ambiguity, dict.fromkeys(asked_hw)) if n]
+    width = None if getattr(args, "wide", False) else terminal_width()
+    for n in notes:
+        print(textwrap.fill(n, width, subsequent_indent="  ") if width else n)
