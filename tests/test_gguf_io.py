@@ -89,8 +89,19 @@ def test_shape_mismatch(monkeypatch, tmp_path):
                 if s.name == "blk.3.attn_k.weight" else s for s in specs]
 
     p = _write_with(monkeypatch, tmp_path, widen)
-    with pytest.raises(QlabError, match=r"odd\.gguf: tensor 'blk\.3\.attn_k\.weight' has shape \[512, 512\], "
-                                        r"expected \[256, 512\]"):
+    with pytest.raises(QlabError, match=r"odd\.gguf: qwen35\.attention\.head_count_kv: disagrees with tensor "
+                                        r"'blk\.3\.attn_k\.weight' of shape \[512, 512\] \(expected \[512, 256\]\)"):
+        gguf_io.read_gguf(p)
+
+
+def test_shape_mismatch_of_a_tensor_metadata_does_not_describe(monkeypatch, tmp_path):
+    def widen(specs):
+        return [TensorSpec(s.name, (s.shape[0] + 256, s.shape[1]), s.kind, s.init)
+                if s.name == "blk.2.attn_gate.weight" else s for s in specs]
+
+    p = _write_with(monkeypatch, tmp_path, widen)
+    with pytest.raises(QlabError, match=r"odd\.gguf: tensor 'blk\.2\.attn_gate\.weight' has shape \[1024, 512\], "
+                                        r"expected \[768, 512\]"):
         gguf_io.read_gguf(p)
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import os
 import tempfile
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -25,11 +24,6 @@ ARCH = "qwen35"
 
 
 # ---- reading --------------------------------------------------------------------------------------------------
-def _field(reader, key: str, default=None):
-    f = reader.fields.get(key)
-    return default if f is None else f.contents()
-
-
 def _open(path: str | os.PathLike):
     import gguf
 
@@ -43,37 +37,17 @@ def _open(path: str | os.PathLike):
 
 
 def config_from_gguf(reader, path, name: str = "gguf") -> ModelConfig:
-    """The ModelConfig a qwen35 GGUF's metadata describes (head counts, widths, layer count)."""
-    arch = _field(reader, "general.architecture")
-    if arch != ARCH:
-        raise QlabError(f"{path}: architecture {arch!r}, expected {ARCH!r} (Qwen3.5/3.6 dense)")
+    """The ModelConfig a qwen35 GGUF's metadata describes, every value checked against the tensors present first
+    (`gguf_validate.validate`: one line per problem, naming the file and the key)."""
+    from qlab.engine.gguf_validate import validate
 
-    def need(key: str):
-        v = _field(reader, f"{ARCH}.{key}")
-        if v is None:
-            raise QlabError(f"{path}: metadata key {ARCH}.{key} is missing")
-        return v[0] if isinstance(v, list) else v
-
-    nextn = _field(reader, f"{ARCH}.nextn_predict_layers", 0) or 0
-    n_layers = int(need("block_count")) - int(nextn)
-    v_heads = int(need("ssm.time_step_rank"))
-    interval = int(_field(reader, f"{ARCH}.full_attention_interval", 4) or 4)
-    cfg = ModelConfig(
-        name=name, n_layers=n_layers, full_layers=n_layers, hidden=int(need("embedding_length")),
-        ffn=int(need("feed_forward_length")), vocab=0, rms_eps=float(f"{float(need('attention.layer_norm_rms_epsilon')):.7g}"),
-        full_attn_interval=interval, n_heads=int(need("attention.head_count")),
-        n_kv_heads=int(need("attention.head_count_kv")), head_dim=int(need("attention.key_length")),
-        rope_dim=int(need("rope.dimension_count")), rope_theta=float(need("rope.freq_base")),
-        lin_k_heads=int(need("ssm.group_count")), lin_v_heads=v_heads, lin_k_dim=int(need("ssm.state_size")),
-        lin_v_dim=int(need("ssm.inner_size")) // v_heads, conv_kernel=int(need("ssm.conv_kernel")),
-        max_context=int(need("context_length")), mtp_layers=int(nextn))
-    recurrent = _field(reader, f"{ARCH}.attention.recurrent_layers")
-    if recurrent is not None:
-        expect = [not cfg.is_attention(i) for i in range(n_layers)]
-        if [bool(x) for x in recurrent[:n_layers]] != expect:
-            raise QlabError(f"{path}: {ARCH}.attention.recurrent_layers is not the every-{interval}th-layer "
-                            f"attention pattern this engine runs")
-    return cfg
+    f = validate(reader, path)
+    return ModelConfig(
+        name=name, n_layers=f.n_layers, full_layers=f.n_layers, hidden=f.hidden, ffn=f.ffn, vocab=f.vocab,
+        rms_eps=float(f"{f.rms_eps:.7g}"), full_attn_interval=f.full_attn_interval, n_heads=f.n_heads,
+        n_kv_heads=f.n_kv_heads, head_dim=f.head_dim, rope_dim=f.rope_dim, rope_theta=f.rope_theta,
+        lin_k_heads=f.lin_k_heads, lin_v_heads=f.lin_v_heads, lin_k_dim=f.lin_k_dim, lin_v_dim=f.lin_v_dim,
+        conv_kernel=f.conv_kernel, max_context=f.max_context, mtp_layers=f.mtp_layers)
 
 
 def read_gguf(path: str | os.PathLike, layers: int | None = None, *, check_memory: bool = True):
@@ -89,14 +63,6 @@ def read_gguf(path: str | os.PathLike, layers: int | None = None, *, check_memor
     reader = _open(path)
     by_name = {t.name: t for t in reader.tensors}
     cfg = config_from_gguf(reader, path, name=Path(path).stem)
-    embd = by_name.get("token_embd.weight")
-    if embd is None:
-        raise QlabError(f"{path}: tensor 'token_embd.weight' is missing")
-    cfg = replace(cfg, vocab=int(embd.shape[1]))
-    n_tokens = _field(reader, "tokenizer.ggml.tokens")
-    if n_tokens is not None and len(n_tokens) != cfg.vocab:
-        raise QlabError(f"{path}: tensor 'token_embd.weight' has {cfg.vocab} rows but the tokenizer has "
-                        f"{len(n_tokens)} tokens (vocab mismatch)")
     file_layers = cfg.n_layers
     cfg = cfg.sliced(layers)
     specs = model_specs(cfg)
@@ -118,8 +84,8 @@ def read_gguf(path: str | os.PathLike, layers: int | None = None, *, check_memor
                 tensors[spec.name] = torch.from_numpy(_small_f32(t)).reshape(spec.shape)
             else:
                 tensors[spec.name] = ops.from_gguf_tensor(t)
-        except ValueError as e:
-            raise QlabError(f"{path}: {e}") from None
+        except (ValueError, NotImplementedError) as e:   # unsupported type, bad block count (gguf-py: NotImpl.)
+            raise QlabError(f"{path}: tensor {spec.name!r}: {e}") from None
     return Weights(cfg, tensors, str(path), keepalive=[reader])
 
 
