@@ -141,3 +141,13 @@ def test_output_onto_a_directory_or_through_a_file_is_exit_2_at_once(argv, tmp_p
     assert ("is a directory" in err or "which is a file" in err or "is a file" in err
             or "not a writable directory" in err), err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["profile", "--quants", ""], "--quants '': expected one or more quant ids"),
+    (["profile", "--quants", ","], "--quants ',': expected one or more quant ids"),
+    (["profile", "--contexts", ""], "--contexts '': expected one or more token counts"),
+])
+def test_empty_selection_is_not_a_run_of_nothing(argv, expected, capsys):
+    assert main(argv) == 2
+    assert expected in capsys.readouterr().err

@@ -39,6 +39,8 @@ def parse_options(args):
     from qlab.profile.options import ProfileOptions
 
     quants = [q.strip().upper() for q in args.quants.split(",") if q.strip()]
+    if not quants:  # an empty selection ran a profile of nothing and exited 0
+        raise QlabError(f"--quants {args.quants!r}: expected one or more quant ids, e.g. Q4_K_M,Q8_0")
     try:
         from qlab.models.quant_mix import QUANT_IDS  # validated against the predictor's list when present
     except ImportError:
@@ -50,12 +52,14 @@ def parse_options(args):
             if q not in {x.upper() for x in QUANT_IDS}:
                 raise unknown("quant", q, QUANT_IDS)
     contexts = None
-    if args.contexts:
+    if args.contexts is not None:
         try:
             contexts = [int(c.strip().lower().replace("k", "")) * (1024 if "k" in c.lower() else 1)
                         for c in args.contexts.split(",") if c.strip()]
         except ValueError:
             raise QlabError(f"--contexts {args.contexts!r}: expected comma-separated token counts, e.g. 4096,32768") from None
+        if not contexts:
+            raise QlabError(f"--contexts {args.contexts!r}: expected one or more token counts, e.g. 4096,32768")
         if any(c < 0 for c in contexts):
             raise QlabError(f"--contexts {args.contexts!r}: context lengths must be ≥ 0")
     if args.budget is not None and args.budget <= 0:
