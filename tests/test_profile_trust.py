@@ -316,3 +316,17 @@ def test_report_says_when_a_profile_calibration_is_not_published():
     doc["calibration"] = calibration_from_profile(doc)
     html = build_report(["rtx-3090"], None, False, profiles=[doc])
     assert "Not published as measured" in html and "basis: class" in html
+
+
+def test_whole_model_row_calibrates_and_corrects_the_slice_rows():
+    from qlab.predict.calibrate.from_profile import measured_rows
+
+    doc = _host_profile([("Q4_K_M", 4096, 0.60), ("Q4_K_M", 32768, 0.50)])
+    doc["decode"].append({"quant": "Q4_K_M", "context": 4096, "layers_run": 64, "whole_model": True,
+                          "tok_s": 0.66, "scaled_tok_s": 0.66})
+    rows = {r["context"]: r for r in measured_rows(doc)}
+    assert rows[4096]["whole_model"] and rows[4096]["scaled_tok_s"] == 0.66
+    assert rows[32768]["scaled_tok_s"] == pytest.approx(0.50 * 0.66 / 0.60)
+    doc["calibration"] = cal = calibration_from_profile(doc)
+    assert cal["basis"] == "measured"
+    assert predict("cpu-host", "qwen3.6-27b", "Q4_K_M", 4096, profile=doc)["decode_tok_s"] == pytest.approx(0.66, rel=0.1)

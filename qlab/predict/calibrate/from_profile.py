@@ -83,10 +83,24 @@ def base_efficiencies(doc: dict, dev: Device, problems: list[str]) -> dict:
 
 def measured_rows(doc: dict) -> list[dict]:
     """The decode rows the calibration must reproduce: a whole-model measurement where one exists for a
-    (quant, context), else the slice scaled to the whole model."""
+    (quant, context), else the slice scaled to the whole model. Where the whole model was measured at one
+    context of a quant, that quant's slice rows at other contexts are corrected by the ratio measured there
+    (`slice_correction`): the slice's extrapolation error is a property of the quant's layers, not the depth."""
     rows = [r for r in doc.get("decode") or [] if "error" not in r]
-    whole = {(r["quant"], r["context"]) for r in rows if r.get("whole_model")}
-    return [r for r in rows if r.get("whole_model") or (r["quant"], r["context"]) not in whole]
+    whole = {(r["quant"], r["context"]): r for r in rows if r.get("whole_model")}
+    slices = {(r["quant"], r["context"]): r for r in rows if not r.get("whole_model")}
+    ratio = {}
+    for (q, c), w in whole.items():
+        if (q, c) in slices:
+            ratio.setdefault(q, w["scaled_tok_s"] / slices[(q, c)]["scaled_tok_s"])
+    out = list(whole.values())
+    for key, r in slices.items():
+        if key in whole:
+            continue
+        if r["quant"] in ratio:
+            r = dict(r, scaled_tok_s=r["scaled_tok_s"] * ratio[r["quant"]], slice_correction=ratio[r["quant"]])
+        out.append(r)
+    return out
 
 
 def _predicted_s(doc: dict, dev: Device, model: str, quant: str, context: int, cal: dict) -> float:
@@ -102,6 +116,7 @@ def _check(doc: dict, dev: Device, model: str, rows: list[dict], cal: dict) -> l
     for r in rows:
         p = 1.0 / _predicted_s(doc, dev, model, r["quant"], r["context"], cal)
         out.append({"quant": r["quant"], "context": r["context"], "whole_model": bool(r.get("whole_model")),
+                    **({"slice_correction": r["slice_correction"]} if "slice_correction" in r else {}),
                     "measured_tok_s": r["scaled_tok_s"], "predicted_tok_s": p,
                     "error_pct": 100 * (p / r["scaled_tok_s"] - 1)})
     return out
