@@ -65,21 +65,22 @@ def run_list(args) -> int:
     if args.json:
         print(json.dumps([device_to_dict(d) for d in devices], indent=1))
         return 0
-    from qlab.hwdb.prices import price_for
+    from qlab.hwdb.prices import price_for, prices_for
 
     rows = []
     for d in devices:
         opts = d.memory_options_gb
         price = price_for(d)
+        other = None if price else min(prices_for(d.id), key=lambda q: q.usd, default=None)
         rows.append({"id": d.id, "name": d.name,
                      "memory_gb": _fmt(d.memory_gb) if len(opts) <= 1 else "/".join(f"{o:g}" for o in opts),
                      "bandwidth_gbs": _fmt(d.mem_bandwidth_gbs), "bf16_tflops": _fmt(d.bf16_tflops or d.fp16_tflops),
                      "fp8_tflops": _fmt(d.fp8_tflops), "fp32_tflops": _fmt(d.fp32_tflops), "tdp_w": _fmt(d.tdp_w),
-                     "price_usd": f"{price.usd:,.0f}" if price else "-",
-                     "price_kind": f"{price.kind} {price.date[:4]}" if price else "-",
+                     "price_usd": f"{price.usd:,.0f}" if price else f"{other.usd:,.0f}@{other.memory_gb:g}" if other else "-",
+                     "price_kind": f"{(price or other).kind} {(price or other).date[:4]}" if price or other else "-",
                      "launch": _fmt(d.launch_date)})
     print_table(rows, LIST_COLUMNS, args, title=f"qlab hwdb: {len(devices)} devices (dense rates; GB = 10^9 bytes; "
-                                              "price of the largest memory option)")
+                                              "price of the largest memory option, else $@GB of a smaller one)")
     return 0
 
 

@@ -31,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                                     "(default with --all: this machine's profiles in profiles/ and "
                                                     "$QLAB_HOME/profiles)")
     p.add_argument("--no-profiles", action="store_true", help="with --all: leave the default profile directories out")
-    p.add_argument("--budget", metavar="USD", type=float, help="mark devices and setups above this launch price")
+    p.add_argument("--budget", metavar="USD", type=float, help="grey devices and setups above this price (or unpriced)")
     p.add_argument("--out", metavar="FILE", default=DEFAULT_OUT, help=f"output HTML file (default: {DEFAULT_OUT})")
     p.set_defaults(func=run)
 
