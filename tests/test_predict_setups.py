@@ -119,3 +119,28 @@ def test_cli_setup_flags(capsys):
                       (["--hw", "rtx-3090", "--draft", "3"], "only meaningful with --mtp")):
         assert main(["predict", *argv]) == 2, argv
         assert msg in capsys.readouterr().err
+
+
+def test_hundred_thousand_scenarios_under_ten_cpu_seconds(tmp_path, capsys):
+    """Issue 23: `predict --scenarios` with 100k distinct rows, JSON and table output. CPU time, not wall
+    time: the 2-core CI machine is shared."""
+    import random
+    import time
+
+    from qlab.cli import main
+
+    rnd = random.Random(42)
+    hws = ["rtx-3090", "rtx-4090", "h100-sxm", "m4-max-40c", "dgx-spark", "rx-7900-xtx", "b200", "a100-80gb-sxm"]
+    models = ["qwen3.6-27b", "llama-3-8b", "qwen3.6-35b-a3b", "gemma-3-27b", "qwen3-32b"]
+    quants = ["Q4_K_M", "Q8_0", "Q6_K", "IQ4_XS"]
+    rows = [f"{rnd.choice(hws)},{rnd.choice(models)},{rnd.choice(quants)},{rnd.randint(0, 32768)},{rnd.choice([1, 2, 8])}"
+            for _ in range(100_000)]
+    csv = tmp_path / "s.csv"
+    csv.write_text("hw,model,quant,context,batch\n" + "\n".join(rows) + "\n")
+    for mode in (["--json"], []):
+        t = time.process_time()
+        assert main(["predict", "--scenarios", str(csv), *mode]) == 0
+        dt = time.process_time() - t
+        out = capsys.readouterr().out
+        print(f"100k scenarios {mode or 'table'}: {dt:.1f} s CPU")
+        assert dt < 10.0 and out.count("qwen3") >= 40_000

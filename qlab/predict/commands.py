@@ -79,15 +79,14 @@ def parse_int(value: str, what: str, line: str = "") -> int:
         s, mult = s[:-1], 1024
     elif s.endswith("m"):
         s, mult = s[:-1], 1024 * 1024
-    bad = QlabError(f"{line}{what}: expected an integer (e.g. 4096 or 32k), got {value!r}")
     try:
         if "." not in s and "e" not in s:
             return int(s) * mult
         f = float(s) * mult          # "1.5k" is 1536; "4.5", "1.0e400" and "nan" are not token counts
     except ValueError:
-        raise bad from None
+        f = float("nan")
     if f != f or f in (float("inf"), float("-inf")) or not f.is_integer():
-        raise bad
+        raise QlabError(f"{line}{what}: expected an integer (e.g. 4096 or 32k), got {value!r}")
     return int(f)
 
 

@@ -11,12 +11,15 @@ t_prefill(N) = prefill_FLOPs(N) / (peak·e_prefill) + weights read once per 512-
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from qlab.errors import QlabError
 from qlab.models.loader import get_model
-from qlab.models.memory import KV_DTYPES, fits, memory
+from qlab.models.preset import SLIDING
+from qlab.models.memory import KV_DTYPES, MemoryBreakdown, fits, memory
 from qlab.models.quant_mix import normalize_quant
 from qlab.predict.efficiency import Efficiencies, device_class, efficiencies_for, efficiencies_from_profile
-from qlab.predict.workload import decode_step, prefill_flops, weight_bytes_total
+from qlab.predict.workload import _prefill_flops, decode_step, prefill_flops, weight_bytes_total  # noqa: F401
 
 PREFILL_UBATCH = 512
 # ids that name a device family rather than one hwdb id (the published tables use them): the variant meant
@@ -119,7 +122,10 @@ def breakdown(hw, model: str, quant: str, context: int, batch: int = 1, kv_dtype
 
 def step_time(step, dev, eff: Efficiencies) -> tuple[float, str]:
     """Seconds for one decode step and which side bounds it."""
-    p = step_parts(step, dev, eff)
+    return time_of_parts(step_parts(step, dev, eff))
+
+
+def time_of_parts(p: dict) -> tuple[float, str]:
     t_mem = p["weights_s"] + p["dequant_s"] + p["kv_s"] + p["state_s"] + p["batch_alu_s"]
     bound = "memory" if t_mem >= p["compute_s"] else "compute"
     return max(t_mem, p["compute_s"]) + p["layer_overhead_s"], bound
@@ -128,9 +134,10 @@ def step_time(step, dev, eff: Efficiencies) -> tuple[float, str]:
 def prefill_time(model, quant: str, tokens: int, dev, eff: Efficiencies) -> float:
     if tokens <= 0:
         return 0.0
-    flops = prefill_flops(model, quant, tokens)
+    mid = model if isinstance(model, str) else model.id
+    flops = _prefill_flops(mid, quant, tokens)
     n_ubatch = -(-tokens // PREFILL_UBATCH)
-    t_weights = n_ubatch * weight_bytes_total(model, quant) / (dev.mem_bandwidth_gbs * 1e9 * eff.weights)
+    t_weights = n_ubatch * _weight_bytes(mid, quant) / (dev.mem_bandwidth_gbs * 1e9 * eff.weights)
     return flops / (_peak_flops(dev) * eff.prefill) + t_weights
 
 
@@ -188,25 +195,89 @@ def predict(hw, model: str, quant: str, context: int, batch: int = 1, kv_dtype: 
         import dataclasses
 
         eff = dataclasses.replace(eff, token_alu=setup_params["token_alu_eff"])
-    step = decode_step(m, q, context, batch, kv)
-    t_step, bound = step_time(step, dev, eff)
-    t_first = t_step if batch == 1 else decode_step_time_1(m, q, context, kv, dev, eff)
+    t_step, bound = time_of_parts(parts_at(dev, m, q, context, batch, kv, eff))
+    t_first = t_step if batch == 1 else time_of_parts(parts_at(dev, m, q, context, 1, kv, eff))[0]
     n_prefill = max(context, PREFILL_UBATCH)
     t_pp = prefill_time(m, q, n_prefill, dev, eff)
     ttft = (prefill_time(m, q, context, dev, eff) if context else 0.0) + t_first
-    runtime = "cpu" if device_class(dev) == "cpu" else (dev.vendor or "nvidia").lower()
-    mem = memory(m, q, context, batch, kv, runtime=runtime)
+    mem = memory_at(m, q, context, batch, kv, _runtime(dev))
     hw_id = f"{dev.id}@{dev.memory_gb:g}" if isinstance(hw, str) and "@" in hw else dev.id  # keep the memory option
     out = {"hw": hw_id, "model": m.id, "quant": q, "context": context, "batch": batch,
            "decode_tok_s": round(batch / t_step, 3), "prefill_tok_s": round(n_prefill / t_pp, 3),
            "ttft_s": round(ttft, 4), "memory": mem.as_contract(), "fits": fits(mem, dev), "bound": bound,
            "basis": eff.source}
     if setup is not None or terms or concurrency:
+        step = decode_step(m, q, context, batch, kv)
         _add_setup(out, setup, dev, m, q, context, batch, kv, eff, step, t_step, mem, profile, concurrency,
                    setup_params)
     if warnings:
         out["warnings"] = warnings
     return out
+
+
+_PARTS: dict = {}
+
+
+@lru_cache(maxsize=1024)
+def _weight_bytes(model_id: str, quant: str) -> float:
+    return weight_bytes_total(model_id, quant)
+
+
+@lru_cache(maxsize=256)
+def _runtime(dev) -> str:
+    return "cpu" if device_class(dev) == "cpu" else (dev.vendor or "nvidia").lower()
+
+
+def parts_at(dev, m, q: str, context: int, batch: int, kv: str, eff: Efficiencies) -> dict[str, float]:
+    """`step_parts` of the step at `context`, from the parts at depth 0 and their per-token slopes (every term
+    is affine in the KV bytes and FLOPs, which are affine in the depth and in min(depth, window)); cached per
+    (device, model, quant, batch, KV dtype, efficiencies) for scenario files of many rows."""
+    key = (id(dev), id(eff), m.id, q, batch, kv)
+    hit = _PARTS.get(key)
+    if hit is None or hit[0] is not dev or hit[1] is not eff:   # ids are only trusted with the objects alive
+        from qlab.predict.workload import _step_coefficients
+
+        window = _step_coefficients(m.id, q, batch, kv)[3]
+        p0 = step_parts(decode_step(m, q, 0, batch, kv), dev, eff)
+        p1 = step_parts(decode_step(m, q, 1, batch, kv), dev, eff)
+        if window:
+            pw, pw1 = (step_parts(decode_step(m, q, c, batch, kv), dev, eff) for c in (window, window + 1))
+            full = {k: pw1[k] - pw[k] for k in p0}
+            slide = {k: p1[k] - p0[k] - full[k] for k in p0}
+        else:
+            full, slide = {k: p1[k] - p0[k] for k in p0}, dict.fromkeys(p0, 0.0)
+        if len(_PARTS) > 4096:
+            _PARTS.clear()
+        hit = _PARTS[key] = (dev, eff, p0, full, slide, window)
+    _, _, p0, full, slide, window = hit
+    cs = min(context, window) if window else 0
+    return {k: p0[k] + full[k] * context + slide[k] * cs for k in p0}
+
+
+def memory_at(m, q: str, context: int, batch: int, kv: str, runtime: str):
+    """`qlab.models.memory.memory` at `context`: only the KV cache depends on it, affinely in the depth and in
+    min(depth, window); built from the breakdown at depth 0 and cached per-token slopes."""
+    base, full, slide, window = _memory_coefficients(m.id, q, batch, kv, runtime)
+    c = context
+    return MemoryBreakdown(base.weights_gb, base.kv_cache_gb + full * c + slide * (min(c, window) if window else 0),
+                           base.state_gb, base.activations_gb, base.runtime_gb)
+
+
+@lru_cache(maxsize=4096)
+def _memory_coefficients(model_id: str, q: str, batch: int, kv: str, runtime: str):
+    m = get_model(model_id)
+    window = m.attention.sliding_window if SLIDING in m.layer_types and m.attention.sliding_window else 0
+
+    def at(c: int) -> float:
+        return memory(m, q, c, batch, kv, runtime=runtime).kv_cache_gb
+
+    base = memory(m, q, 0, batch, kv, runtime=runtime)
+    if window:
+        full = at(window + 1) - at(window)
+        slide = at(1) - base.kv_cache_gb - full
+    else:
+        full, slide = at(1) - base.kv_cache_gb, 0.0
+    return base, full, slide, window
 
 
 def term_bases(eff: Efficiencies, profile: dict | None) -> dict[str, str]:

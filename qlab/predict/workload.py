@@ -142,7 +142,42 @@ def state_step(m: ModelPreset, batch: int) -> OpCost:
 
 
 def decode_step(model: str | ModelPreset, quant: str, context: int, batch: int = 1, kv_dtype: str = "F16") -> StepCost:
+    """The step at depth `context`. Only the attention terms depend on it, and the per-op formulas are affine
+    in the depth (full layers) and in min(depth, window) (sliding layers): the step is built from cached
+    coefficients (measured from `_decode_step_direct` at four depths), so a scenarios file of 100k rows does
+    not redo the per-layer sums for every row. tests/test_predict.py checks it against the direct sum."""
     m = get_model(model)
+    base, full, slide, window = _step_coefficients(m.id, quant, batch, kv_dtype)
+    c = context
+    cs = min(c, window) if window else 0
+    return StepCost(base.weight_bytes, base.kv_bytes + full[0] * c + slide[0] * cs, base.state_bytes,
+                    base.flops + full[1] * c + slide[1] * cs, base.layer_units, base.weight_elems, base.n_deltanet,
+                    base.kv_quantized, base.kv_f16_bytes + full[2] * c + slide[2] * cs, base.batch,
+                    base.output_bytes, base.token_flops, base.n_attention)
+
+
+@lru_cache(maxsize=4096)
+def _step_coefficients(model_id: str, quant: str, batch: int, kv_dtype: str):
+    """(step at depth 0, per-token slopes of (kv bytes, flops, F16 kv bytes) for full and sliding layers, window)."""
+    m = get_model(model_id)
+    window = m.attention.sliding_window if _layers(model_id)[SLIDING] and m.attention.sliding_window else 0
+
+    def at(c: int) -> tuple[float, float, float]:
+        st = _decode_step_direct(m, quant, c, batch, kv_dtype)
+        return st.kv_bytes, st.flops, st.kv_f16_bytes
+
+    base = _decode_step_direct(m, quant, 0, batch, kv_dtype)
+    v0, v1 = at(0), at(1)
+    if window:
+        vw, vw1 = at(window), at(window + 1)
+        full = tuple(b - a for a, b in zip(vw, vw1))
+        slide = tuple((b - a) - f for a, b, f in zip(v0, v1, full))
+    else:
+        full, slide = tuple(b - a for a, b in zip(v0, v1)), (0.0, 0.0, 0.0)
+    return base, full, slide, window
+
+
+def _decode_step_direct(m: ModelPreset, quant: str, context: int, batch: int = 1, kv_dtype: str = "F16") -> StepCost:
     fam, wflops, units, elems, out_bytes = _weights_step(m.id, quant, batch)
     kv = kv_step(m, context, batch, kv_dtype)
     st = state_step(m, batch)
