@@ -213,3 +213,27 @@ def test_breakdown_adds_up_to_the_step():
     assert mem > parts["compute_s"]
     assert 1 / (mem + parts["layer_overhead_s"]) == pytest.approx(r["decode_tok_s"], rel=1e-3)
     assert parts["kv_s"] > parts["state_s"] > 0
+
+
+def test_affine_depth_cache_matches_the_direct_sums():
+    """predict() builds the step and the KV memory at a depth from cached coefficients (speed); they must
+    equal the direct per-layer sums at any depth, sliding windows included."""
+    import random
+
+    from qlab.hwdb import get_device
+    from qlab.models.loader import get_model
+    from qlab.models.memory import memory
+    from qlab.predict.core import memory_at, parts_at, step_parts
+    from qlab.predict.efficiency import efficiencies_for
+    from qlab.predict.workload import _decode_step_direct
+
+    rnd = random.Random(42)
+    for _ in range(200):
+        m = get_model(rnd.choice(["qwen3.6-27b", "gemma-3-27b", "gpt-oss-20b", "llama-3-8b", "qwen3.6-35b-a3b"]))
+        dev = get_device(rnd.choice(["rtx-3090", "h100-sxm", "m4-max-40c"]))
+        c, b, kv = rnd.randint(0, 131072), rnd.choice([1, 2, 8]), rnd.choice(["F16", "Q8_0"])
+        direct = step_parts(_decode_step_direct(m, "Q4_K_M", c, b, kv), dev, efficiencies_for(dev))
+        fast = parts_at(dev, m, "Q4_K_M", c, b, kv, efficiencies_for(dev))
+        assert fast == pytest.approx(direct, rel=1e-9, abs=1e-15), (m.id, c, b, kv)
+        assert memory_at(m, "Q4_K_M", c, b, kv, "nvidia").kv_cache_gb == pytest.approx(
+            memory(m, "Q4_K_M", c, b, kv, runtime="nvidia").kv_cache_gb, rel=1e-9, abs=1e-12)
