@@ -33,3 +33,32 @@ def run_file_in_interpreter(path: str, timeout: int = 900) -> None:
     run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", path],
                          env=env, capture_output=True, text=True, timeout=timeout)
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
+
+
+def fix_interpreter_bf16_dot() -> None:
+    """Make tl.dot on bf16 operands correct under TRITON_INTERPRET=1 (idempotent).
+
+    The interpreter stores bf16 tensors as their uint16 bit patterns and its create_dot multiplies those
+    integers (Triton 3.x); a GPU multiplies the bf16 values. Widening bf16 operands to the fp32 values they
+    hold before the product (exact: every bf16 is an fp32) lets the interpreter run a kernel's real bf16 dot
+    path. Call it in the interpreted process before the kernels run."""
+    import numpy as np
+    import triton.language as tl
+    from triton.runtime import interpreter
+
+    builder = interpreter.InterpreterBuilder
+    if getattr(builder.create_dot, "_qlab_bf16", False):
+        return
+    real = builder.create_dot
+
+    def widen(h):
+        if h.dtype.scalar != tl.bfloat16:
+            return h
+        bits = (h.data.astype(np.uint32) << 16).view(np.float32)
+        return interpreter.TensorHandle(bits, tl.float32)
+
+    def create_dot(self, a, b, d, input_precision, max_num_imprecise_acc):
+        return real(self, widen(a), widen(b), d, input_precision, max_num_imprecise_acc)
+
+    create_dot._qlab_bf16 = True
+    builder.create_dot = create_dot

@@ -135,6 +135,7 @@ def test_formats_the_gpu_matmul_lacks_fall_back_to_the_reference():
     from qlab.engine.ops import Ops, default_backend as backend
 
     ops = Ops(backend("cpu", matmul="triton"))       # the CUDA choice; only asked which impl it would use
-    assert ops.matmul_impl("Q8_0") == "triton" and ops.matmul_impl("Q4_K") == "triton"
-    assert ops.matmul_impl("Q6_K") == "naive" and ops.fallbacks == {"Q6_K": "naive"}
+    for fmt in ("Q8_0", "Q6_K", "Q5_K", "Q4_K", "Q3_K", "Q2_K", "IQ4_XS", "Q4_0"):  # every common mix's formats
+        assert ops.matmul_impl(fmt) == "triton", fmt
+    assert ops.matmul_impl("MXFP4") == "naive" and ops.fallbacks == {"MXFP4": "naive"}
     assert Ops(backend("cpu")).matmul_impl("Q6_K") == "cpu_int8"

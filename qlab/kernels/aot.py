@@ -1,9 +1,12 @@
-"""Ahead-of-time compilation of the Triton kernels for real GPUs, with no GPU attached.
+"""Ahead-of-time compilation of the Triton and CuPy kernels for real GPUs, with no GPU attached.
 
-`triton.compile(ASTSource(...), target=GPUTarget("cuda", cc, 32))` runs the whole Triton pipeline down to
-PTX and a cubin; `ptxas -v` on that PTX (the very ptxas Triton uses for the architecture) then reports
+Triton: `triton.compile(ASTSource(...), target=GPUTarget("cuda", cc, 32))` runs the whole Triton pipeline down
+to PTX and a cubin; `ptxas -v` on that PTX (the very ptxas Triton uses for the architecture) then reports
 registers, spill stores/loads and static shared memory, and Triton's metadata the dynamic shared memory.
-Each kernel package lists the configurations the tuner may pick in `aot_specs.py`.
+CuPy: the CUDA C a package loads through cupy.RawModule is compiled by `nvcc -cubin -arch=sm_XX -Xptxas -v`
+(the CUDA toolkit's nvcc; NVRTC, which CuPy uses at run time, shares its ptxas), one row per kernel function.
+Each kernel package lists the Triton configurations the tuner may pick in `aot_specs.py` (`aot_specs()`), and
+its CUDA C files there too (`cupy_specs()`, optional).
 """
 
 from __future__ import annotations
@@ -11,11 +14,18 @@ from __future__ import annotations
 import importlib
 import os
 import re
+import shutil
 import subprocess
 import tempfile
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 ARCHS = (80, 86, 89, 90, 120)
+# compute capabilities both compilers here target (Triton's bundled ptxas and CUDA 13's nvcc, each checked): Turing
+# to Blackwell; an unknown one is refused before any compile starts
+KNOWN_ARCHS = (75, 80, 86, 87, 89, 90, 100, 103, 110, 120, 121)
+BACKENDS = ("triton", "cupy")
+CUPY_PREFIX = "cupy_"  # CuPy rows are named cupy_<kernel function>
 OPS = ("deltanet", "attention", "dequant_matmul")
 os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # silence Triton 3.9's warning; keep its default
 
@@ -90,13 +100,78 @@ def compile_spec(spec: dict, cc: int, op: str = "") -> CompileResult:
                          stack_bytes=rep["stack"], shared_bytes=int(kernel.metadata.shared) + rep["smem"])
 
 
+def _aot_module(op: str):
+    try:
+        return importlib.import_module(f"qlab.kernels.{op}.aot_specs")
+    except ModuleNotFoundError:
+        return None
+
+
 def op_specs(op: str) -> list[dict]:
     """The AOT specs an op package declares (empty when the package has none yet)."""
-    try:
-        module = importlib.import_module(f"qlab.kernels.{op}.aot_specs")
-    except ModuleNotFoundError:
-        return []
-    return list(module.aot_specs())
+    module = _aot_module(op)
+    return [] if module is None else list(module.aot_specs())
+
+
+def op_cuda_sources(op: str) -> list[dict]:
+    """The CUDA C files an op package loads through CuPy: [{"path": Path, "options": [...]}] (may be empty)."""
+    module = _aot_module(op)
+    return list(module.cupy_specs()) if module is not None and hasattr(module, "cupy_specs") else []
+
+
+def check_archs(archs) -> tuple[int, ...]:
+    """archs as ints, or ValueError naming the first one neither compiler here can target."""
+    out = []
+    for a in archs:
+        cc = int(a)
+        if cc not in KNOWN_ARCHS:
+            raise ValueError(f"compute capability {a}: not a GPU architecture the compilers here target; "
+                             f"known: {', '.join(map(str, KNOWN_ARCHS))}")
+        out.append(cc)
+    return tuple(out)
+
+
+def nvcc_path() -> str | None:
+    """The CUDA toolkit's nvcc (PATH, then CUDA_HOME/bin, then /usr/local/cuda/bin), or None."""
+    found = shutil.which("nvcc")
+    if found:
+        return found
+    for root in (os.environ.get("CUDA_HOME"), "/usr/local/cuda"):
+        if root and os.access(os.path.join(root, "bin", "nvcc"), os.X_OK):
+            return os.path.join(root, "bin", "nvcc")
+    return None
+
+
+_ENTRY_RE = re.compile(r"Compiling entry function '([^']+)' for 'sm_\d+a?'")
+
+
+def parse_nvcc_verbose(text: str) -> dict[str, dict[str, int]]:
+    """`nvcc -Xptxas -v` output -> {kernel function: {regs, stack, spill_stores, spill_loads, smem}}."""
+    parts = _ENTRY_RE.split(text)  # [preamble, name1, body1, name2, body2, ...]
+    return {parts[i]: parse_ptxas_verbose(parts[i + 1]) for i in range(1, len(parts) - 1, 2)}
+
+
+def compile_cuda(source: dict, cc: int, op: str = "", nvcc: str | None = None) -> list[CompileResult]:
+    """Compile one CUDA C file for `cc` with nvcc; one CompileResult per kernel function (or one error row)."""
+    path = Path(source["path"])
+    nvcc = nvcc or nvcc_path()
+    base = dict(op=op, cc=cc, num_warps=source.get("num_warps", 0), num_stages=0)
+    err = ""
+    if nvcc is None:
+        err = "nvcc not found (install the CUDA toolkit)"
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            run = subprocess.run([nvcc, "-cubin", f"-arch=sm_{cc}", "-Xptxas", "-v", *source.get("options", ()),
+                                  str(path), "-o", os.path.join(tmp, "k.cubin")], capture_output=True, text=True)
+        if run.returncode == 0:
+            rows = parse_nvcc_verbose(run.stdout + run.stderr)
+            return [CompileResult(**base, name=CUPY_PREFIX + fn, regs=r["regs"], spill_stores=r["spill_stores"],
+                                  spill_loads=r["spill_loads"], stack_bytes=r["stack"], shared_bytes=r["smem"])
+                    for fn, r in sorted(rows.items())]
+        lines = (run.stderr or run.stdout).strip().splitlines()
+        err = (lines[-1] if lines else f"nvcc exit {run.returncode}")[:300]
+    return [CompileResult(**base, name=CUPY_PREFIX + path.stem, regs=0, spill_stores=0, spill_loads=0,
+                          stack_bytes=0, shared_bytes=0, error=err)]
 
 
 def _compile_indexed(op: str, index: int, cc: int) -> CompileResult:
@@ -104,9 +179,28 @@ def _compile_indexed(op: str, index: int, cc: int) -> CompileResult:
     return compile_spec(op_specs(op)[index], cc, op)
 
 
-def compile_report(ops: tuple[str, ...] = OPS, archs: tuple[int, ...] = ARCHS,
-                   workers: int | None = None) -> list[CompileResult]:
-    """Every (op, spec, arch), compiled in parallel processes (Triton's front end is Python: one core each)."""
+def cupy_report(ops: tuple[str, ...] = OPS, archs: tuple[int, ...] = ARCHS) -> list[CompileResult]:
+    """Every (op, CUDA C file, arch) compiled by nvcc: one row per kernel function."""
+    nvcc = nvcc_path()
+    return [r for op in ops for src in op_cuda_sources(op) for cc in archs for r in compile_cuda(src, cc, op, nvcc)]
+
+
+def compile_report(ops: tuple[str, ...] = OPS, archs: tuple[int, ...] = ARCHS, workers: int | None = None,
+                   backends: tuple[str, ...] | None = None) -> list[CompileResult]:
+    """Every (op, spec, arch), Triton's compiled in parallel processes (its front end is Python: one core each),
+    then the CuPy kernels with nvcc. `backends` default: Triton, and CuPy where nvcc is installed."""
+    archs = check_archs(archs)  # a bad arch fails here, not as a compiler abort inside a worker
+    if backends is None:
+        backends = BACKENDS if nvcc_path() else ("triton",)
+    rows = []
+    if "triton" in backends:
+        rows += _triton_report(ops, archs, workers)
+    if "cupy" in backends:
+        rows += cupy_report(ops, archs)
+    return rows
+
+
+def _triton_report(ops, archs, workers) -> list[CompileResult]:
     jobs = [(op, i, cc) for op in ops for i in range(len(op_specs(op))) for cc in archs]
     workers = workers or min(len(jobs), os.cpu_count() or 1)
     if workers <= 1:

@@ -6,7 +6,7 @@ import pytest
 triton = pytest.importorskip("triton")
 import triton.language as tl  # noqa: E402
 
-from qlab.kernels.aot import ARCHS, compile_spec, parse_ptxas_verbose  # noqa: E402
+from qlab.kernels.aot import ARCHS, check_archs, compile_spec, parse_nvcc_verbose, parse_ptxas_verbose  # noqa: E402
 
 
 @triton.jit
@@ -56,3 +56,31 @@ def test_bad_spec_is_recorded_not_raised():
     spec["signature"] = {"x_ptr": "*fp32"}  # missing arguments
     r = compile_spec(spec, 80, "test")
     assert r.error
+
+
+def test_parse_nvcc_verbose_one_row_per_kernel():
+    text = ("ptxas info    : 0 bytes gmem\n"
+            "ptxas info    : Compiling entry function 'gemv_q6_k' for 'sm_80'\n"
+            "ptxas info    : Function properties for gemv_q6_k\n"
+            "    0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads\n"
+            "ptxas info    : Used 72 registers, used 0 barriers, 388 bytes cmem[0]\n"
+            "ptxas info    : Compiling entry function 'gemv_q8_0' for 'sm_90a'\n"
+            "    16 bytes stack frame, 8 bytes spill stores, 4 bytes spill loads\n"
+            "ptxas info    : Used 255 registers, used 1 barriers, 1024 bytes smem, 388 bytes cmem[0]\n")
+    rows = parse_nvcc_verbose(text)
+    assert rows["gemv_q6_k"] == {"regs": 72, "stack": 0, "spill_stores": 0, "spill_loads": 0, "smem": 0}
+    assert rows["gemv_q8_0"] == {"regs": 255, "stack": 16, "spill_stores": 8, "spill_loads": 4, "smem": 1024}
+
+
+def test_unknown_arch_is_refused_up_front():
+    assert check_archs(["80", 120]) == (80, 120)
+    with pytest.raises(ValueError, match="compute capability 999"):
+        check_archs([80, 999])
+
+
+def test_cli_unknown_arch_is_one_line_exit_2(capsys):
+    from qlab.cli import main
+
+    assert main(["kernels", "compile-report", "--arch", "999"]) == 2
+    err = capsys.readouterr().err
+    assert "999" in err and "Traceback" not in err and "BrokenProcessPool" not in err

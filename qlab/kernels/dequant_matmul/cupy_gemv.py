@@ -8,7 +8,8 @@ from pathlib import Path
 from .tunables import resolve
 
 SOURCE = Path(__file__).with_name("gemv.cu")
-KERNELS = {"Q8_0": "gemv_q8_0", "Q4_K": "gemv_q4_k", "INT4-G128": "gemv_int4_g128"}
+KERNELS = {"Q8_0": "gemv_q8_0", "Q4_K": "gemv_q4_k", "Q5_K": "gemv_q5_k", "Q6_K": "gemv_q6_k",
+           "INT4-G128": "gemv_int4_g128"}
 MAX_M = 8  # gemv.cu's MAX_M
 
 

@@ -7,7 +7,7 @@ config, shape) rejects configurations that cannot run (divisibility, register/sh
 
 from __future__ import annotations
 
-TRITON_FORMATS = ("Q8_0", "Q4_0", "Q4_K", "INT4-G128")
+TRITON_FORMATS = ("Q8_0", "Q4_0", "Q4_K", "INT4-G128", "Q6_K", "Q5_K", "Q3_K", "Q2_K", "IQ4_XS", "FP8")
 
 SPACES = {
     "cpu_fp32": {
