@@ -138,3 +138,33 @@ def test_output_path_errors_are_also_oserrors(tmp_path):
 
     with pytest.raises(OSError):
         write_atomic(tmp_path, "x")
+
+
+def test_write_atomic_into_a_fifo_writes_in_place_and_keeps_it(tmp_path):
+    """`-o /dev/null` or `/dev/stdout` must not rename a regular file over the device (it did: /dev/null became a
+    file). A FIFO stands in for the device here, so a regression cannot harm the machine running the test."""
+    import os
+    import stat
+    import threading
+
+    from qlab.io import write_atomic
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(open(fifo).read()))
+    reader.start()
+    write_atomic(fifo, "hello")
+    reader.join(timeout=10)
+    assert got == ["hello"] and stat.S_ISFIFO(os.stat(fifo).st_mode)
+
+
+def test_write_atomic_through_a_symlink_keeps_the_link(tmp_path):
+    from qlab.io import write_atomic
+
+    target = tmp_path / "real.json"
+    target.write_text("old")
+    link = tmp_path / "link.json"
+    link.symlink_to(target)
+    write_atomic(link, "new")
+    assert link.is_symlink() and target.read_text() == "new"

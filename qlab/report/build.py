@@ -195,7 +195,4 @@ def write_report(path: str | os.PathLike, hw_ids: list[str] | None = None, vendo
         written = write_atomic(path, html)
     except OSError as e:
         raise QlabError(f"cannot write report to {str(path)!r}: {e.strerror or e}") from None
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(written, 0o666 & ~umask)  # the temp file was private (0600); a report is for sharing
     return written
