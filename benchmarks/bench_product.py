@@ -1,0 +1,195 @@
+"""The product paths the CPU decode loop runs (qlab/engine/ops.py on a CPU backend), at Qwen3.6-27B shapes: what
+`qlab bench gate` times against the baseline of this machine class.
+
+    python -m pytest benchmarks/bench_product.py --benchmark-enable [-k matmul]
+
+- matmul_int8[FMT]: `cpu_int8` at M=1 on an ffn_up matrix (17408 x 5120): Q8_0 and Q5_K in the ggml layout, Q4_K
+  and Q6_K from their x8 copies; matmul_many_ffn[Q4_K]: gate and up in one call (`Ops.linears`);
+  matmul_torch_cpu[IQ4_XS]: the path of a format without an integer kernel.
+- deltanet_step_48: `recurrent_cpu`, one token through 48 layers' states (each its own 3 MiB, as in the model);
+  deltanet_layer_step_48: the fused C layer step (conv, gates, delta rule, gated norm) over 48 layers.
+- rms_norm_residual / swiglu: the C element-wise ops, 256 calls per sample at hidden / ffn width.
+- attention_decode_32k: `sdpa` decode over a 32K bf16 cache; deltanet_prefill_512 (`chunk_torch`) and
+  attention_prefill_512 (`sdpa`): the prefill paths.
+Each sample is milliseconds of work, the gate reads the fastest sample (`min`: load only ever adds time) and
+`extra_info["bound"]` says which in-run probe normalises it (bench_probes.py). The benchmark names are the
+switches of qlab.gates.inject (`QLAB_GATE_SLOWDOWN=deltanet_layer_step_48:1.5`), which the mutation test uses.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pytest
+import torch
+
+from qlab.gates.inject import slowed
+
+N_FFN, K_HIDDEN = 17408, 5120
+H, HV, KD, VD, LAYERS = 16, 48, 128, 128, 48
+
+
+@functools.lru_cache(maxsize=2)
+def weight(fmt: str, n: int = N_FFN, k: int = K_HIDDEN):
+    """Valid blocks at full size, cheaply: quantize 64 random rows, then repeat them (time does not care)."""
+    from qlab.kernels.dequant_matmul import QuantizedWeight, quantize
+
+    small = quantize(torch.randn(64, k, generator=torch.Generator().manual_seed(42)), fmt)
+    raw = np.ascontiguousarray(np.tile(small.raw, (n // 64, 1)))
+    scale = None if small.scale is None else np.tile(small.scale, n // 64)
+    return QuantizedWeight(fmt, (n, k), raw, scale)
+
+
+def _x(k: int = K_HIDDEN, m: int = 1) -> torch.Tensor:
+    return torch.randn(m, k, generator=torch.Generator().manual_seed(43))
+
+
+def _bench(benchmark, name: str, fn, *, bound: str, rounds: int, nbytes: int = 0, flops: int = 0, setup=None):
+    fn = slowed(name, fn)
+    fn() if setup is None else (setup(), fn())   # build kernels, make x8 copies, warm caches
+    benchmark.pedantic(fn, setup=setup, rounds=rounds, iterations=1, warmup_rounds=1)
+    t = benchmark.stats.stats.min
+    benchmark.extra_info.update(bound=bound, path=name, threads=torch.get_num_threads(), min_ms=t * 1e3)
+    if nbytes:
+        benchmark.extra_info.update(bytes=nbytes, gbs=round(nbytes / t / 1e9, 2))
+    if flops:
+        benchmark.extra_info.update(flops=flops, gflops=round(flops / t / 1e9, 2))
+
+
+@pytest.mark.parametrize("fmt", ["Q8_0", "Q4_K", "Q6_K", "Q5_K"])
+def test_matmul_int8(benchmark, fmt):
+    from qlab.kernels.dequant_matmul import matmul
+
+    qw, x = weight(fmt), _x()
+    _bench(benchmark, f"matmul_int8[{fmt}]", lambda: matmul(x, qw, impl="cpu_int8"), bound="memory", rounds=30,
+           nbytes=qw.raw.nbytes)
+
+
+@pytest.mark.parametrize("fmt", ["Q4_K"])
+def test_matmul_many_ffn(benchmark, fmt):
+    from qlab.kernels.dequant_matmul import matmul_many
+
+    qws, x = [weight(fmt), weight(fmt, N_FFN + 256)], _x()   # gate and up: two matrices, not one twice
+    _bench(benchmark, f"matmul_many_ffn[{fmt}]", lambda: matmul_many(x, qws, impl="cpu_int8"), bound="memory",
+           rounds=20, nbytes=sum(q.raw.nbytes for q in qws))
+
+
+@pytest.mark.parametrize("fmt", ["IQ4_XS"])
+def test_matmul_torch_cpu(benchmark, fmt):
+    from qlab.kernels.dequant_matmul import matmul
+
+    qw, x = weight(fmt), _x()
+    _bench(benchmark, f"matmul_torch_cpu[{fmt}]", lambda: matmul(x, qw, impl="torch_cpu"), bound="memory",
+           rounds=15, nbytes=qw.raw.nbytes)
+
+
+def _gen(seed: int = 42) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def test_deltanet_step_48(benchmark):
+    """The decode loop's delta rule (recurrent_cpu, state updated in place), one token through 48 layers."""
+    from qlab.kernels.deltanet import gated_delta_rule
+
+    g = _gen()
+    q, k = torch.randn(1, 1, H, KD, generator=g), torch.randn(1, 1, H, KD, generator=g)
+    v = torch.randn(1, 1, HV, VD, generator=g)
+    gate, beta = -torch.rand(1, 1, HV, generator=g) * 0.1, torch.rand(1, 1, HV, generator=g)
+    states0 = torch.randn(LAYERS, 1, HV, KD, VD, generator=g) * 0.1
+    states = states0.clone()
+
+    def step():
+        for i in range(LAYERS):
+            gated_delta_rule(q, k, v, gate, beta, initial_state=states[i], output_final_state=False,
+                             use_qk_l2norm=True, impl="recurrent_cpu", inplace_state=True)
+
+    def reset():   # every round: thousands of steps on one token would decay the states into denormals
+        states.copy_(states0)
+
+    _bench(benchmark, "deltanet_step_48", step, setup=reset, bound="memory", rounds=15,
+           nbytes=2 * states.numel() * 4)
+
+
+def test_deltanet_layer_step_48(benchmark):
+    """The fused C layer step the decode loop calls (Ops.deltanet_decode_layer), 48 layers, 2 threads."""
+    from qlab.kernels.deltanet import layer_step_cpu
+
+    g, D = _gen(), 2 * H * KD + HV * VD
+    qkv, z = torch.randn(1, D, generator=g), torch.randn(1, HV * VD, generator=g)
+    b, a = torch.randn(1, HV, generator=g), torch.randn(1, HV, generator=g)
+    conv_w, ssm_a = torch.randn(D, 4, generator=g) * 0.5, -torch.rand(HV, generator=g)
+    dt_bias, norm_w = torch.randn(HV, generator=g) * 0.1, torch.rand(VD, generator=g) + 0.5
+    conv0 = torch.randn(LAYERS, 1, D, 3, generator=g)
+    states0 = torch.randn(LAYERS, 1, HV, KD, VD, generator=g) * 0.1
+    conv, states, out = conv0.clone(), states0.clone(), torch.empty(1, HV * VD)
+    threads = torch.get_num_threads()
+
+    def step():
+        for i in range(LAYERS):
+            layer_step_cpu.gdn_decode_layer(qkv, z, b, a, conv[i], conv_w, ssm_a, dt_bias, norm_w, states[i], H,
+                                            1e-6, threads=threads, out=out)
+
+    def reset():
+        conv.copy_(conv0)
+        states.copy_(states0)
+
+    _bench(benchmark, "deltanet_layer_step_48", step, setup=reset, bound="memory", rounds=15,
+           nbytes=2 * states.numel() * 4)
+
+
+def test_rms_norm_residual(benchmark):
+    from qlab.kernels import elementwise
+
+    g = _gen()
+    x, r, w = (torch.randn(1, K_HIDDEN, generator=g) for _ in range(3))
+
+    def calls():
+        for _ in range(256):
+            elementwise.rms_norm(x, w, 1e-6, residual=r)
+
+    _bench(benchmark, "rms_norm_residual", calls, bound="compute", rounds=20)
+
+
+def test_swiglu(benchmark):
+    from qlab.kernels import elementwise
+
+    g = _gen()
+    gate, up = torch.randn(1, N_FFN, generator=g), torch.randn(1, N_FFN, generator=g)
+
+    def calls():
+        for _ in range(256):
+            elementwise.swiglu(gate, up)
+
+    _bench(benchmark, "swiglu", calls, bound="compute", rounds=20)
+
+
+def test_attention_decode_32k(benchmark):
+    from qlab.kernels import attention
+
+    g, S, HQ, HKV, D = _gen(), 32768, 24, 4, 256
+    q = torch.randn(1, HQ, D, generator=g).bfloat16()
+    k, v = (torch.randn(1, HKV, S, D, generator=g).bfloat16() for _ in range(2))
+    lengths = torch.tensor([S])
+    _bench(benchmark, "attention_decode_32k", lambda: attention.decode(q, k, v, lengths, scale=1 / 16, impl="sdpa"),
+           bound="memory", rounds=10, nbytes=2 * k.numel() * 2)
+
+
+def test_deltanet_prefill_512(benchmark):
+    from qlab.kernels.deltanet import gated_delta_rule
+    from qlab.kernels.deltanet.inputs import make_inputs
+
+    x = make_inputs(1, 512, H, HV, KD, VD, decay="weak")
+    _bench(benchmark, "deltanet_prefill_512",
+           lambda: gated_delta_rule(**x, use_qk_l2norm=True, impl="chunk_torch", output_final_state=True),
+           bound="compute", rounds=5)
+
+
+def test_attention_prefill_512(benchmark):
+    from qlab.kernels import attention
+
+    g, T, HQ, HKV, D = _gen(), 512, 24, 4, 256
+    q = torch.randn(1, T, HQ, D, generator=g).bfloat16()
+    k, v = (torch.randn(1, T, HKV, D, generator=g).bfloat16() for _ in range(2))
+    _bench(benchmark, "attention_prefill_512", lambda: attention.prefill(q, k, v, scale=1 / 16, impl="sdpa"),
+           bound="compute", rounds=5)

@@ -1,0 +1,118 @@
+"""Rebuild the gate's baseline for this machine's class: measure every product-path benchmark's spread over
+repeated runs, derive each limit from it by the fixed rule (qlab.gates.compare.limit_from_spread), and measure
+the qlab/llama.cpp decode ratio of the peer gate. Run it on a quiet machine; it prints how long it took.
+
+    python benchmarks/rebuild_baseline.py [--runs 5] [--peer-runs 3] [--pairs 3] [--out FILE]
+
+Writes benchmarks/baseline/<class>.json (qlab.gates.baseline). Per benchmark: the time is the median over runs of
+its fastest sample, rescaled to the median probe; `extra_info` gets `normalised_runs` (each run's time over its
+own probe, divided by their median), `spread` (max / min of those) and `limit`. A benchmark where a 1.5x slowdown
+could hide in its spread (1.5 / spread <= limit) is listed as too noisy: redesign it (more work per sample), do
+not loosen it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from qlab.gates import peer  # noqa: E402
+from qlab.gates.baseline import baseline_path  # noqa: E402
+from qlab.gates.compare import (LIMIT_CAP, LIMIT_FLOOR, LIMIT_MARGIN, STAT, is_probe, key, limit_from_spread,  # noqa: E402
+                                load_run, probe_time, times, too_noisy)
+from qlab.gates.machine import machine_class  # noqa: E402
+from qlab.gates.run import default_suites, run_suites, temp_json  # noqa: E402
+from qlab.io import write_json_atomic  # noqa: E402
+
+
+def timing_runs(n: int) -> list[dict]:
+    runs = []
+    for i in range(n):
+        t0 = time.time()
+        runs.append(load_run(run_suites(default_suites(), temp_json())))
+        print(f"# timing run {i + 1}/{n}: {time.time() - t0:.0f} s", flush=True)
+    return runs
+
+
+def build_timing(runs: list[dict]) -> tuple[dict, list[dict]]:
+    """The baseline document (the last run's JSON, times replaced) and one summary row per benchmark."""
+    per_run = [times(r) for r in runs]
+    probes = {b: statistics.median(probe_time(t, b) for t in per_run) for b in ("memory", "compute")}
+    doc, rows = json.loads(json.dumps(runs[-1])), []
+    for b in doc["benchmarks"]:
+        name = key(b)
+        bound = per_run[-1][name][1]
+        if is_probe(name):
+            t = statistics.median(pt[name][0] for pt in per_run)
+            b["stats"][STAT] = b["stats"]["median"] = t
+            continue
+        norm = [pt[name][0] / probe_time(pt, bound) for pt in per_run if name in pt]
+        mid = statistics.median(norm)
+        spread = max(norm) / min(norm)
+        limit = limit_from_spread(spread)
+        b["stats"][STAT] = b["stats"]["median"] = mid * probes[bound]
+        b["extra_info"].update(normalised_runs=[round(v / mid, 4) for v in norm], spread=round(spread, 4),
+                               limit=round(limit, 4))
+        rows.append({"name": name.split("::")[-1], "bound": bound, "spread": spread, "limit": limit,
+                     "too_noisy": too_noisy(spread)})
+    return doc, rows
+
+
+def peer_runs(n: int, pairs: int) -> dict:
+    measured = []
+    for i in range(n):
+        t0 = time.time()
+        measured.append(peer.measure(pairs=pairs))
+        print(f"# peer run {i + 1}/{n}: {time.time() - t0:.0f} s: "
+              + ", ".join(f"{q} {m['ratio']:.3f}" for q, m in measured[-1].items()), flush=True)
+    out = {}
+    for q in measured[0]:
+        ratios = [m[q]["ratio"] for m in measured]
+        out[q] = {"ratio": round(statistics.median(ratios), 4), "runs": [round(r, 4) for r in ratios],
+                  "spread": round(max(ratios) / min(ratios), 4),
+                  "qlab_ms": [round(m[q]["qlab_ms"], 3) for m in measured],
+                  "llama_ms": [round(m[q]["llama_ms"], 3) for m in measured]}
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=5, help="timing runs (the spread is measured over them)")
+    ap.add_argument("--peer-runs", type=int, default=3, help="peer-gate measurements (each --pairs pairs)")
+    ap.add_argument("--pairs", type=int, default=3)
+    ap.add_argument("--out", default=None, help="default: benchmarks/baseline/<this machine's class>.json")
+    ap.add_argument("--note", default="", help="how quiet the machine was, for the record")
+    a = ap.parse_args()
+    if a.runs < 2 or a.peer_runs < 1:
+        raise SystemExit("--runs must be >= 2 (a spread needs two runs) and --peer-runs >= 1")
+    t0, cls = time.time(), machine_class()
+    doc, rows = build_timing(timing_runs(a.runs))
+    doc["qlab_baseline"] = {
+        "class": cls, "cpu": (doc.get("machine_info") or {}).get("cpu", {}).get("brand_raw", platform.processor()),
+        "runs": a.runs, "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "note": a.note,
+        "rule": f"limit = min({LIMIT_CAP}, max({LIMIT_FLOOR}, {LIMIT_MARGIN} x spread)); spread = max/min over "
+                f"{a.runs} runs of the fastest sample over its in-run probe; too noisy where 1.5 / spread <= limit",
+        "too_noisy": [r["name"] for r in rows if r["too_noisy"]],
+        "peer": peer_runs(a.peer_runs, a.pairs),
+    }
+    out = Path(a.out) if a.out else baseline_path(cls)
+    write_json_atomic(out, doc)
+    print(f"{'benchmark':36} {'bound':8} {'spread':>7} {'limit':>6}")
+    for r in rows:
+        print(f"{r['name']:36} {r['bound']:8} x{r['spread']:6.3f} x{r['limit']:5.2f}"
+              + ("  TOO NOISY to gate at x1.5: redesign" if r["too_noisy"] else ""))
+    for q, p in doc["qlab_baseline"]["peer"].items():
+        print(f"peer {q}: qlab/llama.cpp {p['ratio']:.3f} (runs {p['runs']}, spread x{p['spread']:.3f})")
+    print(f"# wrote {out} ({cls}) in {time.time() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
