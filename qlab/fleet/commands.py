@@ -46,9 +46,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _profile_device(argv: list[str]) -> str:
     for i, a in enumerate(argv):
-        if a == "--gpu" and i + 1 < len(argv):
+        if a in ("--device", "--gpu") and i + 1 < len(argv):  # profile's option, and its old name
             return argv[i + 1]
-        if a.startswith("--gpu="):
+        if a.startswith(("--device=", "--gpu=")):
             return a.split("=", 1)[1]
     return "auto"
 

@@ -63,7 +63,7 @@ def require_this_machine(doc: dict, where: str, here: dict | None = None) -> Non
         if not isinstance(fp, dict) or not isinstance(fp.get("cpu"), dict):
             raise QlabError(f"{where}: a profile of {dev.get('id', 'cpu-host')} without a machine fingerprint "
                             "(written by an older qlab) cannot be matched to this machine; "
-                            "run `qlab profile --gpu auto` here")
+                            "run `qlab profile --device auto` here")
         here = here or fingerprint_here(gpu=False)
         diff = differences(fp, here, "cpu")
     elif source == "nvml" and isinstance(fp, dict) and isinstance(fp.get("gpu"), dict):
@@ -75,7 +75,7 @@ def require_this_machine(doc: dict, where: str, here: dict | None = None) -> Non
         return
     if diff:
         raise QlabError(f"{where}: measured on another machine ({'; '.join(diff[:3])}); a profile calibrates only "
-                        "the machine it was made on: run `qlab profile --gpu auto` here")
+                        "the machine it was made on: run `qlab profile --device auto` here")
 
 
 def record_fingerprint(doc: dict, detection_details: dict) -> None:

@@ -27,7 +27,7 @@ def _device_record(det) -> dict:
 
 
 def resolve_device(gpu: str):
-    """`--gpu auto|cpu|cuda|mps|ID` -> (Detection, torch device string). Asking for hardware that is not
+    """`--device auto|cpu|cuda|mps|ID` (alias --gpu) -> (Detection, torch device string). Asking for hardware that is not
     here is an error that says what is."""
     import torch
 
@@ -45,16 +45,16 @@ def resolve_device(gpu: str):
         return detect_device("cpu"), "cpu"
     if choice in ("cuda", "mps"):
         if choice not in here:
-            raise QlabError(f"--gpu {gpu}: no {choice.upper()} device is available on this machine; "
-                            f"available: {', '.join(here)} (or --gpu auto)")
+            raise QlabError(f"--device {gpu}: no {choice.upper()} device is available on this machine; "
+                            f"available: {', '.join(here)} (or --device auto)")
         det = detect_device(choice if choice == "cuda" else "apple")
         return det, choice
     # A hwdb id: profile that device only if it is the one here.
     wanted = get_device(gpu)
     det = detect_device("auto")
     if det.device.id != wanted.id:
-        raise QlabError(f"--gpu {gpu}: this machine has {det.device.name} ({det.device.id}), not {wanted.name}; "
-                        f"profile it with --gpu auto, or predict {wanted.id} with `qlab predict --hw {wanted.id}`")
+        raise QlabError(f"--device {gpu}: this machine has {det.device.name} ({det.device.id}), not {wanted.name}; "
+                        f"profile it with --device auto, or predict {wanted.id} with `qlab predict --hw {wanted.id}`")
     return det, {"nvml": "cuda", "apple": "mps"}.get(det.source, "cpu")
 
 
