@@ -330,3 +330,30 @@ def test_whole_model_row_calibrates_and_corrects_the_slice_rows():
     doc["calibration"] = cal = calibration_from_profile(doc)
     assert cal["basis"] == "measured"
     assert predict("cpu-host", "qwen3.6-27b", "Q4_K_M", 4096, profile=doc)["decode_tok_s"] == pytest.approx(0.66, rel=0.1)
+
+
+def test_bench_decode_whole_model_falls_back_to_its_gguf(tmp_path, monkeypatch, capsys):
+    """`qlab bench decode` with no --layers: where the in-memory model (two layouts) does not fit but its
+    memory-mapped GGUF does, the GGUF is written once and decoded."""
+    import qlab.engine.bench as bench
+    from qlab.engine.memory import DoesNotFitError
+    from qlab.profile import whole_model
+
+    calls = []
+
+    def fake_run(model, layers, quant, context, tokens, device, threads, gguf, **kw):
+        calls.append(gguf)
+        if gguf is None:
+            raise DoesNotFitError("the 64-layer model needs 33 GB")
+        return {"gguf": gguf}
+
+    monkeypatch.setattr(bench, "run_decode_bench", fake_run)
+    monkeypatch.setattr(bench, "format_record", lambda r: f"decoded {r['gguf']}")
+    monkeypatch.setattr(whole_model, "plan", lambda *a, **k: {"fits": True})
+    monkeypatch.setattr(whole_model, "ensure_model_file", lambda *a, **k: tmp_path / "whole.gguf")
+    assert main(["bench", "decode", "--quant", "Q4_K_M"]) == 0
+    assert calls == [None, str(tmp_path / "whole.gguf")] and "whole.gguf" in capsys.readouterr().out
+    monkeypatch.setattr(whole_model, "plan", lambda *a, **k: {"fits": False})
+    calls.clear()
+    assert main(["bench", "decode", "--quant", "Q4_K_M"]) == 2     # the one-line does-not-fit error stands
+    assert calls == [None]
