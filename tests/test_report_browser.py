@@ -141,6 +141,7 @@ def test_report_renders_in_chromium(tmp_path):
     assert_ranked_devices_fit(html)
 
 
+@pytest.mark.slow  # ~25 s idle, ~50 s on a loaded 2-core box: build, three Chromium renders, two width probes
 def test_all_devices_report_renders_in_under_30s(tmp_path):
     """Every device in the hwdb (>= 60): built, written and painted by a browser within the issue's 30 s
     (test_report.py holds the build alone to it). Shared box: where it is oversubscribed (load above its
