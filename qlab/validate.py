@@ -171,6 +171,16 @@ def check_output_file(path: str | os.PathLike, source: str = "output") -> Path:
     return p
 
 
+def check_replaceable_file(path: str | os.PathLike, source: str = "output") -> Path:
+    """`check_output_file`, and `path` is not a device, pipe or socket either: for writers that rename a finished
+    temp file over `path` (renaming over /dev/null would replace the device with a file)."""
+    p = check_output_file(path, source)
+    if p.exists() and not p.is_file() or str(p).startswith(("/dev/", "/proc/")):
+        raise OutputPathError(f"{source}: {str(path)!r} is not a regular file; expected a file path such as "
+                              "model.gguf")
+    return p
+
+
 def check_output_dir(path: str | os.PathLike, source: str = "output directory") -> Path:
     """`path` can be used as a directory: it is one, or nothing (not a file) is there yet."""
     p = Path(path)

@@ -151,3 +151,16 @@ def test_output_onto_a_directory_or_through_a_file_is_exit_2_at_once(argv, tmp_p
 def test_empty_selection_is_not_a_run_of_nothing(argv, expected, capsys):
     assert main(argv) == 2
     assert expected in capsys.readouterr().err
+
+
+def test_gguf_synth_onto_a_pipe_is_refused(tmp_path, capsys):
+    """gguf synth renames a finished temp file over -o: onto /dev/null that would replace the device. A FIFO
+    stands in for /dev/null so that a regression cannot harm the machine running the test."""
+    import os
+    import stat
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    assert main(["gguf", "synth", "--layers", "4", "--width-scale", "16", "-o", str(fifo)]) == 2
+    assert "is not a regular file" in capsys.readouterr().err
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)

@@ -168,3 +168,17 @@ def test_write_atomic_through_a_symlink_keeps_the_link(tmp_path):
     link.symlink_to(target)
     write_atomic(link, "new")
     assert link.is_symlink() and target.read_text() == "new"
+
+
+def test_gguf_writer_refuses_a_device_or_pipe(tmp_path):
+    import os
+
+    from qlab.validate import check_replaceable_file
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    with pytest.raises(QlabError, match="is not a regular file"):
+        check_replaceable_file(fifo, "-o")
+    with pytest.raises(QlabError, match="is not a regular file"):
+        check_replaceable_file("/dev/null", "-o")
+    assert check_replaceable_file(tmp_path / "m.gguf") == tmp_path / "m.gguf"

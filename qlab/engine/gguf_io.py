@@ -166,7 +166,9 @@ def write_synthetic_gguf(path: str | os.PathLike, cfg: ModelConfig, dtype: str =
     then renamed)."""
     import gguf
 
-    path = Path(path)
+    from qlab.validate import check_replaceable_file
+
+    path = check_replaceable_file(path, "output file")  # never rename a temp file over /dev/null
     path.parent.mkdir(parents=True, exist_ok=True)
     from qlab.engine.weights import check_drawable
 
