@@ -11,6 +11,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 
+from qlab import measure
 from qlab.engine import memory
 from qlab.engine.config import ModelConfig, get_config
 from qlab.engine.model import DecodeState, Qwen35, decode_one_token, prefill
@@ -84,11 +85,15 @@ def fill_synthetic(st: DecodeState, depth: int, seed: int = 0) -> None:
     st.pos = depth
 
 
-def _sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-    elif device == "mps":
-        torch.mps.synchronize()
+_sync = measure.sync
+
+
+def _repacks(backend) -> bool:
+    """Whether the decode matmul of a Q4_K weight keeps a repacked copy of it (registry feature "x8_repack")."""
+    from qlab.engine.ops import Ops
+    from qlab.kernels import registry
+
+    return "x8_repack" in registry.get("dequant_matmul", Ops(backend).matmul_impl("Q4_K")).features
 
 
 def run_decode_bench(model: str = "qwen3.6-27b", layers: int | None = 4, quant: str = "Q8_0", context: int = 4096,
@@ -104,7 +109,7 @@ def run_decode_bench(model: str = "qwen3.6-27b", layers: int | None = 4, quant: 
     if tokens < 1 or context < 0:
         raise QlabError(f"--tokens {tokens} / --context {context}: expected tokens >= 1 and context >= 0")
     if threads:
-        torch.set_num_threads(int(threads))
+        measure.set_threads(int(threads))
     backend = default_backend(device, **(backend_overrides or {}))
     if device == "cuda" and not torch.cuda.is_available():
         raise QlabError("--device cuda: torch sees no CUDA GPU here")
@@ -122,7 +127,7 @@ def run_decode_bench(model: str = "qwen3.6-27b", layers: int | None = 4, quant: 
         _LAST.clear()   # what the last call kept must not count against this one
     if gguf is None and not _LAST:
         memory.check_fits(f"the {probe.n_layers}-layer slice at {quant} with a {max_ctx}-token cache",
-                          synthetic_nbytes(probe, quant, x8_copies=backend.matmul == "cpu_int8") + extra)
+                          synthetic_nbytes(probe, quant, x8_copies=_repacks(backend)) + extra)
     t0 = time.perf_counter()
     w = load_weights(model, layers, quant, gguf, width_scale, vocab, extra_bytes=extra, seed=seed)
     load_s = time.perf_counter() - t0
@@ -199,6 +204,7 @@ def run_decode_bench(model: str = "qwen3.6-27b", layers: int | None = 4, quant: 
         "width_scale": width_scale, "hidden": cfg.hidden, "vocab": cfg.vocab,
         "device": device, "threads": torch.get_num_threads(), "backend": backend.as_dict(),
         "matmul_fallbacks": dict(m.ops.fallbacks),
+        "resolved": m.ops.resolutions(),   # each op's impl and config per shape, and whether the tune cache gave it
         "context": context, "tokens": tokens, "fill": how if context else "none",
         "load_s": round(load_s, 3),
         "prefill_tokens": n_pre, "prefill_tok_s": n_pre / prefill_s,
@@ -247,7 +253,7 @@ def dump_logits(model: str, layers: int | None, quant: str, gguf: str | None, pr
     from qlab.io import write_atomic
 
     if threads:
-        torch.set_num_threads(int(threads))
+        measure.set_threads(int(threads))
     w = load_weights(model, layers, quant, gguf, width_scale, vocab, seed=seed)
     bad = [t for t in prompt if not 0 <= t < w.cfg.vocab]
     if bad:

@@ -63,9 +63,17 @@ class Qwen35:
                               None)
 
     def set_timer(self, timer: OpTimer | None) -> None:
-        fallbacks = self.ops.fallbacks
+        old = self.ops
         self.ops = Ops(self.backend, timer)
-        self.ops.fallbacks = fallbacks
+        self.ops.fallbacks, self.ops.plan = old.fallbacks, old.plan   # what was resolved stays resolved
+
+    def set_backend(self, backend: Backend) -> None:
+        """Run the following tokens with another backend (the decode tuner's candidates): impls and configs
+        are resolved afresh. Same device only (the weights stay where they are)."""
+        if backend.device != self.backend.device:
+            raise ValueError(f"backend: device {backend.device!r}; this model lives on {self.backend.device!r}")
+        self.backend = backend
+        self.ops = Ops(backend, None)
 
     # ---- state ------------------------------------------------------------------------------------------
     def new_state(self, max_context: int, batch: int = 1) -> DecodeState:
@@ -118,12 +126,13 @@ class Qwen35:
             vc[:, :, P:P + T] = v.transpose(1, 2).to(vc.dtype)
         if T == 1:
             lengths = torch.full((B,), P + 1, dtype=torch.int32, device=x.device)
-            o = self.ops.attn_decode(q[:, 0], kc, vc, lengths, c.attn_scale)[:, None]  # [B, 1, HQ, D]
+            o = self.ops.attn_decode(q[:, 0], kc, vc, lengths, c.attn_scale, length=P + 1)[:, None]  # [B,1,HQ,D]
         elif P == 0:
             o = self.ops.attn_prefill(q, k, v, c.attn_scale)
         else:   # a prompt chunk after earlier tokens: token by token against the cache (exact, not fast)
             o = torch.cat([self.ops.attn_decode(q[:, t], kc, vc, torch.full((B,), P + t + 1,
-                                                dtype=torch.int32, device=x.device), c.attn_scale)[:, None]
+                                                dtype=torch.int32, device=x.device), c.attn_scale,
+                                                length=P + t + 1)[:, None]
                            for t in range(T)], dim=1)
         with self.ops.other():
             o = output_gate(o.to(x.dtype), gate).reshape(B, T, c.q_dim)
@@ -143,7 +152,7 @@ class Qwen35:
                                                                      "ssm_beta.weight", "ssm_alpha.weight")])
         small = [st.conv[i], self.w[p + "ssm_conv1d.weight"], self.w[p + "ssm_a"], self.w[p + "ssm_dt.bias"],
                  self.w[p + "ssm_norm.weight"], st.rec[i]]
-        if T == 1 and self.ops.fused_deltanet_step(qkv, z, b, a, *small):   # the CPU decode step: one C call
+        if T == 1 and self.ops.fused_deltanet_step(qkv, z, b, a, *small, heads=(H, HV, K, V)):   # one C call
             o = self.ops.deltanet_decode_layer(qkv, z, b, a, *small, H, c.rms_eps)
             return self.ops.linear(o, self.w[p + "ssm_out.weight"])
         qkv = self.ops.conv(qkv, self.w[p + "ssm_conv1d.weight"], st.conv[i])

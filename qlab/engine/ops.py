@@ -1,5 +1,6 @@
-"""The decode loop's calls into the kernel packages, with the impl of each op chosen per device, and an
-optional per-op-kind timer.
+"""The decode loop's calls into the kernel packages, with the impl and config of each op resolved by the kernel
+registry (qlab.kernels.registry.resolve: the tune cache's choice for this device and shape, else the defaults),
+and an optional per-op-kind timer.
 
 The model never calls torch for heavy work itself: matmuls go to `qlab.kernels.dequant_matmul`, the DeltaNet
 scan and its conv to `qlab.kernels.deltanet`, attention to `qlab.kernels.attention`, so the same loop profiles
@@ -10,6 +11,7 @@ every backend (CPU paths here, Triton/CuPy on GPUs). Op kinds: "matmul", "deltan
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
@@ -17,22 +19,30 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from qlab import measure
+
 OP_KINDS = ("deltanet", "attention", "matmul", "other")
+
+
+# the registry's op behind each Backend field (deltanet serves decode and prefill: its impls say which shapes fit)
+FIELD_OPS = {"matmul": "dequant_matmul", "deltanet_decode": "deltanet", "deltanet_prefill": "deltanet",
+             "attn_decode": "attention_decode", "attn_prefill": "attention_prefill"}
 
 
 @dataclass(frozen=True)
 class Backend:
-    """Which impl each op uses. `naive` paths are the fp32 references; the defaults are the fastest that run.
-    The CPU matmul default, cpu_int8, rounds activations to int8 per block as llama.cpp does (torch_cpu keeps
-    them fp32 and is ~1.3-2x slower at decode)."""
+    """Which impl each op uses: None (the default) lets the kernel registry resolve it per shape — the tune
+    cache's choice for this device, else the highest-ranked impl that runs here and reads the weight's format;
+    a name forces that impl (the `naive` ones are the fp32 references)."""
     device: str = "cpu"
-    matmul: str = "cpu_int8"
-    deltanet_decode: str = "recurrent_torch"
-    deltanet_prefill: str = "chunk_torch"
-    attn_decode: str = "sdpa"
-    attn_prefill: str = "sdpa"
+    matmul: str | None = None
+    deltanet_decode: str | None = None
+    deltanet_prefill: str | None = None
+    attn_decode: str | None = None
+    attn_prefill: str | None = None
     cache_dtype: torch.dtype = torch.bfloat16
     act_dtype: torch.dtype = torch.float32
+    tuned: bool = True   # read the tune cache (False: every op on its impl's defaults)
 
     def as_dict(self) -> dict:
         return {k: (str(v).replace("torch.", "") if isinstance(v, torch.dtype) else v)
@@ -40,21 +50,13 @@ class Backend:
 
 
 def default_backend(device: str = "cpu", **overrides) -> Backend:
-    """CPU: torch paths. CUDA: Triton kernels (CuPy where asked). MPS: torch paths on the GPU."""
-    if device == "cuda":
-        b = Backend("cuda", matmul="triton", deltanet_decode="triton_recurrent", deltanet_prefill="triton_chunk",
-                    attn_decode="triton_decode", attn_prefill="triton_prefill", cache_dtype=torch.bfloat16)
-    elif device == "mps":
-        b = Backend("mps", matmul="naive", cache_dtype=torch.float16)
-    elif device == "cpu":
-        from qlab.kernels.deltanet import why_unavailable
-
-        # the fused C step where qlab's C kernels build (a C compiler), else the torch one
-        b = Backend(deltanet_decode="recurrent_cpu" if not why_unavailable("recurrent_cpu") else "recurrent_torch")
-    else:
+    """Every op resolved by the registry on `device`; fp16 caches on MPS, bf16 elsewhere. `overrides` name
+    impls (matmul="cpu_fp32") or set other fields (tuned=False)."""
+    if device not in ("cpu", "cuda", "mps"):
         from qlab.errors import unknown
 
         raise unknown("device", device, ["cpu", "cuda", "mps"])
+    b = Backend(device, cache_dtype=torch.float16 if device == "mps" else torch.bfloat16)
     return replace(b, **overrides)
 
 
@@ -75,10 +77,7 @@ class OpTimer:
     sections: dict = field(default_factory=dict)   # wall time of named stretches, e.g. "head"
 
     def sync(self):
-        if self.device == "cuda":
-            torch.cuda.synchronize()
-        elif self.device == "mps":
-            torch.mps.synchronize()
+        measure.sync(self.device)
 
     @contextmanager
     def _timed(self, store: dict, key: str):
@@ -105,6 +104,14 @@ class OpTimer:
 @contextmanager
 def _nothing(kind: str):
     yield
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(0, int(n) - 1).bit_length()
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, str(dtype))
 
 
 # ---- weight formats (qlab.kernels.dequant_matmul) ---------------------------------------------------------
@@ -143,8 +150,56 @@ class Ops:
         self.b = backend
         self.mm_threads: int | None = None   # set while small ops run single-threaded (see below)
         self.fallbacks: dict[str, str] = {}  # weight format -> matmul impl used instead of the backend's
+        self.plan: dict[tuple, tuple] = {}   # (op, shape key) -> (registry record, config, source)
         self.t = timer if timer is not None else _nothing
         self.section = timer.section if timer is not None else _nothing
+
+    # ---- which impl and config each call runs ----------------------------------------------------------------
+    def resolved(self, field_name: str, key: tuple, shape: Callable[[], dict]) -> tuple:
+        """(record, config, source) for the op behind Backend field `field_name` at a shape, resolved once per
+        shape key and kept: the loop's hot path is one dict lookup."""
+        hit = self.plan.get((field_name, key))
+        if hit is None:
+            full = shape()
+            hit = (*self._resolve(field_name, full), full)
+            self.plan[(field_name, key)] = hit
+        return hit[:3]
+
+    def _resolve(self, field_name: str, shape: dict) -> tuple:
+        from qlab.kernels import registry
+
+        op, forced, dev = FIELD_OPS[field_name], getattr(self.b, field_name), self.b.device
+        if forced is not None:   # whether it runs here is the kernel call's to say (with the reason)
+            rec = registry.get(op, forced)
+            if "fmt" in shape and not rec.reads(shape["fmt"]):
+                # a forced impl that does not read this format: the impl it delegates to, else the reference
+                # (on the host: slow, but the loop still runs); recorded in `fallbacks`
+                rec = registry.get(op, rec.delegates) if rec.delegates else registry.reference(op)
+                self.fallbacks[str(shape["fmt"])] = rec.name
+            return registry.resolve(op, {k: v for k, v in shape.items() if k != "dtype"}, dev, impl=rec.name,
+                                    cache=self.b.tuned)
+        try:
+            return registry.resolve(op, shape, dev, cache=self.b.tuned)
+        except registry.ImplUnavailableError:   # nothing on this device reads the format: the reference
+            rec = registry.reference(op)
+            self.fallbacks[str(shape.get("fmt"))] = rec.name
+            return registry.resolve(op, {k: v for k, v in shape.items() if k != "dtype"}, dev, impl=rec.name,
+                                    cache=False)
+
+    def resolutions(self) -> list[dict]:
+        """What each op ran, per shape bucket: impl, its config, and whether that came from the tune cache."""
+        from qlab.kernels import registry
+
+        out, seen = [], set()
+        for (field_name, _), (rec, config, source, shape) in self.plan.items():
+            spec = registry.op_spec(rec.op)
+            bucket = spec.bucket(spec.full_shape(shape, self.b.device))
+            if (field_name, rec.name, str(bucket)) in seen:
+                continue
+            seen.add((field_name, rec.name, str(bucket)))
+            out.append({"op": rec.op, "role": field_name, "shape": bucket, "impl": rec.name,
+                        "backend": rec.backend, "config": dict(config), "from_cache": source == "cache"})
+        return out
 
     @contextmanager
     def small_ops_single_threaded(self, on: bool):
@@ -174,41 +229,49 @@ class Ops:
             if isinstance(w, torch.Tensor):   # F32/F16/BF16 weights: torch's own GEMM in the weight's dtype
                 y = F.linear(x2.to(w.dtype), w).to(self.b.act_dtype)
             else:
-                impl = self.matmul_impl(w.fmt)
+                rec, config, _ = self.matmul_plan(x2.shape[0], w)
                 xin = x2.to(self.b.act_dtype)
-                if impl == self.b.matmul:
-                    y = _dm().matmul(xin, w, impl=impl)
-                else:   # the reference on the host: slow, but the loop still runs (see matmul_impl)
-                    y = _dm().matmul(xin.cpu(), w, impl=impl).to(x2.device)
+                if rec.runs_on(xin.device):
+                    y = _dm().matmul(xin, w, impl=rec.name, config=config)
+                else:   # the reference on the host: slow, but the loop still runs (see _resolve)
+                    y = _dm().matmul(xin.cpu(), w, impl=rec.name, config=config).to(x2.device)
                 y = y.to(self.b.act_dtype)
         if self.mm_threads:
             torch.set_num_threads(1)
         return y.reshape(*lead, y.shape[-1])
 
     def linears(self, x: torch.Tensor, ws: list) -> list[torch.Tensor]:
-        """[self.linear(x, w) for w in ws], as one call into the matmul package where the backend can batch
-        them (cpu_int8: one quantization of x, one parallel region; dequant_matmul.matmul_many)."""
-        if self.b.matmul != "cpu_int8" or any(isinstance(w, torch.Tensor) or self.matmul_impl(w.fmt) != "cpu_int8"
-                                              for w in ws):
+        """[self.linear(x, w) for w in ws], as one call into the matmul package where every weight resolves to
+        the same impl and config and that impl batches (registry `batches`; cpu_int8: one quantization of x,
+        one parallel region; dequant_matmul.matmul_many)."""
+        M = x.numel() // x.shape[-1]
+        plans = [None if isinstance(w, torch.Tensor) else self.matmul_plan(M, w) for w in ws]
+        first = plans[0]
+        if first is None or not first[0].batches or any(p is None or p[0] is not first[0] or p[1] != first[1]
+                                                          for p in plans[1:]):
             return [self.linear(x, w) for w in ws]
         lead = x.shape[:-1]
         x2 = x.reshape(-1, x.shape[-1]).to(self.b.act_dtype)
         if self.mm_threads:
             torch.set_num_threads(self.mm_threads)
         with self.t("matmul"):
-            ys = _dm().matmul_many(x2, ws, impl=self.b.matmul)
+            ys = _dm().matmul_many(x2, ws, impl=first[0].name, config=first[1])
         if self.mm_threads:
             torch.set_num_threads(1)
         return [y.to(self.b.act_dtype).reshape(*lead, y.shape[-1]) for y in ys]
 
-    def matmul_impl(self, fmt: str) -> str:
-        """The backend's matmul impl if it reads `fmt`, else `naive` (e.g. the Triton GEMV has no Q6_K, which
-        Q4_K_M files use for attn_v, ffn_down and the head). Fallbacks are recorded in `self.fallbacks`."""
-        spec = _dm().IMPLS.get(self.b.matmul)
-        if spec is None or spec.formats is None or fmt in spec.formats:
-            return self.b.matmul
-        self.fallbacks[fmt] = "naive"
-        return "naive"
+    def matmul_plan(self, M: int, w) -> tuple:
+        """(record, config, source) of the matmul x [M, K] · wᵀ: resolved once per (M, N, K, format)."""
+        N, K = w.shape
+        return self.resolved("matmul", (M, N, K, w.fmt), lambda: {"M": M, "N": N, "K": K, "fmt": w.fmt,
+                                                                   "dtype": _dtype_name(self.b.act_dtype)})
+
+    def matmul_impl(self, fmt: str, M: int = 1, N: int = 256, K: int = 256) -> str:
+        """The impl a matmul of a `fmt` weight runs (at decode, M = 1): the forced one if it reads `fmt`, else
+        what the registry resolves (e.g. the Triton GEMV without Q6_K, which Q4_K_M files use for attn_v,
+        ffn_down and the head: the reference). Fallbacks are recorded in `self.fallbacks`."""
+        return self.resolved("matmul", (M, N, K, fmt), lambda: {"M": M, "N": N, "K": K, "fmt": fmt,
+                                                                 "dtype": _dtype_name(self.b.act_dtype)})[0].name
 
     def embed(self, tokens: torch.Tensor, table) -> torch.Tensor:
         """Rows `tokens` [B, T] of the embedding table -> [B, T, hidden]: only those rows are dequantized."""
@@ -236,10 +299,20 @@ class Ops:
             conv_state.copy_(final)
             return y
 
-    def fused_deltanet_step(self, *tensors: torch.Tensor) -> bool:
-        """Whether a DeltaNet layer's decode step (after its projections) runs as one C call: on the CPU with
-        the C recurrent impl, every input and state an fp32 tensor (deltanet/layer_step_cpu.py)."""
-        if self.b.device != "cpu" or self.b.deltanet_decode != "recurrent_cpu":
+    def deltanet_plan(self, B: int, T: int, H: int, HV: int, K: int, V: int, dtype: torch.dtype) -> tuple:
+        field_name = "deltanet_decode" if T == 1 else "deltanet_prefill"
+        return self.resolved(field_name, (B, T, H, HV, K, V, dtype), lambda: {
+            "B": B, "T": T, "H": H, "HV": HV, "K": K, "V": V, "dtype": _dtype_name(dtype)})
+
+    def fused_deltanet_step(self, *tensors: torch.Tensor, heads: tuple[int, int, int, int] | None = None) -> bool:
+        """Whether a DeltaNet layer's decode step (after its projections) runs as one call: the resolved decode
+        impl has a fused layer step (registry feature "fused_layer_step": recurrent_cpu's C step), and every
+        input and state is an fp32 tensor on the CPU (deltanet/layer_step_cpu.py). heads: (H, HV, K, V)."""
+        if self.b.device != "cpu":
+            return False
+        H, HV, K, V = heads or (0, 0, 0, 0)
+        rec = self.deltanet_plan(tensors[0].shape[0], 1, H, HV, K, V, torch.float32)[0]
+        if "fused_layer_step" not in rec.features:
             return False
         from qlab.kernels.deltanet import layer_step_cpu
 
@@ -268,26 +341,38 @@ class Ops:
         """q, k [B, T, H, K]; v [B, T, HV, V]; g, beta [B, T, HV]; state [B, HV, K, V] fp32, updated in place."""
         from qlab.kernels import deltanet
 
-        impl = self.b.deltanet_decode if q.shape[1] == 1 else self.b.deltanet_prefill
-        if not impl.endswith("torch") and impl != "naive":   # GPU kernels want contiguous inputs
+        B, T, H, K = q.shape
+        rec, config, _ = self.deltanet_plan(B, T, H, v.shape[2], K, v.shape[3], q.dtype)
+        if "contiguous_inputs" in rec.features:   # GPU kernels want contiguous inputs
             q, k, v, g, beta = (t.contiguous() for t in (q, k, v, g, beta))
         with self.t("deltanet"):
             o, _ = deltanet.gated_delta_rule(q, k, v, g, beta, scale=scale, initial_state=state,
-                                             output_final_state=False, use_qk_l2norm=True, impl=impl,
-                                             inplace_state=True)
+                                             output_final_state=False, use_qk_l2norm=True, impl=rec.name,
+                                             inplace_state=True, config=config if rec.tunables else None)
         return o
 
-    def attn_decode(self, q, k_cache, v_cache, lengths, scale: float) -> torch.Tensor:
+    def attn_decode(self, q, k_cache, v_cache, lengths, scale: float, length: int | None = None) -> torch.Tensor:
+        """length: the longest row's length, known on the host (the config is resolved for its power-of-two
+        bucket, as the tuner buckets S); default the cache's size."""
         from qlab.kernels import attention
 
+        B, HQ, D = q.shape
+        S = _pow2(length or k_cache.shape[2])
+        rec, config, _ = self.resolved("attn_decode", (B, HQ, k_cache.shape[1], D, S, k_cache.dtype), lambda: {
+            "B": B, "HQ": HQ, "HKV": k_cache.shape[1], "D": D, "S": S, "dtype": _dtype_name(k_cache.dtype)})
         with self.t("attention"):
-            return attention.decode(q, k_cache, v_cache, lengths, scale=scale, impl=self.b.attn_decode)
+            return attention.decode(q, k_cache, v_cache, lengths, scale=scale, impl=rec.name,
+                                    config=config if rec.tunables else None)
 
     def attn_prefill(self, q, k, v, scale: float) -> torch.Tensor:
         from qlab.kernels import attention
 
+        B, T, HQ, D = q.shape
+        rec, config, _ = self.resolved("attn_prefill", (B, T, HQ, k.shape[2], D, q.dtype), lambda: {
+            "B": B, "T": T, "HQ": HQ, "HKV": k.shape[2], "D": D, "dtype": _dtype_name(q.dtype)})
         with self.t("attention"):
-            return attention.prefill(q, k, v, scale=scale, causal=True, impl=self.b.attn_prefill)
+            return attention.prefill(q, k, v, scale=scale, causal=True, impl=rec.name,
+                                     config=config if rec.tunables else None)
 
     def other(self):
         return self.t("other")

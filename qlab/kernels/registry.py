@@ -1,8 +1,8 @@
 """The one registry of kernel impls: what each impl is, where it runs, what it reads, what it tunes.
 
-Each kernel family declares its impls in its own package (`<family>/impls.py`: a tuple `IMPLS` of `Impl`
-records and a `check(impl, device)` that runs one impl against the family's reference at small shapes); this
-module collects them. Callers (engine, tuner, profile, benchmarks) ask about *fields* — backend, devices,
+Each kernel family declares its impls in its own package (`<family>/impls.py`: `OPS`, a tuple of `OpSpec`, and
+`IMPLS`, a tuple of `Impl` records; `<family>/checks.py`: `check(impl, device)`, which runs one impl against the
+family's reference at small shapes); this module collects them. Callers (engine, tuner, profile, benchmarks) ask about *fields* — backend, devices,
 formats, features — never about names:
 
     from qlab.kernels import registry
@@ -315,13 +315,14 @@ def resolve(op: str, shape: dict | None = None, device: str = "cpu", *, impl: st
 
     impl: the one the tune cache chose for this (device, op, bucket) when `qlab tune --op decode` wrote a
     choice, else the highest-ranked impl that runs here and accepts the shape (a given `impl` is kept as long
-    as it accepts the shape). config: the tuned config of that impl at the shape's bucket, else its defaults.
-    source: "cache" when the config came from the tune cache, else "default"."""
+    as it accepts the shape; whether it can run here is the caller's question, `require`). config: the tuned
+    config of that impl at the shape's bucket, else its defaults. source: "cache" when the config came from the
+    tune cache, else "default"."""
     spec = op_spec(op)
     full = spec.full_shape(shape, device)
     kind = device_kind(device)
     if impl is not None:
-        rec = require(op, impl, device)
+        rec = get(op, impl)
         if not accepts(rec, full):
             raise ValueError(f"impl {rec.name!r} of {op} does not accept {_describe(full)} "
                              f"(formats: {', '.join(rec.supported_formats() or ('all',))})")
@@ -392,7 +393,7 @@ def validate(op: str, name: str, device: str = "cpu") -> list[dict]:
     cannot run here and ValidationError (one line: op, impl, device, case, error) when an answer is wrong or
     the impl crashes. Profile and selftest call it before timing an impl."""
     rec = require(op, name, device)
-    check = importlib.import_module(f"{rec.family()}.impls").check
+    check = importlib.import_module(f"{rec.family()}.checks").check
     try:
         rows = check(rec, device)
     except ValidationError:

@@ -14,6 +14,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from qlab import measure
+
 
 def llc_bytes(device: str = "cpu") -> int:
     """Size of the last-level cache: L2 on a CUDA device; on the CPU the largest cache sysfs lists."""
@@ -72,24 +74,10 @@ class Timer:
         self._flush_buf.fill_(1.0)
 
     def _sync(self) -> None:
-        if self.device.startswith("cuda"):
-            import torch
-
-            torch.cuda.synchronize(self.device)
+        measure.sync(self.device)
 
     def _once(self, fn: Callable[[], object]) -> float:
-        if self.device.startswith("cuda"):
-            import torch
-
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            return start.elapsed_time(end) / 1e3
-        t0 = time.perf_counter()
-        fn()
-        return time.perf_counter() - t0
+        return measure.time_once(fn, self.device)
 
     def measure(self, fn: Callable[[], object], working_set_bytes: float = 0.0,
                 deadline: float | None = None, give_up_above: float | None = None) -> Measurement:

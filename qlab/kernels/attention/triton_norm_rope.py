@@ -12,7 +12,6 @@ import torch
 import triton
 import triton.language as tl
 
-from .norm_gate import EPS
 from .rope import ROTARY_DIM, THETA, rope_cos_sin
 
 
@@ -44,10 +43,11 @@ def _norm_rope_kernel(x_ptr, w_ptr, cos_ptr, sin_ptr, y_ptr, stride_xn, stride_x
     tl.store(y_ptr + i_n * stride_yn + i_h * stride_yh + o_d, out.to(y_ptr.dtype.element_ty))
 
 
-def norm_rope(x: torch.Tensor, weight: torch.Tensor, positions=None, *, eps: float = EPS, unit_offset: bool = True,
+def norm_rope(x: torch.Tensor, weight: torch.Tensor, positions=None, *, eps: float, unit_offset: bool = True,
               rotary_dim: int = ROTARY_DIM, theta: float = THETA, cos_sin=None) -> torch.Tensor:
     """x [*P, H, D] (last dim contiguous; a strided view such as split_q_gate's q is fine), weight [D],
-    positions [*P] (or cos_sin from rope_cos_sin) -> rope(rms_norm(x)) as a new [*P, H, D] tensor."""
+    positions [*P] (or cos_sin from rope_cos_sin) -> rope(rms_norm(x)) as a new [*P, H, D] tensor. eps: the
+    RMSNorm epsilon (norm_gate.EPS for Qwen3.6; passed in, so this module does not import norm_gate)."""
     *P, H, D = x.shape
     if weight.shape != (D,):
         raise ValueError(f"weight: expected shape [{D}], got {tuple(weight.shape)}")

@@ -11,9 +11,9 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Mapping
-from contextlib import contextmanager
 from typing import Any
 
+from qlab import measure
 from qlab.kernels.cost import OpCost
 from qlab.tune.cache import source_hash, source_hash_of  # noqa: F401 - source_hash: re-exported
 from qlab.tune.space import Config, Space
@@ -40,18 +40,7 @@ def thread_choices(n_cpus: int | None = None) -> list[int]:
     return out + [n]
 
 
-@contextmanager
-def torch_threads(n: int | None):
-    """Run with `n` intra-op threads, then put back what was there."""
-    import torch
-
-    before = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+torch_threads = measure.threads   # run with `n` intra-op threads, then put back what was there
 
 
 def _device_kind(op: str, impl: str) -> str:
