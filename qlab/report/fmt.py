@@ -65,7 +65,7 @@ def context(n: int) -> str:
 def pct(x: float | None) -> str:
     if x is None or not math.isfinite(x):
         return "–"
-    return f"{x:.0f}%"
+    return f"{round(x)}%"  # an int: -0.4 reads "0%", not "-0%"
 
 
 FILTERS = {"sig": sig, "tok_s": tok_s, "seconds": seconds, "gb": gb, "margin": margin, "usd": usd,
