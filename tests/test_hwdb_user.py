@@ -159,3 +159,10 @@ def test_dangling_link_and_directory_named_toml_are_skipped(capsys):
     assert get_device("my-gpu").memory_gb == 20
     err = capsys.readouterr().err
     assert "gone.toml: cannot read" in err and "dir.toml: cannot read" in err and "Traceback" not in err
+
+
+def test_deeply_nested_toml_is_skipped_not_a_recursion_error(capsys):
+    path = write("deep.toml", "a = " + "[" * 5000 + "\n")
+    assert get_device("rtx-3090").mem_bandwidth_gbs == 936
+    err = capsys.readouterr().err
+    assert str(path) in err and "nested too deeply" in err

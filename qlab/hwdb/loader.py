@@ -74,6 +74,8 @@ def read_toml(path: Path) -> dict:
         raise QlabError(f"device file {path}: not valid TOML: {e}") from None
     except UnicodeDecodeError as e:
         raise QlabError(f"device file {path}: not valid TOML: not UTF-8 text (byte {e.start})") from None
+    except RecursionError:  # tomllib recurses per nesting level: `a = [[[[...` thousands deep
+        raise QlabError(f"device file {path}: not valid TOML: nested too deeply") from None
     except OSError as e:
         raise QlabError(f"device file {path}: cannot read: {e.strerror}") from None
 
