@@ -166,6 +166,8 @@ def test_fingerprint_mismatch_is_refused(tmp_path, capsys):
     with pytest.raises(QlabError, match="another machine.*model"):
         require_this_machine(other, "p.json")
     assert differences({"cpu": {"cores": 2}, "read_gbs": 33.0}, {"cpu": {"cores": 2}, "read_gbs": 11.0})
+    assert not differences({"cpu": {"cores": 2}, "read_gbs": 33.0, "read_noisy": True},
+                           {"cpu": {"cores": 2}, "read_gbs": 11.0})     # a loaded machine is not another one
     path = tmp_path / "other.json"
     path.write_text(json.dumps(other))
     assert main(["predict", "--hw", "cpu-host", "--profile", str(path), "--quant", "Q8_0", "--context", "4096"]) == 2

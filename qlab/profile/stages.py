@@ -96,7 +96,7 @@ def stage_microbench(doc: dict, opts: ProfileOptions, ctx: Context) -> None:
 
         torch.set_num_threads(opts.threads)
     doc["microbench"] = mb = run_all(ctx.torch_device, quick=opts.mode == "quick")
-    doc.setdefault("fingerprint", {})["read_gbs"] = mb["read_gbs"]
+    doc.setdefault("fingerprint", {}).update(read_gbs=mb["read_gbs"], read_noisy=bool(mb["read"].get("noisy")))
     for d, why in mb["unsupported"].items():
         ctx.log(f"matmul {d}: unsupported here ({why}); not used as a compute peak")
     if mb["noisy"]:
