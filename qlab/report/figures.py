@@ -197,7 +197,7 @@ def value_scatter(points: list[dict], quant: str, context: int) -> str:
     ax.set_xlabel("price of the configuration shown (USD, log scale; launch MSRP, street or used: see the table)")
     ax.set_ylabel(f"decode tok/s ({quant}, {fmt_context(context)} ctx)")
     ax.set_ylim(0, top)
-    _scatter_labels(ax, [(p["name"], p["price"], min(p["tok_s"], top)) for p in points])
+    _scatter_labels(ax, [(p["name"], p["price"], min(p["tok_s"], top), bool(p.get("multi"))) for p in points])
     vendors = sorted({p["vendor"] for p in points})
     handles = [plt.Line2D([], [], marker="o", ls="", color=VENDOR_COLORS.get(v, "#999")) for v in vendors]
     labels = list(vendors)
@@ -211,19 +211,24 @@ def value_scatter(points: list[dict], quant: str, context: int) -> str:
     return to_svg(fig, label="Price of the configuration shown against decode tokens/s per device")
 
 
-def _scatter_labels(ax, items: list[tuple[str, float, float]], fontsize: float = 6.3) -> None:
+def _scatter_labels(ax, items: list[tuple[str, float, float, bool]], fontsize: float = 6.3) -> None:
     """Label each point, moving a label up (then down) in steps of one text line until it overlaps no label
-    placed before it; labels are sized from their length, in points (no draw needed)."""
+    placed before it; labels are sized from their length, in points (no draw needed). Single devices are
+    placed first and always labelled; an optional label (a multi-GPU setup, listed in its own table) that
+    finds no free place near its point is left out rather than piled on the others."""
     scale = 72.0 / ax.figure.dpi
     placed: list[tuple[float, float, float, float]] = []
     line = fontsize * 1.25
-    for name, x, y in sorted(items, key=lambda t: (-t[2], t[1])):
+    for name, x, y, optional in sorted(items, key=lambda t: (t[3], -t[2], t[1])):
         px, py = (v * scale for v in ax.transData.transform((x, y)))
         w = 0.56 * fontsize * len(name)
-        for k in (0, 1, -1, 2, -2, 3, -3, 4, -4):
+        for k in ((0, 1, -1) if optional else (0, 1, -1, 2, -2, 3, -3, 4, -4)):
             box = (px + 3, py + 2 + k * line, px + 3 + w, py + 2 + k * line + line)
             if not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in placed):
                 break
+        else:
+            if optional:
+                continue
         placed.append(box)
         ax.annotate(name, (x, y), xytext=(3, 2 + k * line), textcoords="offset points", fontsize=fontsize,
                     color="#333", arrowprops=None if k == 0 else {"arrowstyle": "-", "color": "#bbb", "lw": 0.5})
