@@ -164,3 +164,30 @@ def test_gguf_synth_onto_a_pipe_is_refused(tmp_path, capsys):
     assert main(["gguf", "synth", "--layers", "4", "--width-scale", "16", "-o", str(fifo)]) == 2
     assert "is not a regular file" in capsys.readouterr().err
     assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+
+
+DEEP = "[" * 100_000  # json's C decoder raises RecursionError, not JSONDecodeError, on this
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["predict", "--hw", "rtx-3090", "--profile", "{deep}"], "not JSON (nested too deeply)"),
+    (["profile", "--resume", "{deep}"], "not JSON (nested too deeply)"),
+    (["fleet", "report", "--profiles", "{dir}"], "not a readable fleet manifest"),
+])
+def test_deeply_nested_json_is_one_line_exit_2(argv, expected, tmp_path, capsys):
+    pytest.importorskip("qlab.fleet.commands")
+    deep = tmp_path / "deep.json"
+    deep.write_text(DEEP)
+    (tmp_path / "fleet.json").write_text(DEEP)
+    assert main([a.format(deep=deep, dir=tmp_path) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and "Traceback" not in err and "internal error" not in err
+
+
+def test_deeply_nested_tune_cache_is_ignored_with_a_warning(tmp_path):
+    from qlab.tune.cache import TuneCache, TuneCacheWarning
+
+    path = tmp_path / "tune-cache.json"
+    path.write_text(DEEP)
+    with pytest.warns(TuneCacheWarning, match="corrupt"):
+        assert TuneCache(path).get("any") is None

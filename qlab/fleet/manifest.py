@@ -38,7 +38,7 @@ class Manifest:
             raise QlabError(f"--resume: no fleet run in {out} (no {MANIFEST}); start one without --resume")
         try:
             doc = json.loads(path.read_text())
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, RecursionError) as e:
             raise QlabError(f"--resume: {path} is not a readable fleet manifest ({e})") from None
         if not isinstance(doc, dict) or doc.get("schema") != SCHEMA or not isinstance(doc.get("slots"), dict):
             raise QlabError(f"--resume: {path} is not a fleet manifest of schema {SCHEMA}")

@@ -25,7 +25,7 @@ def load_fleet(directory: Path) -> dict:
     if (directory / MANIFEST).is_file():
         try:
             manifest = json.loads((directory / MANIFEST).read_text())
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, RecursionError) as e:
             raise QlabError(f"{directory / MANIFEST}: not a readable fleet manifest ({e})") from None
     slots = manifest.get("slots", {}) if isinstance(manifest, dict) else {}
     by_file = {s.get("profile"): k for k, s in slots.items() if s.get("profile")}

@@ -61,6 +61,8 @@ def read_json_object(path: str | Path, what: str = "profile") -> dict:
         raise QlabError(f"{what} {path}: cannot read: {e}") from None
     except json.JSONDecodeError as e:
         raise QlabError(f"{what} {path}: not JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+    except RecursionError:  # `[[[[...` thousands deep
+        raise QlabError(f"{what} {path}: not JSON (nested too deeply)") from None
     if not isinstance(doc, dict):
         raise QlabError(f"{what} {path}: expected a JSON object, got {type(doc).__name__}")
     return doc

@@ -168,7 +168,7 @@ class TuneCache:
             data = json.loads(text)
             if not isinstance(data, dict) or not isinstance(data.get("entries"), dict):
                 raise ValueError("no 'entries' object")
-        except ValueError as e:
+        except (ValueError, RecursionError) as e:
             if warn:
                 warnings.warn(f"tune cache {self.path} is corrupt ({e}); ignoring it", TuneCacheWarning,
                               stacklevel=3)
@@ -198,7 +198,7 @@ class TuneCache:
     def _schema_of_file(self):
         try:
             return json.loads(self.path.read_text()).get("schema", "missing")
-        except (OSError, ValueError, AttributeError):
+        except (OSError, ValueError, AttributeError, RecursionError):
             return None
 
     def get(self, key: str) -> dict | None:
