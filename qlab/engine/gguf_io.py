@@ -25,14 +25,16 @@ ARCH = "qwen35"
 
 # ---- reading --------------------------------------------------------------------------------------------------
 def _open(path: str | os.PathLike):
-    import gguf
+    from qlab.engine.gguf_validate import GGUFError, open_reader
 
     p = Path(path)
     if not p.is_file():
         raise QlabError(f"{p}: no such GGUF file")
     try:
-        return gguf.GGUFReader(p, "r")
-    except Exception as e:  # truncated header, bad magic, data past the end of the file...
+        return open_reader(p)
+    except GGUFError:
+        raise
+    except Exception as e:  # truncated header, bad magic, a count past the end of the file...
         raise QlabError(f"{p}: not a readable GGUF file ({type(e).__name__}: {e})") from None
 
 

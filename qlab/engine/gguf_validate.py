@@ -51,6 +51,40 @@ class GGUFFacts:
     vocab: int
 
 
+def open_reader(path):
+    """`gguf.GGUFReader` over `path`, each tensor info checked (name, type, extent inside the file) before the
+    reader maps its data, so a bad one is named instead of surfacing as a numpy reshape error."""
+    import gguf
+    import numpy as np
+
+    size = os.path.getsize(path)
+
+    class Reader(gguf.GGUFReader):
+        def _build_tensors(self, start_offs, fields):
+            for field in fields:
+                _, name_data, _, dims, raw_type, offset = field.parts
+                try:
+                    name = bytes(name_data).decode("utf-8")
+                except UnicodeDecodeError as e:
+                    raise GGUFError(f"{path}: a tensor name is not valid UTF-8 ({e.reason})") from None
+                where = f"{path}: tensor {name!r}"
+                try:
+                    block, type_size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType(int(raw_type[0]))]
+                except (ValueError, KeyError):
+                    raise GGUFError(f"{where}: unknown type {int(raw_type[0])}") from None
+                n = math.prod(int(d) for d in dims)       # Python ints: no silent uint64 wrap-around
+                start, n_bytes = int(start_offs) + int(offset[0]), n * type_size // block
+                if n % block:
+                    raise GGUFError(f"{where}: {n} weights are not a whole number of {block}-weight blocks")
+                if start + n_bytes > size:
+                    raise GGUFError(f"{where}: data [{start}, {start + n_bytes}) lies outside the file "
+                                    f"({size} bytes)")
+            with np.errstate(over="ignore"):
+                super()._build_tensors(start_offs, fields)
+
+    return Reader(path, "r")
+
+
 def _ne(t) -> list[int]:
     return [int(x) for x in t.shape]
 
