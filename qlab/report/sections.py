@@ -60,6 +60,9 @@ USABLE_TOK_S = 10.0  # below this, chat feels slow: the "cheapest" picks must at
 TRUSTED = ("measured", "calibrated")  # a headline names only these; a roofline guess is shown, marked, never picked
 
 
+BASIS_WORDS = {"measured": "measured", "calibrated": "calibrated", "roofline": "ROOFLINE GUESS"}
+
+
 def trusted(p: dict | None) -> bool:
     return p is not None and p.get("basis") in TRUSTED
 
@@ -146,7 +149,9 @@ def curves(order, preds: Predictions, model: str) -> dict:
             p = preds.get(d.id, HEADLINE_QUANT, c, "F16", DENSE_CONTRAST)
             if p is not None and p["fits"]:
                 dense_pts.append((c, p["decode_tok_s"]))
-        note = f"{d.usable_memory_gb:.0f} GB usable · {d.mem_bandwidth_gbs:.0f} GB/s"
+        ref = preds.get(d.id, HEADLINE_QUANT, CURVE_CONTEXTS[0], "F16", model)
+        basis = BASIS_WORDS.get((ref or {}).get("basis"), "")
+        note = f"{d.usable_memory_gb:.0f} GB usable · {d.mem_bandwidth_gbs:.0f} GB/s" + (f" · {basis}" if basis else "")
         svg = figures.decode_curves(d.name, series, dense_pts, CURVE_CONTEXTS, note)
         panels.append({"device": d, "svg": svg})
         table.append({"device": d, "cells": [preds.get(d.id, q, c, "F16", model) for q in CURVE_QUANTS
@@ -431,7 +436,7 @@ def step_breakdown(order, preds: Predictions, model: str, n_devices: int = 4) ->
                                       profile=preds.profiles_by_hw.get(d.id))
                 except QlabError:
                     continue  # beyond that model's context: try the next shorter one
-                rows.append({"label": f"{d.id} · {m} @ {c // 1024}K", **parts})
+                rows.append({"label": f"{d.id} · {m} @ {c // 1024}K" + ("" if trusted(p) else " (guess)"), **parts})
                 if c != PROMPT_TOKENS:
                     break
     return figures.step_breakdown(rows) if rows else None
