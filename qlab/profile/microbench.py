@@ -10,40 +10,16 @@ Every figure is the median of several repeats after a warm-up; on GPUs timed wit
 from __future__ import annotations
 
 import statistics
-import time
 from collections.abc import Callable
 
 from qlab.kernels.cost import OpCost
 
 
 def _timer(device: str) -> Callable[[Callable[[], object], int, int], list[float]]:
-    import torch
+    """Seconds per call, after warm-ups (qlab.measure: device events on a GPU, perf_counter elsewhere)."""
+    from qlab import measure
 
-    def time_cpu(fn, warmup: int, repeats: int) -> list[float]:
-        for _ in range(warmup):
-            fn()
-        out = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn()
-            out.append(time.perf_counter() - t0)
-        return out
-
-    def time_cuda(fn, warmup: int, repeats: int) -> list[float]:
-        for _ in range(warmup):
-            fn()
-        torch.cuda.synchronize()
-        out = []
-        for _ in range(repeats):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            out.append(start.elapsed_time(end) / 1e3)
-        return out
-
-    return time_cuda if device.startswith("cuda") else time_cpu
+    return lambda fn, warmup, repeats: measure.time_calls(fn, device, warmup, repeats)
 
 
 def _result(name: str, cost: OpCost, times: list[float], **extra) -> dict:
