@@ -41,11 +41,14 @@ def flag_source(flag: str) -> str:
 
 
 def _range_text(minimum: float | None, maximum: float | None, min_exclusive: bool, max_exclusive: bool) -> str:
+    def fmt(v: float) -> str:
+        return str(v) if isinstance(v, int) else f"{v:g}"  # an integer bound exactly, not as 9.22337e+18
+
     parts = []
     if minimum is not None:
-        parts.append(f"{'>' if min_exclusive else '>='} {minimum:g}")
+        parts.append(f"{'>' if min_exclusive else '>='} {fmt(minimum)}")
     if maximum is not None:
-        parts.append(f"{'<' if max_exclusive else '<='} {maximum:g}")
+        parts.append(f"{'<' if max_exclusive else '<='} {fmt(maximum)}")
     return " and ".join(parts)
 
 

@@ -182,3 +182,8 @@ def test_gguf_writer_refuses_a_device_or_pipe(tmp_path):
     with pytest.raises(QlabError, match="is not a regular file"):
         check_replaceable_file("/dev/null", "-o")
     assert check_replaceable_file(tmp_path / "m.gguf") == tmp_path / "m.gguf"
+
+
+def test_integer_bounds_are_printed_exactly():
+    with pytest.raises(QlabError, match=r"<= 9223372036854775807, got 99999999999999999999999"):
+        integer(99999999999999999999999, "x", minimum=0, maximum=2**63 - 1)
