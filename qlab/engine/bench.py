@@ -108,9 +108,13 @@ def run_decode_bench(model: str = "qwen3.6-27b", layers: int | None = 4, quant: 
     rss0 = memory.current_rss_bytes()
     if tokens < 1 or context < 0:
         raise QlabError(f"--tokens {tokens} / --context {context}: expected tokens >= 1 and context >= 0")
+    backend = default_backend(device, **(backend_overrides or {}))
+    if not threads and backend.tuned:   # the count `qlab tune --op decode` chose here, if it ran
+        from qlab.tune.cache import tuned_threads
+
+        threads = tuned_threads(device)
     if threads:
         measure.set_threads(int(threads))
-    backend = default_backend(device, **(backend_overrides or {}))
     if device == "cuda" and not torch.cuda.is_available():
         raise QlabError("--device cuda: torch sees no CUDA GPU here")
     if device == "mps" and not torch.backends.mps.is_available():

@@ -43,6 +43,8 @@ class Backend:
     cache_dtype: torch.dtype = torch.bfloat16
     act_dtype: torch.dtype = torch.float32
     tuned: bool = True   # read the tune cache (False: every op on its impl's defaults)
+    configs: dict = field(default_factory=dict)   # Backend field -> config for every shape of it (the decode
+    #                                               tuner's candidates); parameters outside the impl's space ignored
 
     def as_dict(self) -> dict:
         return {k: (str(v).replace("torch.", "") if isinstance(v, torch.dtype) else v)
@@ -166,6 +168,16 @@ class Ops:
         return hit[:3]
 
     def _resolve(self, field_name: str, shape: dict) -> tuple:
+        rec, config, source = self._resolve_impl(field_name, shape)
+        given = self.b.configs.get(field_name)
+        if given:
+            space = rec.space()
+            picked = {k: v for k, v in given.items() if k in space}
+            if picked:
+                config, source = {**config, **picked}, "given"
+        return rec, config, source
+
+    def _resolve_impl(self, field_name: str, shape: dict) -> tuple:
         from qlab.kernels import registry
 
         op, forced, dev = FIELD_OPS[field_name], getattr(self.b, field_name), self.b.device

@@ -121,6 +121,18 @@ def entry_problem(entry: Any) -> str:
     return ""
 
 
+def threads_fields(device: str) -> dict:
+    """Key fields of the decode loop's thread count chosen by `qlab tune --op decode` on this machine."""
+    return {**environment(str(device).split(":")[0]), "op": "decode", "choice": "threads"}
+
+
+def tuned_threads(device: str = "cpu") -> int | None:
+    """The thread count `qlab tune --op decode` chose on this machine, or None."""
+    hit = default_cache().get(make_key(threads_fields(device)))
+    n = hit.get("threads") if isinstance(hit, dict) else None
+    return n if isinstance(n, int) and not isinstance(n, bool) and n >= 1 else None
+
+
 _DEFAULT: dict[str, tuple] = {}   # path -> (TuneCache, the file's (mtime, size) when it was last read)
 
 

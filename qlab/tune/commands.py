@@ -14,7 +14,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "candidate against the reference, and cache the answers.")
     p.add_argument("--op", required=True,
                    help="op to tune: deltanet, attention_decode, attention_prefill, dequant_matmul (those present), "
-                        "a comma list, 'all', or the self-test op blocked_matmul")
+                        "a comma list, 'all', the self-test op blocked_matmul, or 'decode': the decode loop's own "
+                        "choices (threads, impl and config per op) with the decode step as the objective")
     p.add_argument("--shapes", default="qwen3.6-27b",
                    help="the preset qwen3.6-27b (default) or SPEC: dim=value,... overrides of the Qwen3.6-27B "
                         "shape, several separated by ';' (e.g. 'T=1;T=4096', 'S=32768,dtype=bf16')")
@@ -23,7 +24,36 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--strategy", default="budgeted", help="budgeted (default), exhaustive, bayes (optuna), random")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the tune cache")
     p.add_argument("--json", action="store_true", help="print the results as a JSON list")
+    d = p.add_argument_group("--op decode", "the model slice whose decode step is the objective")
+    d.add_argument("--layers", type=int, default=4, help="first N layers (a multiple of 4; default 4)")
+    d.add_argument("--quant", default="Q4_K_M", help="synthetic weight quant (default Q4_K_M)")
+    d.add_argument("--gguf", default=None, help="a qwen35 GGUF instead of synthetic weights")
+    d.add_argument("--context", type=int, default=256, help="tokens in the cache while timing (default 256)")
+    d.add_argument("--width-scale", type=float, default=1.0, help="divide every width by F (quick runs)")
+    d.add_argument("--vocab", type=int, default=None, help="vocabulary size for synthetic weights")
     p.set_defaults(func=run)
+
+
+def _run_decode(args, device: str) -> int:
+    from qlab.errors import QlabError
+    from qlab.tune.decode import tune_decode
+
+    if args.context < 1 or (args.layers is not None and args.layers < 1):
+        raise QlabError(f"--context {args.context} / --layers {args.layers}: expected positive numbers")
+    rec = tune_decode(layers=args.layers, quant=args.quant, gguf=args.gguf, width_scale=args.width_scale,
+                      vocab=args.vocab, context=args.context, device=device, budget_s=args.budget,
+                      cache=not args.no_cache)
+    if args.json:
+        print(json.dumps(rec, indent=1))
+        return 0
+    print(f"decode step, {rec['layers']} layers {rec['quant']} at depth {rec['context']} on {rec['device']}: "
+          f"default {rec['default_ms_per_token']:.2f} ms/token -> tuned {rec['tuned_ms_per_token']:.2f} ms/token "
+          f"({rec['speedup']:.2f}x, paired re-measurement; noisy on a shared machine)")
+    print(f"threads {rec['default_threads']} -> {rec['threads']}; impls: "
+          + ", ".join(f"{k}={v}" for k, v in rec["impls"].items())
+          + "; configs: " + (json.dumps(rec["configs"]) if rec["configs"] else "defaults"))
+    print("written to the tune cache: the next decode runs this" if rec["written"] else "not written (--no-cache)")
+    return 0
 
 
 def _fmt_time(t) -> str:
@@ -73,6 +103,8 @@ def run(args) -> int:
         raise QlabError(f"--budget {args.budget:g}: expected a positive number of seconds")
     if args.strategy not in STRATEGIES:
         raise unknown("strategy", args.strategy, STRATEGIES)
+    if args.op.strip() == "decode":
+        return _run_decode(args, resolve_device(args.device))
     ops = list(available_ops()) if args.op == "all" else [o.strip() for o in args.op.split(",") if o.strip()]
     if not ops:
         raise QlabError("--op: no op given" if args.op != "all" else "--op all: no kernel op is present yet")

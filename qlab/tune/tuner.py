@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from qlab.errors import QlabError, unknown
-from qlab.tune.cache import TuneCache, environment, make_key
+from qlab.tune.cache import TuneCache, TuneCacheWarning, environment, make_key
 from qlab.tune.ops import SELF_TEST_OPS, all_names, available_ops, impl_ops
 from qlab.tune.ops.base import TunableOp, torch_threads
 from qlab.tune.space import Config, SpaceError, config_key
@@ -192,6 +192,17 @@ class _Task:
             torch.set_num_threads(before)
 
 
+def _usable(top: TunableOp, hit: dict, shape: dict) -> bool:
+    """A cached config every parameter of which is one of the impl's values, and that the impl accepts."""
+    cfg = hit.get("config")
+    if not isinstance(cfg, dict) or any(k not in top.params or v not in top.params[k] for k, v in cfg.items()):
+        return False
+    try:
+        return top.is_valid(cfg, shape)
+    except (TypeError, ValueError, KeyError):
+        return False
+
+
 def _cache_fields(top: TunableOp, shape: dict, device: str) -> dict[str, Any]:
     return {**environment(device), "op": top.op, "impl": top.impl, "source": top.source_hash(),
             "bucket": top.bucket(shape)}
@@ -207,7 +218,11 @@ def tune_task(top: TunableOp, shape: dict, device: str, budget_s: float, strateg
     hit = cache.get(key) if cache is not None else None
     if hit is None and cache is not None:
         cache.warn_if_stale(fields, same=("op", "impl", "bucket", "device"))
-    if hit is not None and isinstance(hit.get("config"), dict) and top.is_valid(hit["config"], shape):
+    if hit is not None and not _usable(top, hit, shape):
+        warnings.warn(f"tune cache: the entry for {top.name} at {bucket} has config {hit.get('config')!r}, "
+                      "outside the impl's space; ignoring it (re-tuning)", TuneCacheWarning, stacklevel=2)
+        hit = None
+    if hit is not None:
         cost = top.cost(hit.get("tuned_shape") or shape, hit["config"])
         t = hit.get("time_s")
         return TuneResult(top.op, top.impl, device, shape, bucket, hit["config"], hit.get("default_config", {}),

@@ -49,15 +49,16 @@ def all_names() -> tuple[str, ...]:
 
 
 def impl_ops(op: str) -> list[TunableOp]:
-    """One TunableOp per tunable impl of `op` ([] when the op's package is absent)."""
+    """One TunableOp per tunable impl of `op` ([] when the op's package is absent): for a kernel op, the impls
+    the kernel registry lists with a search space (references never); for the self-test op, its SPACES."""
     cls, tunables = _load(op)
     if cls is None:
         return []
-    accepts = getattr(cls, "accepts", lambda impl: True)
-    out = []
-    for impl, params in tunables.SPACES.items():
-        if impl in NOT_TUNED or not accepts(impl):
-            continue
-        defaults = getattr(tunables, "DEFAULTS", {}).get(impl, {})
-        out.append(cls(impl, params, defaults, getattr(tunables, "valid", None)))
-    return out
+    valid = getattr(tunables, "valid", None)
+    if op in KERNEL_OPS:
+        from qlab.kernels import registry
+
+        return [cls(r.name, r.space(), r.defaults(), valid) for r in registry.impls(op)
+                if r.tunables and not r.reference and r.space()]
+    return [cls(impl, params, getattr(tunables, "DEFAULTS", {}).get(impl, {}), valid)
+            for impl, params in tunables.SPACES.items() if impl not in NOT_TUNED]

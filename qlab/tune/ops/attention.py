@@ -41,10 +41,6 @@ class AttentionDecodeOp(_Attention):
     parallel_dims = ("B", "HKV")   # one program per KV head's query group (and split)
     entry = "qlab.kernels.attention:decode"
 
-    @staticmethod
-    def accepts(impl: str) -> bool:
-        return "prefill" not in impl
-
     def cost(self, shape, config=None) -> OpCost:
         b = _DTYPE_BYTES.get(shape.get("dtype", "fp32"), 2)
         return attn_cost.decode(shape["B"], shape["HQ"], shape["HKV"], shape["D"], shape["S"], kv_bytes=b,
@@ -76,10 +72,6 @@ class AttentionPrefillOp(_Attention):
     grid_params = ("BLOCK_M",)
     parallel_dims = ("B", "HQ")
     entry = "qlab.kernels.attention:prefill"
-
-    @staticmethod
-    def accepts(impl: str) -> bool:
-        return "decode" not in impl
 
     def cost(self, shape, config=None) -> OpCost:
         b = _DTYPE_BYTES.get(shape.get("dtype", "fp32"), 2)

@@ -27,7 +27,7 @@ class DeltaNetOp(TunableOp):
         s = {k: shape[k] for k in ("B", "T", "H", "HV", "K", "V")}
         io = _DTYPE_BYTES.get(shape.get("dtype", "fp32"), 2)
         chunk = (config or {}).get("chunk_size") or (config or {}).get("BT")
-        if "recurrent" in self.impl or not chunk:
+        if not chunk:   # the recurrent impls have no chunk size: one pass over the tokens
             return dn_cost.recurrent(**s, io_bytes=io)
         return dn_cost.chunk(**s, chunk_size=int(chunk), io_bytes=io)
 
