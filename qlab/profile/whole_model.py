@@ -16,6 +16,7 @@ from pathlib import Path
 from qlab.paths import qlab_home
 
 GB = 1e9
+METADATA_SLACK = 64 << 20   # a GGUF's header: tensor table and vocabulary (a few MB for 248K tokens)
 MEMORY_MARGIN = 0.85     # of MemAvailable: the OS, the page cache of the file and the profile run itself
 
 
@@ -60,13 +61,16 @@ def model_path(model: str, quant: str, width_scale: float = 1.0, vocab: int | No
 
 def ensure_model_file(model: str, quant: str, width_scale: float = 1.0, vocab: int | None = None,
                       log=print) -> Path:
-    """The synthetic whole-model GGUF, written once (atomically) and reused while its size is right."""
+    """The synthetic whole-model GGUF, written once (atomically) and reused while its size is what the current
+    tensor table and quant mix give (tensor data plus at most the metadata's slack): a file written before the
+    mix changed is written again."""
     from qlab.engine.gguf_io import write_synthetic_gguf
     from qlab.engine.weights import synthetic_nbytes
 
     cfg = model_config(model, width_scale, vocab)
     path = model_path(model, quant, width_scale, vocab)
-    if path.exists() and path.stat().st_size >= synthetic_nbytes(cfg, quant):
+    data = synthetic_nbytes(cfg, quant)
+    if path.exists() and data <= path.stat().st_size <= data * 1.01 + METADATA_SLACK:
         return path
     log(f"writing the whole {model} at {quant} ({synthetic_nbytes(cfg, quant) / GB:.1f} GB) to {path} "
         "(once; later runs reuse it)")
