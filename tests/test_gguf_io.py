@@ -115,3 +115,87 @@ def test_cli_synth_and_info(tmp_path, capsys):
     assert main(["gguf", "info", str(tmp_path / "nope.gguf")]) == 2
     assert "no such GGUF file" in capsys.readouterr().err
     assert main(["gguf", "synth", "--layers", "3", "-o", str(out)]) == 2
+
+
+def _exit_code(argv) -> int:
+    """main's return value, or the code of the SystemExit argparse raises for a bad flag."""
+    try:
+        return main(argv)
+    except SystemExit as e:
+        return e.code
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--width-scale", "nan"], "--width-scale"), (["--width-scale", "0.25"], "--width-scale"),
+    (["--vocab", "-5"], "--vocab"), (["--vocab", "100"], "--vocab"), (["--dtype", "INT4-G128"], "--dtype"),
+    (["--layers", "-4"], "--layers")])
+def test_cli_synth_rejects_bad_numbers(tmp_path, capsys, flags, message):
+    out = tmp_path / "x.gguf"
+    assert _exit_code(["gguf", "synth", *flags, "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_synth_rejects_bad_output_paths(tmp_path, capsys):
+    assert _exit_code(["gguf", "synth", "--layers", "4", "--width-scale", "32", "--vocab", "260",
+                       "-o", str(tmp_path)]) == 2
+    assert "is a directory" in capsys.readouterr().err
+    f = tmp_path / "file"
+    f.write_text("x")
+    assert _exit_code(["gguf", "synth", "--layers", "4", "--width-scale", "32", "--vocab", "260",
+                       "-o", str(f / "m.gguf")]) == 2
+    assert "which is a file" in capsys.readouterr().err
+
+
+def test_cli_synth_refuses_a_file_larger_than_the_free_disk_up_front(tmp_path, capsys, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**12, 10**12 - 10**9, 10**9))
+    assert main(["gguf", "synth", "--dtype", "F16", "-o", str(tmp_path / "full.gguf")]) == 2
+    err = capsys.readouterr().err
+    assert "would be 53.8" in err and "1.00 GB of disk is free" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_synth_size_estimate_matches_the_file(tmp_path):
+    cfg = QWEN36_27B.width_scaled(32, vocab=300).sliced(4)
+    for dtype in ("Q4_K_M", "F16"):
+        p = gguf_io.write_synthetic_gguf(tmp_path / f"{dtype}.gguf", cfg, dtype)
+        assert gguf_io.gguf_nbytes(cfg, dtype) == pytest.approx(p.stat().st_size, rel=0.01)
+
+
+def test_stale_temp_files_of_a_killed_writer_are_removed(tmp_path):
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".m.gguf.{int(dead.stdout)}.abcd.tmp"
+    live = tmp_path / f".m.gguf.{__import__('os').getpid()}.efgh.tmp"   # a writer still running: kept
+    other = tmp_path / ".n.gguf.1.x.tmp"                                 # another file's: not ours to judge
+    for f in (stale, live, other):
+        f.write_bytes(b"partial")
+    gguf_io.write_synthetic_gguf(tmp_path / "m.gguf", QWEN36_27B.width_scaled(32, vocab=260).sliced(4), "Q8_0")
+    assert not stale.exists() and live.exists() and other.exists()
+
+
+def test_sigterm_during_synth_leaves_no_temp_file(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "big.gguf"
+    proc = subprocess.Popen([sys.executable, "-m", "qlab", "gguf", "synth", "--layers", "8", "--width-scale", "2",
+                             "--dtype", "F16", "-o", str(out)], stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not list(tmp_path.glob(".big.gguf.*.tmp")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert proc.poll() is None, "synth ended before it could be interrupted"
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+    assert proc.returncode != 0 and not out.exists()
+    assert list(tmp_path.iterdir()) == []

@@ -8,6 +8,7 @@ is a QlabError naming the file and, where one is at fault, the tensor.
 
 from __future__ import annotations
 
+import glob
 import math
 import os
 import tempfile
@@ -21,6 +22,8 @@ from qlab.errors import QlabError
 from qlab.formats import get_format
 
 ARCH = "qwen35"
+MIN_VOCAB = 259 + 1      # <unk>, <s>, </s>, the 256 byte tokens, one piece
+GGUF_ALIGNMENT = 32
 
 
 # ---- reading --------------------------------------------------------------------------------------------------
@@ -113,8 +116,6 @@ def _tokenizer(writer, vocab: int) -> None:
     tokens llama.cpp's SPM loader looks up (e.g. <0x0A> for newline), then placeholder pieces."""
     import gguf
 
-    if vocab < 259 + 1:
-        raise QlabError(f"vocab {vocab}: a synthetic tokenizer needs at least 260 tokens")
     T = gguf.TokenType
     tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)]
     types = [T.UNKNOWN, T.CONTROL, T.CONTROL] + [T.BYTE] * 256
@@ -170,18 +171,22 @@ def write_synthetic_gguf(path: str | os.PathLike, cfg: ModelConfig, dtype: str =
 
     from qlab.validate import check_replaceable_file
 
-    path = check_replaceable_file(path, "output file")  # never rename a temp file over /dev/null
-    path.parent.mkdir(parents=True, exist_ok=True)
     from qlab.engine.weights import check_drawable
 
+    path = check_replaceable_file(path, "output file")  # never rename a temp file over /dev/null
+    ftype = file_type(dtype)
+    if cfg.vocab < MIN_VOCAB:
+        raise QlabError(f"vocab {cfg.vocab}: a synthetic tokenizer needs at least {MIN_VOCAB} tokens")
     specs = model_specs(cfg, mtp)
     check_drawable(cfg, dtype, specs)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temp_files(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         w = gguf.GGUFWriter(tmp, ARCH)
         _metadata(w, cfg, f"{cfg.name} synthetic ({cfg.n_layers} layers, {dtype})", mtp)
-        w.add_file_type(_file_type(dtype))
+        w.add_file_type(ftype)
         _tokenizer(w, cfg.vocab)
         for s in specs:
             if s.kind == "small":
@@ -230,15 +235,53 @@ def _stream_tensors(w, cfg: ModelConfig, specs: list[TensorSpec], dtype: str, se
     os.fsync(fout.fileno())
 
 
-def _file_type(dtype: str) -> int:
+def file_type(dtype: str) -> int:
+    """GGUF `general.file_type` of a quant preset written by qlab; a QlabError for one a GGUF cannot hold."""
     import gguf
 
-    ft = {"F32": "ALL_F32", "F16": "MOSTLY_F16", "BF16": "MOSTLY_BF16", "Q8_0": "MOSTLY_Q8_0",
-          "Q4_0": "MOSTLY_Q4_0", "Q4_K_M": "MOSTLY_Q4_K_M", "Q4_K_S": "MOSTLY_Q4_K_S", "Q5_K_M": "MOSTLY_Q5_K_M",
-          "Q6_K": "MOSTLY_Q6_K", "Q3_K_M": "MOSTLY_Q3_K_M", "Q2_K": "MOSTLY_Q2_K", "IQ4_XS": "MOSTLY_IQ4_XS"}
-    if dtype.upper() not in ft:
-        raise QlabError(f"--dtype {dtype}: GGUF files can hold {', '.join(ft)}")
-    return int(gguf.LlamaFileType[ft[dtype.upper()]])
+    from qlab.models.quant_mix import GGUF_QUANTS
+
+    q = dtype.upper()
+    name = {"F32": "ALL_F32", "MXFP4": "MOSTLY_MXFP4_MOE"}.get(q, f"MOSTLY_{q}")
+    if q not in GGUF_QUANTS or name not in gguf.LlamaFileType.__members__:
+        raise QlabError(f"--dtype {dtype}: GGUF files can hold {', '.join(GGUF_QUANTS)}")
+    return int(gguf.LlamaFileType[name])
+
+
+def gguf_nbytes(cfg: ModelConfig, dtype: str, mtp: bool = False) -> int:
+    """Size of the synthetic GGUF of `cfg` before it is written: tensor data (each tensor padded to the
+    alignment) plus the tokenizer and the tensor infos."""
+    from qlab.engine.weights import synthetic_nbytes
+
+    specs = model_specs(cfg, mtp)
+    meta = 4096 + sum(96 + len(s.name) for s in specs) + cfg.vocab * (len("\u2581t248319".encode()) + 8 + 4 + 4)
+    return synthetic_nbytes(cfg, dtype, mtp) + GGUF_ALIGNMENT * len(specs) + meta
+
+
+def remove_stale_temp_files(path: Path) -> list[Path]:
+    """Remove the temp files a killed writer of `path` left (`.NAME.PID.*.tmp` whose process is gone); a temp
+    file of a writer still running is kept."""
+    removed = []
+    prefix = f".{path.name}."
+    for f in path.parent.glob(f"{glob.escape(prefix)}*.tmp"):
+        pid = f.name[len(prefix):].split(".", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            try:
+                f.unlink()
+                removed.append(f)
+            except OSError:
+                pass
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:   # another user's process
+        return True
+    return True
 
 
 def default_synth_config(model: str = "qwen3.6-27b", layers: int | None = None, width_scale: float = 1.0,
@@ -246,6 +289,6 @@ def default_synth_config(model: str = "qwen3.6-27b", layers: int | None = None, 
     from qlab.engine.config import get_config
 
     cfg = get_config(model) if model else QWEN36_27B
-    if width_scale != 1.0 or vocab:
+    if width_scale != 1.0 or vocab is not None:
         cfg = cfg.width_scaled(width_scale, vocab=vocab)
     return cfg.sliced(layers)
