@@ -191,3 +191,32 @@ def test_deeply_nested_tune_cache_is_ignored_with_a_warning(tmp_path):
     path.write_text(DEEP)
     with pytest.warns(TuneCacheWarning, match="corrupt"):
         assert TuneCache(path).get("any") is None
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["selftest", "--device", "cpu", "--only", ","], "--only ',': expected one or more steps"),
+    (["selftest", "--device", "cpu", "--only", "kernels", "-o", "{file}/x"], "which is a file"),
+])
+def test_selftest_empty_selection_and_bad_out(argv, expected, tmp_path, capsys):
+    pytest.importorskip("qlab.selftest.commands")
+    f = tmp_path / "a-file"
+    f.write_text("x")
+    try:
+        code = main([a.format(file=f) for a in argv])
+    except SystemExit as e:
+        code = e.code
+    assert code == 2
+    assert expected in capsys.readouterr().err
+
+
+def test_tune_shape_too_large_to_allocate_is_exit_2(monkeypatch, capsys):
+    """A --shapes value so large the inputs cannot be allocated (numpy raises MemoryError) is bad input."""
+    from qlab.tune.ops.builtin import BlockedMatmulOp
+
+    def huge(*_a, **_k):
+        raise MemoryError("Unable to allocate 262. TiB for an array")
+
+    monkeypatch.setattr(BlockedMatmulOp, "make_inputs", huge)
+    assert main(["tune", "--op", "blocked_matmul", "--shapes", "M=64", "--budget", "1", "--no-cache"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot build inputs or the reference: Unable to allocate" in err and "internal error" not in err

@@ -7,12 +7,14 @@ from __future__ import annotations
 import argparse
 import json
 
+from qlab.validate import output_dir
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("selftest", help="check every kernel and the decode loop on a device (run first on a new GPU)",
                        description=__doc__)
     p.add_argument("--device", default="cuda", choices=("cuda", "cpu"), help="device to test (default cuda)")
-    p.add_argument("-o", "--out", default=None,
+    p.add_argument("-o", "--out", default=None, type=output_dir,
                    help="directory for selftest.json and summary.md (default: selftest-<device>)")
     p.add_argument("--only", default="kernels,loop,bandwidth,slice",
                    help="steps to run, comma-separated: kernels, loop, bandwidth, slice (default: all)")
@@ -31,6 +33,8 @@ def run(args) -> int:
     for s in steps:
         if s not in STEPS:
             raise QlabError(f"--only {s!r}: expected steps among {', '.join(STEPS)}")
+    if not steps:  # an empty selection checked nothing and passed
+        raise QlabError(f"--only {args.only!r}: expected one or more steps among {', '.join(STEPS)}")
     out = Path(args.out or f"selftest-{args.device}")
     if out.exists() and not out.is_dir():
         raise QlabError(f"--out {out}: exists and is not a directory")

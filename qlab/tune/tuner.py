@@ -158,7 +158,7 @@ class _Task:
             try:
                 inputs = self.top.make_inputs(self.shape, self.device)
                 self.shared[key] = (inputs, self.top.reference(_clone(inputs)))
-            except (ValueError, TypeError, RuntimeError) as e:  # a shape the op (or its reference) rejects
+            except (ValueError, TypeError, RuntimeError, MemoryError) as e:  # a shape the op (or reference) rejects
                 raise QlabError(f"{self.top.op} at {self.shape}: cannot build inputs or the reference: "
                                 f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
         return self.shared[key]
