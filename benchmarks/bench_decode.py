@@ -149,7 +149,8 @@ def main() -> None:
         best = {e: min(r, key=lambda x: x["decode_ms_min"]) for e, r in runs.items()}
         ratio = best["llama"]["decode_ms_min"] / best["qlab"]["decode_ms_min"]   # qlab tok/s over llama.cpp's
         ops = best["qlab"]["ops_ms_per_token"]
-        print(f"{q:8} {1e3 / best['llama']['decode_ms_min']:16.2f} {1e3 / best['qlab']['decode_ms_min']:11.2f} {ratio:10.2f}x   "
+        tok_s = {e: 1e3 / best[e]["decode_ms_min"] for e in best}
+        print(f"{q:8} {tok_s['llama']:16.2f} {tok_s['qlab']:11.2f} {ratio:10.2f}x   "
               + ", ".join(f"{k} {v:.1f}" for k, v in ops.items())
               + f"; {best['qlab']['achieved_gb_s']:.1f} GB/s; peak RSS qlab {best['qlab']['peak_rss_gb']:.2f} GB,"
               f" llama.cpp {best['llama']['peak_rss_gb']:.2f} GB", flush=True)

@@ -26,8 +26,8 @@ sys.path.insert(0, str(REPO))
 
 from qlab.gates import peer  # noqa: E402
 from qlab.gates.baseline import baseline_path  # noqa: E402
-from qlab.gates.compare import (LIMIT_CAP, LIMIT_FLOOR, LIMIT_MARGIN, STAT, is_probe, key, limit_from_spread,  # noqa: E402
-                                load_run, probe_time, times, too_noisy)
+from qlab.gates.compare import (LIMIT_CAP, LIMIT_FLOOR, LIMIT_MARGIN, STAT, is_probe, key,  # noqa: E402
+                                limit_from_spread, load_run, probe_time, times, too_noisy)
 from qlab.gates.machine import machine_class  # noqa: E402
 from qlab.gates.run import default_suites, run_suites, temp_json  # noqa: E402
 from qlab.io import write_json_atomic  # noqa: E402
