@@ -359,3 +359,11 @@ def test_bench_decode_whole_model_falls_back_to_its_gguf(tmp_path, monkeypatch, 
     calls.clear()
     assert main(["bench", "decode", "--quant", "Q4_K_M"]) == 2     # the one-line does-not-fit error stands
     assert calls == [None]
+
+
+def test_absurd_decode_is_a_problem_not_a_factor():
+    doc = _host_profile([("Q8_0", 4096, 0.0005)])     # 2000 s per token on 11 GB/s: not weight streaming
+    cal = calibration_from_profile(doc)
+    assert cal["basis"] == "class" and any("slower than the measured bandwidth" in p for p in cal["problems"])
+    doc["calibration"] = cal
+    validate_profile(doc)

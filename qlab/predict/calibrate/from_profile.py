@@ -24,6 +24,7 @@ from qlab.hwdb.device import Device
 TOLERANCE = 0.10            # a calibration must reproduce every decode it measured within 10 %
 RANGE = (0.02, 1.5)         # a plausible efficiency (fraction of the device's figure)
 MIN_FACTOR = 0.05           # a family factor below this means the other terms already exceed the measurement
+MAX_FACTOR = 50.0           # a weight family 50x slower than its bytes at the measured bandwidth is no streaming
 
 
 def device_from_profile(doc: dict) -> Device:
@@ -150,6 +151,10 @@ def calibration_from_profile(doc: dict, model: str = "qwen3.6-27b", tolerance: f
         if f < MIN_FACTOR:
             problems.append(f"{r['quant']} @ {r['context']}: the other terms already predict {1 / t1:.3g} tok/s "
                             f"against {r['scaled_tok_s']:.3g} measured (factor {f:.3g}); not used")
+            continue
+        if f > MAX_FACTOR:
+            problems.append(f"{r['quant']} @ {r['context']}: its weights would stream {f:.3g}x slower than the "
+                            f"measured bandwidth allows (over {MAX_FACTOR:g}x); not used")
             continue
         factors.setdefault(fam, []).append(f)
     family_factor = {fam: math.exp(statistics.fmean(math.log(f) for f in fs)) for fam, fs in factors.items()}
