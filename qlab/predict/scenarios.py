@@ -55,24 +55,36 @@ def read_scenarios(path: str, parse_int) -> list[dict]:
         raise _not_utf8(path, data, e) from None
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)  # an unclosed quote is an error
     out = []
+    ints: dict[tuple[str, str], int] = {}  # (text, column) -> int: 100k rows repeat a few contexts and batches
+
+    def as_int(text: str, column: str, where: str) -> int:
+        n = ints.get((text, column))
+        if n is None:
+            n = ints[(text, column)] = parse_int(text, column, where)
+        return n
+
     try:
         cols = _header(path, next(reader, None))
         width = len(cols)
+        at = {c: cols.index(c) for c in cols}
+        i_hw, i_model, i_quant, i_ctx = (at[c] for c in REQUIRED)
+        i_batch, i_kv = at.get("batch"), at.get("kv_dtype")
         for row in reader:
-            where = f"{path}: line {reader.line_num}: "
             if len(row) > width:
-                raise QlabError(f"{where}{len(row)} fields, but the header names {width} ({','.join(cols)})")
-            cells = dict(zip(cols, (v.strip() for v in row)))
-            if not any(cells.values()):
+                raise QlabError(f"{path}: line {reader.line_num}: {len(row)} fields, but the header names {width} "
+                                f"({','.join(cols)})")
+            row = [v.strip() for v in row] + [""] * (width - len(row))
+            if not any(row):
                 continue
-            for c in REQUIRED:
-                if not cells.get(c):
+            where = f"{path}: line {reader.line_num}: "
+            for c, i in zip(REQUIRED, (i_hw, i_model, i_quant, i_ctx)):
+                if not row[i]:
                     raise QlabError(f"{where}empty {c}")
-            s = {"hw": cells["hw"], "model": cells["model"], "quant": cells["quant"],
-                 "context": parse_int(cells["context"], "context", where),
-                 "batch": parse_int(cells.get("batch") or "1", "batch", where)}
-            if cells.get("kv_dtype"):
-                s["kv_dtype"] = cells["kv_dtype"]
+            s = {"hw": row[i_hw], "model": row[i_model], "quant": row[i_quant],
+                 "context": as_int(row[i_ctx], "context", where),
+                 "batch": as_int((row[i_batch] if i_batch is not None else "") or "1", "batch", where)}
+            if i_kv is not None and row[i_kv]:
+                s["kv_dtype"] = row[i_kv]
             s["_where"] = where
             out.append(s)
     except csv.Error as e:
