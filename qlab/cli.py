@@ -98,12 +98,13 @@ def main(argv: list[str] | None = None) -> int:
     traceback goes to a log file whose path is printed; the screen gets one line)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     _Parser.json_errors = "--json" in argv
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
+    args = argparse.Namespace(json=_Parser.json_errors)  # until parsed: a crash while building the parser
     try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
         return int(args.func(args) or 0)
     except QlabError as e:
         return _fail(args, str(e), e.exit_code)

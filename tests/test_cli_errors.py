@@ -220,3 +220,20 @@ def test_tune_shape_too_large_to_allocate_is_exit_2(monkeypatch, capsys):
     assert main(["tune", "--op", "blocked_matmul", "--shapes", "M=64", "--budget", "1", "--no-cache"]) == 2
     err = capsys.readouterr().err
     assert "cannot build inputs or the reference: Unable to allocate" in err and "internal error" not in err
+
+
+def test_a_subcommand_module_that_fails_to_import_is_exit_3_not_a_traceback(monkeypatch, capsys):
+    import qlab.cli as cli
+
+    monkeypatch.setitem(cli.COMMANDS, "broken", "qlab.errors_no_such_module_part")
+    real = cli.importlib.import_module
+
+    def fake(name):
+        if name == "qlab.errors_no_such_module_part":
+            raise SyntaxError("f-string: unterminated string")
+        return real(name)
+
+    monkeypatch.setattr(cli.importlib, "import_module", fake)
+    assert main(["hw", "list"]) == 3
+    err = capsys.readouterr().err
+    assert "internal error (SyntaxError: f-string: unterminated string)" in err and "Traceback" not in err
