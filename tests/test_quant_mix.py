@@ -6,7 +6,8 @@ import pytest
 
 from qlab.errors import QlabError
 from qlab.formats import get_format
-from qlab.models.quant_mix import QUANT_IDS, quantize
+from qlab.models import get_model
+from qlab.models.quant_mix import GGUF_QUANTS, QUANT_IDS, quantize
 
 # Published GGUF file sizes (GB = 1e9 bytes): DESIGN.md for Qwen3.6-27B; the others are the sizes listed
 # for the well-known conversions (TheBloke Llama-2-7B-GGUF, QuantFactory/bartowski Llama-3-8B, ggml-org
@@ -75,3 +76,30 @@ def test_case_insensitive_and_unknown():
     assert quantize("qwen3.6-27b", "q4_k_m").quant == "Q4_K_M"
     with pytest.raises(QlabError, match=r"unknown quant 'Q4_K_L'; closest: "):
         quantize("qwen3.6-27b", "Q4_K_L")
+
+
+@pytest.mark.parametrize("quant", ["Q4_K_M", "Q8_0", "Q6_K", "Q3_K_M", "IQ4_XS", "F16", "INT4-G128"])
+def test_engine_synthetic_weights_use_this_mix(quant):
+    """One model description: the engine's synthetic weights of the full model have exactly this mix's types
+    and bytes (Q4_K_M: 16.54 GB of tensor data, the published 16.5 GB file)."""
+    from qlab.engine.config import QWEN36_27B
+    from qlab.engine.tensors import format_for, model_specs
+    from qlab.engine.weights import synthetic_nbytes
+
+    mix = quantize("qwen3.6-27b", quant)
+    assert {t.name for t in mix.tensors} == {s.name for s in model_specs(QWEN36_27B)}
+    for t in mix.tensors:
+        if len(t.shape) > 1 and t.type not in ("F32",):
+            assert format_for(QWEN36_27B, quant, t.name) == t.type, t.name
+    if quant in GGUF_QUANTS:   # server formats keep ssm_conv1d in BF16 where the engine keeps its small tensors F32
+        assert synthetic_nbytes(QWEN36_27B, quant) == mix.weight_bytes
+
+
+def test_mtp_block_walked_as_one_more_layer():
+    m = get_model("qwen3.6-27b")
+    plain, with_mtp = quantize(m, "Q4_K_M"), quantize(m, "Q4_K_M", include_mtp=True)
+    extra = {t.name for t in with_mtp.tensors} - {t.name for t in plain.tensors}
+    assert "blk.64.nextn.eh_proj.weight" in extra and "blk.64.attn_v.weight" in extra and len(extra) == 15
+    ty = {t.name: t.type for t in with_mtp.tensors}
+    assert ty["blk.64.ffn_down.weight"] == "Q6_K"          # the last of 65 layers: use_more_bits
+    assert ty["blk.64.nextn.enorm.weight"] == "F32"
