@@ -166,3 +166,11 @@ def test_deeply_nested_toml_is_skipped_not_a_recursion_error(capsys):
     assert get_device("rtx-3090").mem_bandwidth_gbs == 936
     err = capsys.readouterr().err
     assert str(path) in err and "nested too deeply" in err
+
+
+def test_markup_like_text_in_a_user_file_prints_as_is(capsys):
+    write("my-gpu.toml", GOOD.replace("ACME Tensor 9000", "ACME [/] 9000").replace(
+        'default = "ACME datasheet rev 3"', 'default = "ACME [bold]datasheet"'))
+    assert main(["hw", "show", "my-gpu"]) == 0
+    out = capsys.readouterr().out
+    assert "ACME [/] 9000" in out and "ACME [bold]datasheet" in out

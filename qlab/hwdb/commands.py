@@ -103,13 +103,14 @@ def _default_source(dev) -> str:
 
 
 def _show_table(dev, title: str):
+    from rich.markup import escape  # user device files are text, not markup: "[/]" in a name must print as is
     from rich.table import Table
 
     from qlab.hwdb import device_to_dict
 
     data = device_to_dict(dev)
     default = _default_source(dev)
-    t = Table(title=title)
+    t = Table(title=escape(title))
     t.add_column("field")
     t.add_column("value", overflow="fold", max_width=44)
     t.add_column("note", overflow="fold", max_width=34)
@@ -120,7 +121,7 @@ def _show_table(dev, title: str):
             continue
         notes = dict.fromkeys(x for x in (dev.estimates.get(key, ""), dev.value_notes.get(key, "")) if x)
         src = dev.sources.get(key, "")
-        t.add_row(key, _fmt(value), "; ".join(notes), "" if src == default else src)
+        t.add_row(key, escape(_fmt(value)), escape("; ".join(notes)), "" if src == default else escape(src))
     return t, default
 
 
@@ -140,7 +141,7 @@ def run_show(args) -> int:
     table, default = _show_table(dev, f"{dev.id}: {dev.name}")
     con.print(table)
     if default:
-        con.print(f"default source: {default}")
+        con.print(f"default source: {default}", markup=False)
     if dev.aliases:
         con.print(f"aliases: {', '.join(dev.aliases)}", markup=False)
     if dev.notes:
