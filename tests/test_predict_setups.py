@@ -144,3 +144,20 @@ def test_hundred_thousand_scenarios_under_ten_cpu_seconds(tmp_path, capsys):
         out = capsys.readouterr().out
         print(f"100k scenarios {mode or 'table'}: {dt:.1f} s CPU")
         assert dt < 10.0 and out.count("qwen3") >= 40_000
+
+
+def test_excluded_setup_rows_state_why():
+    """A published row left out of the setup fit is kept in setups_excluded.csv with its source and a reason,
+    and is not also in the fitted rows (nothing is dropped silently)."""
+    import csv
+
+    from qlab.predict.calibrate.rows import DATA
+
+    with open(DATA / "setups_excluded.csv", newline="") as f:
+        excluded = list(csv.DictReader(f))
+    with open(DATA / "setups_published.csv", newline="") as f:
+        fitted = {(r["source"], r["hw"], r["measured_tok_s"]) for r in csv.DictReader(f)}
+    assert excluded
+    for r in excluded:
+        assert r["reason"].strip() and r["source"].startswith("https://"), r
+        assert (r["source"], r["hw"], r["measured_tok_s"]) not in fitted, r

@@ -36,6 +36,7 @@ def load_setup_rows(path: Path = SETUPS_CSV) -> list[dict]:
     from qlab.predict.setups import Setup
 
     rows = []
+    seen_baselines = set()   # one multigpu row per measured baseline arm (a sweep repeats it per draft count)
     with open(path, newline="") as f:
         for i, r in enumerate(csv.DictReader(f), start=2):
             base = Setup(gpus=int(r["gpus"]), split=r["split"] or "layer", link=r["link"] or None,
@@ -49,11 +50,21 @@ def load_setup_rows(path: Path = SETUPS_CSV) -> list[dict]:
             if r["setup"] == "mtp":
                 rows.append({**common, "setup": "mtp", "measured": float(r["measured_tok_s"]),
                              "baseline": float(r["baseline_tok_s"])})
-                if base.gpus > 1:   # its baseline arm is a several-GPU measurement
+                key = (r["source"], r["hw"], base.gpus, base.split, r["quant"], r["baseline_tok_s"])
+                if base.gpus > 1 and key not in seen_baselines:   # its baseline arm is a several-GPU measurement
+                    seen_baselines.add(key)
                     rows.append({**common, "setup": "multigpu", "measured": float(r["baseline_tok_s"])})
             else:
                 rows.append({**common, "setup": r["setup"], "measured": float(r["measured_tok_s"])})
     return rows
+
+
+# Setup rows measured with a llama.cpp build from before its hybrid (DeltaNet) decode kernels caught up
+# (b10450, 2026-08). The batch-1 fit gives such rows one shared time factor (rows.EARLY_HYBRID_BUILD,
+# calibration.json's early_hybrid_build_time_factor); absolute setup rows of the same builds get the same
+# factor, so a slow old build is not read as a slow multi-GPU hand-off. MTP rows are ratios of two arms of
+# one build and need none. sanj.dev: llama.cpp ~b9200 (2026, before b10450).
+EARLY_HYBRID_SETUP_SOURCES = ("sanj.dev",)
 
 
 def _tok_s(row: dict, setup, params: dict) -> float:
@@ -68,7 +79,12 @@ def ratio(row: dict, params: dict) -> float:
     if row["setup"] == "mtp":
         pred = _tok_s(row, row["full"], params) / _tok_s(row, row["base"], params)
         return pred / (row["measured"] / row["baseline"])
-    return _tok_s(row, row["base"], params) / row["measured"]
+    pred = _tok_s(row, row["base"], params)
+    if any(k in row["source"] for k in EARLY_HYBRID_SETUP_SOURCES):
+        from qlab.predict.efficiency import load_calibration
+
+        pred /= load_calibration().get("early_hybrid_build_time_factor", 1.0)
+    return pred / row["measured"]
 
 
 def fit(rows: list[dict]) -> dict:
