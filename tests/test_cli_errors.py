@@ -237,3 +237,14 @@ def test_a_subcommand_module_that_fails_to_import_is_exit_3_not_a_traceback(monk
     assert main(["hw", "list"]) == 3
     err = capsys.readouterr().err
     assert "internal error (SyntaxError: f-string: unterminated string)" in err and "Traceback" not in err
+
+
+def test_profile_path_with_markup_like_text_prints_as_is(monkeypatch, tmp_path, capsys):
+    import qlab.profile.runner as runner
+    import qlab.profile.summary as summary
+
+    out = tmp_path / "runs[/]x"
+    monkeypatch.setattr(runner, "run_profile", lambda opts, console: ({"stages": {}}, out / "p.json"))
+    monkeypatch.setattr(summary, "print_summary", lambda doc, console: None)
+    assert main(["profile", "--out", str(out)]) == 0
+    assert "runs[/]x" in capsys.readouterr().out.replace("\n", "")

@@ -85,6 +85,7 @@ def resume_flags(opts) -> str:
 
 
     from rich.console import Console
+    from rich.markup import escape
 
     from qlab.profile.runner import ProfileInterrupted, run_profile
     from qlab.profile.summary import print_summary
@@ -102,12 +103,12 @@ def resume_flags(opts) -> str:
                   f"`qlab profile {resume_flags(opts)} --resume {e.path}`", file=sys.stderr)
         return 130
     print_summary(doc, console)
-    console.print(f"profile written to [bold]{path}[/bold]")
+    console.print(f"profile written to [bold]{escape(str(path))}[/bold]")  # a path is not markup
     if opts.report:
         from qlab.report.build import write_report
 
         out = Path(opts.out).parent / "reports" / f"{path.stem}.html" if opts.out else Path(f"{path.stem}.html")
         write_report(out, hw_ids=None, vendor=None, all_devices=False, model=opts.model, profiles=[doc])
-        console.print(f"report written to [bold]{out}[/bold]")
+        console.print(f"report written to [bold]{escape(str(out))}[/bold]")
     failed = [n for n, s in doc["stages"].items() if s["status"] == "failed"]
     return 1 if failed else 0
