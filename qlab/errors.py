@@ -1,4 +1,6 @@
-"""User-facing errors: the CLI prints these as one line and exits with their code, never a traceback."""
+"""User-facing errors: the CLI prints these as one line and exits with their code, never a traceback.
+Also one-line warnings (`warn`) and the crash log (`save_traceback`) that keeps an internal error's traceback off
+the screen: $QLAB_HOME/logs/crash-*.log, or <tempdir>/qlab-logs where that cannot be written."""
 
 from __future__ import annotations
 
