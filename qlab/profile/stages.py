@@ -211,8 +211,10 @@ def stage_decode(doc: dict, opts: ProfileOptions, ctx: Context) -> None:
     results = doc.setdefault("decode", [])
     done = {_key(r) for r in results if "error" not in r}
     results[:] = [r for r in results if _key(r) in done]  # retry failed items on resume
-    items = [(q, c, False) for q in opts.quants for c in opts.contexts]
-    items += [(q, c, True) for q in opts.quants for c in opts.whole_contexts()]
+    # the whole model first: the engine keeps the last weights it loaded (for the next depth), and a slice held
+    # then would count against the whole model's fit check
+    items = [(q, c, True) for q in opts.quants for c in opts.whole_contexts()]
+    items += [(q, c, False) for q in opts.quants for c in opts.contexts]
     skipped = doc.setdefault("whole_model", {})
     for quant, context, whole in items:
         if (quant, context, whole) in done:
