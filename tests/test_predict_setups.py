@@ -9,7 +9,7 @@ import pytest
 
 from qlab.errors import QlabError
 from qlab.predict import breakdown, predict
-from qlab.predict.setups import AUTO, Setup
+from qlab.predict.setups import AUTO, DEFAULT_ACCEPTANCE, Setup
 
 CONTRACT = {"hw", "model", "quant", "context", "batch", "decode_tok_s", "prefill_tok_s", "ttft_s", "memory", "fits",
             "bound", "basis"}
@@ -26,7 +26,8 @@ def test_setups_add_fields_and_keep_the_contract():
     assert set(plain) == CONTRACT
     assert CONTRACT < set(r) and {"setup", "terms", "per_gpu_gb"} <= set(r)
     assert r["memory"] == plain["memory"] and r["prefill_tok_s"] == plain["prefill_tok_s"]
-    assert r["setup"] == {"gpus": 2, "split": "tensor", "link": "pcie4", "mtp": True, "draft": 2, "acceptance": 0.78}
+    assert r["setup"] == {"gpus": 2, "split": "tensor", "link": "pcie4", "mtp": True, "draft": 2,
+                          "acceptance": DEFAULT_ACCEPTANCE[2]}
     assert all(t["basis"] in BASES for t in r["terms"].values())
     assert {"allreduce_s", "mtp_draft_s", "mtp_verify_extra_s", "mtp_tokens_per_step"} <= set(r["terms"])
 

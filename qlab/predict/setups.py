@@ -23,8 +23,9 @@ HOP_US = 20.0                 # layer split: one device-to-device copy and sync 
 LAYER_IMBALANCE = 1.05        # layer split: the output matrix lands on the last GPU, so its share is larger
 MAX_GPUS = 16
 # MTP acceptance (accepted / drafted) by draft count, the median of the published llama.cpp draft-mtp rows
-# on Qwen3.5/3.6-class 27B models (data/setups_published.csv); beyond 4 drafts it keeps falling ~0.06/draft.
-DEFAULT_ACCEPTANCE = {1: 0.85, 2: 0.78, 3: 0.72, 4: 0.66}
+# on Qwen3.6/3.8-class 27B models (data/setups_published.csv: 28 rows at 2 drafts, 8 at 3, 16 at 4; none at
+# 1 draft, whose 0.85 is assumed); beyond 4 drafts it keeps falling ~0.06/draft.
+DEFAULT_ACCEPTANCE = {1: 0.85, 2: 0.74, 3: 0.72, 4: 0.63}
 # The host's memory bandwidth when neither --host-bw nor a profile of the host gives it: dual-channel
 # DDR5-5200 (2 x 8 B x 5.2 GT/s), a typical 2024-26 desktop. Assumed.
 DEFAULT_HOST_BW_GBS = 83.2
