@@ -367,3 +367,25 @@ def test_absurd_decode_is_a_problem_not_a_factor():
     assert cal["basis"] == "class" and any("slower than the measured bandwidth" in p for p in cal["problems"])
     doc["calibration"] = cal
     validate_profile(doc)
+
+
+def test_tune_stage_times_only_validated_impls(tmp_path, monkeypatch):
+    import qlab.tune
+    from qlab.tune.ops.builtin import BlockedMatmulOp
+
+    class Broken(BlockedMatmulOp):
+        def run(self, inputs, config):
+            return super().run(inputs, config) * 0.5
+
+    good = BlockedMatmulOp("torch_blocked", {"block_n": [64, 128]}, {"block_n": 64})
+    broken = Broken("torch_broken", {"block_n": [64]}, {"block_n": 64})
+    monkeypatch.setenv("QLAB_HOME", str(tmp_path))
+    monkeypatch.setattr(qlab.tune, "OPS", ("blocked_matmul",), raising=False)
+    monkeypatch.setattr("qlab.tune.tuner._get_ops", lambda op, device: [broken, good])
+    monkeypatch.setattr(stages, "tune_shapes_for", lambda op, mode: [{"M": 1, "N": 256, "K": 128}])
+    doc = _host_profile([])
+    stages.stage_tune(doc, ProfileOptions(mode="quick", budget_s=4.0), stages.Context(log=lambda m: None))
+    v = doc["kernel_validation"]["blocked_matmul"]
+    assert v["passed"] == ["torch_blocked"] and "torch_broken" in v["failed"]
+    assert {k["impl"] for k in doc["kernels"]} == {"torch_blocked"}     # the run went on with the good impl
+    validate_profile(doc)

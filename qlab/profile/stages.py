@@ -5,6 +5,7 @@ item), so an interrupted run keeps what it finished."""
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Callable
 
 from qlab.errors import QlabError
@@ -168,7 +169,12 @@ def stage_tune(doc: dict, opts: ProfileOptions, ctx: Context) -> None:
             results = []
             for top, shape in tasks:
                 try:
-                    results.append(tune_task(top, shape, ctx.torch_device, budget / len(tasks), "budgeted", cache))
+                    with warnings.catch_warnings(record=True) as caught:   # the tuner's notes, as one line each
+                        warnings.simplefilter("always")
+                        results.append(tune_task(top, shape, ctx.torch_device, budget / len(tasks), "budgeted",
+                                                 cache))
+                    for w in caught:
+                        ctx.log(f"tune {op}/{top.impl}: {w.message}")
                 except QlabError as e:   # a shape this impl rejects: the other tasks go on
                     errors[f"{op}/{top.impl}"] = str(e)[:300]
         except Exception as e:  # noqa: BLE001 — recorded per op; the next op still runs
