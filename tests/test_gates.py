@@ -116,6 +116,21 @@ def test_gate_cli_fails_against_baseline_scaled_by_half(tmp_path, capsys):
     assert main(["bench", "gate", "--only", "timing", "--baseline", str(cur), "--current", str(cur)]) == 0
 
 
+def test_a_provisional_baseline_shows_but_does_not_fail(tmp_path, capsys):
+    """A baseline measured too noisily to bind (rebuild_baseline.py marks it) is advisory, and says so."""
+    base, cur = _run(), tmp_path / "cur.json"
+    base["qlab_baseline"] = {"class": "x86_64-avx512", "provisional": True}
+    (tmp_path / "base.json").write_text(json.dumps(base))
+    cur.write_text(json.dumps(_run(scale_kernels=2.0)))
+    argv = ["bench", "gate", "--only", "timing", "--baseline", str(tmp_path / "base.json"), "--current", str(cur)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out.replace("\n", " ")
+    assert "regressed" in out and "advisory" in out
+    base["qlab_baseline"]["provisional"] = False
+    (tmp_path / "base.json").write_text(json.dumps(base))
+    assert main(argv) == 1
+
+
 def test_gate_cli_bad_input(tmp_path, capsys):
     assert main(["bench", "gate", "--only", "timing", "--baseline", str(tmp_path / "none.json")]) == 2
     assert "no such file" in capsys.readouterr().err
