@@ -8,6 +8,7 @@ Run as a script it is that worker: it reads one path per line on stdin and answe
 
 from __future__ import annotations
 
+import json
 import random
 import select
 import subprocess
@@ -46,9 +47,13 @@ def field_slots(path: Path) -> list[tuple[str, int, np.dtype]]:
     r = gguf.GGUFReader(path)
     slots = []
     for f in r.fields.values():
+        # the key length, value type and (arrays) item type and count first: a mutation picks among these
+        # structural slots half of the time, so the few counts are hit as often as the many values
+        n_struct = 5 if len(f.types) > 1 else 3
         for i, part in enumerate(f.parts):
             if part.size == 1 and part.dtype.kind in "uif":
-                slots.append((f"{f.name}[{i}]", _offset(r, part), part.dtype))
+                slots.append((f"{f.name}[{i}]" + ("*" if i < n_struct and i != 1 else ""), _offset(r, part),
+                              part.dtype))
     for t in r.tensors:
         for i, part in enumerate(t.field.parts):
             if part.size >= 1 and part.dtype.kind in "ui":
@@ -101,7 +106,8 @@ def mutate(base: bytes, slots, header_end: int, rng: random.Random) -> bytes:
     b = bytearray(base)
     kind = rng.random()
     if kind < 0.55:
-        what, at, dt = rng.choice(slots)
+        structural = [s for s in slots if s[0].endswith("*") or s[0].startswith("tensor ")]
+        what, at, dt = rng.choice(structural if rng.random() < 0.5 else slots)
         v = rng.choice(INTERESTING) if rng.random() < 0.7 else rng.randrange(0, 1 << (8 * dt.itemsize))
         if dt.kind == "f":
             v = rng.choice([float("nan"), float("inf"), -1.0, 0.0, 1e30, float(v)])
@@ -152,7 +158,7 @@ class Worker:
             rc = self.proc.wait()
             self.proc = None
             return f"signal {rc}"
-        return line.strip()
+        return json.loads(line)
 
     def stop(self):
         if self.proc is not None:
@@ -188,9 +194,9 @@ def run_case(path: str, base: str | None = None) -> str:
     except QlabError as e:
         return "clear " + str(e).replace("\n", " | ")
     except Exception as e:  # noqa: BLE001 - the point is to report it
-        return f"other {type(e).__name__}: {e}".replace("\n", " | ")
+        return f"other {type(e).__name__}: {e}"
 
 
 if __name__ == "__main__":
     for line in sys.stdin:
-        print(run_case(*line.rstrip("\n").split("\t")), flush=True)
+        print(json.dumps(run_case(*line.rstrip("\n").split("\t"))), flush=True)   # one line, whatever it says

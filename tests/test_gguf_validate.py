@@ -114,3 +114,18 @@ def test_cli_gguf_info_exit_2_one_line(base, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "blocks.gguf: qwen35.block_count: 4294967295, but the file holds tensors of 4 blocks" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("key", ["tokenizer.ggml.tokens", "tokenizer.ggml.scores", "tokenizer.ggml.token_type",
+                                 "qwen35.rope.dimension_sections"])
+@pytest.mark.parametrize("count", [2**62, 10**9])
+def test_array_count_past_the_file_is_rejected_at_once(base, worker, tmp_path, key, count):
+    """gguf-py's reader visits array items one by one: a flipped count kept it busy for minutes."""
+    p = gguf_cases.patch_value(base, tmp_path / "count.gguf", key, count, part=4)
+    _expect(worker, p, key, "cannot fit" if "tokens" in key else "past the end of the file")
+
+
+@pytest.mark.parametrize("at,what", [(8, "tensor infos"), (16, "metadata entries")])
+def test_header_counts_past_the_file(base, worker, tmp_path, at, what):
+    p = gguf_cases._patch(base, tmp_path / "hdr.gguf", at, (2**63).to_bytes(8, "little"))
+    _expect(worker, p, what, "cannot fit")

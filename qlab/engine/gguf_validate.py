@@ -51,12 +51,84 @@ class GGUFFacts:
     vocab: int
 
 
+_SCALAR_BYTES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}   # GGUF value type -> bytes
+_STRING, _ARRAY = 8, 9
+
+
+def prescan(path) -> None:
+    """Walk the GGUF header once, checking every count against the bytes left in the file before anything
+    loops over it: gguf-py's reader visits array items one by one, so an array whose count was flipped to
+    2**62 would keep it busy for minutes (and a real file's for hours)."""
+    import mmap
+    import struct
+
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+        size = len(m)
+        if size < 24 or m[:4] != b"GGUF":
+            raise GGUFError(f"{path}: not a GGUF file (no GGUF magic)")
+        end = "<" if struct.unpack_from("<I", m, 4)[0] < 0x10000 else ">"
+        version, n_tensors, n_kv = struct.unpack_from(end + "IQQ", m, 4)
+        if version not in (2, 3):
+            raise GGUFError(f"{path}: GGUF version {version}, expected 2 or 3")
+        pos = 24
+
+        def take(n: int, what: str) -> int:
+            nonlocal pos
+            if n < 0 or pos + n > size:
+                raise GGUFError(f"{path}: {what}: needs {n} bytes at offset {pos}, past the end of the file "
+                                f"({size} bytes)")
+            pos += n
+            return pos - n
+
+        def u64(what: str) -> int:
+            return struct.unpack_from(end + "Q", m, take(8, what))[0]
+
+        def string(what: str) -> None:
+            take(u64(what), what)
+
+        if n_kv > (size - pos) // 13:   # the smallest entry: an empty key, its type, one byte of value
+            raise GGUFError(f"{path}: header: {n_kv} metadata entries cannot fit in {size} bytes")
+        for i in range(n_kv):
+            at = pos
+            key_len = u64(f"metadata entry {i}")
+            key = bytes(m[take(key_len, f"metadata entry {i} key"):pos]).decode("utf-8", "replace")
+            key = key if key.isprintable() else repr(key)    # a damaged key stays on one line
+            vtype = struct.unpack_from(end + "I", m, take(4, key))[0]
+            if vtype == _ARRAY:
+                itype = struct.unpack_from(end + "I", m, take(4, key))[0]
+                count = u64(key)
+                if itype == _STRING:
+                    if count > (size - pos) // 8:
+                        raise GGUFError(f"{path}: {key}: {count} strings cannot fit in the {size - pos} bytes left")
+                    for j in range(count):
+                        string(f"{key}[{j}]")
+                elif itype in _SCALAR_BYTES:
+                    take(count * _SCALAR_BYTES[itype], f"{key} ({count} items)")
+                else:
+                    raise GGUFError(f"{path}: {key}: unknown array item type {itype} (entry at offset {at})")
+            elif vtype == _STRING:
+                string(key)
+            elif vtype in _SCALAR_BYTES:
+                take(_SCALAR_BYTES[vtype], key)
+            else:
+                raise GGUFError(f"{path}: {key}: unknown value type {vtype} (entry at offset {at})")
+        if n_tensors > (size - pos) // 24:   # name length, dim count, one dim, type, offset
+            raise GGUFError(f"{path}: header: {n_tensors} tensor infos cannot fit in the {size - pos} bytes left")
+        for i in range(n_tensors):
+            string(f"tensor info {i} name")
+            n_dims = struct.unpack_from(end + "I", m, take(4, f"tensor info {i}"))[0]
+            if not 1 <= n_dims <= 4:
+                raise GGUFError(f"{path}: tensor info {i}: {n_dims} dimensions, expected 1..4")
+            take(8 * n_dims + 4 + 8, f"tensor info {i}")
+
+
 def open_reader(path):
-    """`gguf.GGUFReader` over `path`, each tensor info checked (name, type, extent inside the file) before the
-    reader maps its data, so a bad one is named instead of surfacing as a numpy reshape error."""
+    """`gguf.GGUFReader` over `path`, after `prescan`; each tensor info checked (name, type, extent inside the
+    file) before the reader maps its data, so a bad one is named instead of surfacing as a numpy reshape error."""
     import gguf
     import numpy as np
 
+    prescan(path)
     size = os.path.getsize(path)
 
     class Reader(gguf.GGUFReader):
