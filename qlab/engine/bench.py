@@ -291,4 +291,15 @@ def format_record(r: dict) -> str:
         f"full model ({f['layers']} layers): {f['decode_tok_s']:.3f} tok/s, {f['bytes_per_token'] / 1e9:.2f} GB/token",
         f"  {f['arithmetic']}",
     ]
+    if r.get("resolved"):
+        lines.append("kernels  " + _kernels_line(r["resolved"]))
     return "\n".join(lines)
+
+
+def _kernels_line(resolved: list[dict]) -> str:
+    """role: impl per decode/prefill role, with how many of its shapes took their config from the tune cache."""
+    roles: dict[str, dict[str, list[bool]]] = {}
+    for x in resolved:
+        roles.setdefault(x["role"], {}).setdefault(x["impl"], []).append(x["from_cache"])
+    return "; ".join(f"{role} " + ", ".join(f"{impl} ({sum(c)}/{len(c)} tuned)" for impl, c in impls.items())
+                     for role, impls in roles.items())

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Callable
@@ -27,6 +28,7 @@ from typing import Any, Callable
 FAMILIES = ("qlab.kernels.dequant_matmul", "qlab.kernels.deltanet", "qlab.kernels.attention")
 BACKENDS = ("torch", "c", "triton", "cupy")
 DEVICE_KINDS = ("cpu", "cuda", "mps")
+_FORMATS: dict = {}   # (family, "module:TABLE") -> the formats a kernel module's table lists (read once)
 
 
 class ImplUnavailableError(RuntimeError):
@@ -92,9 +94,12 @@ class Impl:
         return _op_family()[self.op]
 
     def load(self, attr: str):
-        """The object `attr` ("module:name") names, imported relative to the family package."""
+        """The object `attr` ("module:name") names, imported relative to the family package (looked up each
+        time, so a test's monkeypatch of the module is seen; a sys.modules hit costs well under a microsecond)."""
         mod, name = attr.split(":")
-        return getattr(importlib.import_module(f"{self.family()}.{mod}"), name)
+        path = f"{self.family()}.{mod}"
+        module = sys.modules.get(path) or importlib.import_module(path)
+        return getattr(module, name)
 
     def fn(self) -> Callable:
         return self.load(self.entry)
@@ -102,10 +107,14 @@ class Impl:
     def supported_formats(self) -> tuple[str, ...] | None:
         if self.formats is None or isinstance(self.formats, tuple):
             return self.formats
-        try:
-            return tuple(self.load(self.formats))
-        except ImportError:   # the module needs its backend (triton, cupy): no formats where it cannot load
-            return ()
+        hit = _FORMATS.get((self.family(), self.formats))
+        if hit is None:
+            try:
+                hit = tuple(self.load(self.formats))
+            except ImportError:   # the module needs its backend (triton, cupy): no formats where it cannot load
+                return ()
+            _FORMATS[(self.family(), self.formats)] = hit
+        return hit
 
     def reads(self, fmt: str) -> bool:
         f = self.supported_formats()

@@ -36,9 +36,16 @@ def _by_declaration():
     return impls.IMPLS
 
 
+_RECORDS: dict = {}   # name -> registry record: the decode loop calls matmul ~30 times a token
+
+
 def _record(impl: str):
+    rec = _RECORDS.get(impl)
+    if rec is not None:
+        return rec
     try:
-        return registry.get(OP, impl)
+        rec = _RECORDS[impl] = registry.get(OP, impl)
+        return rec
     except ValueError:
         raise ValueError(f"unknown dequant_matmul impl {impl!r}; impls: "
                          f"{', '.join(r.name for r in _by_declaration())}") from None
@@ -83,6 +90,12 @@ def _check(x, qw, rec) -> None:
         raise ValueError(f"matmul: x must be a 2-D float tensor [M, K], got {got}")
     if x.shape[1] != qw.shape[1]:
         raise ValueError(f"matmul: x has K={x.shape[1]} but weight {qw.name or ''} has shape {qw.shape} (N, K)")
-    if not rec.reads(qw.fmt) and not rec.delegates:
-        raise ValueError(f"dequant_matmul impl {rec.name!r} does not support {qw.fmt}; it supports "
-                         f"{', '.join(rec.supported_formats())}")
+    if not rec.delegates and (rec.name, qw.fmt) not in _READS:
+        if not rec.reads(qw.fmt):
+            raise ValueError(f"dequant_matmul impl {rec.name!r} does not support {qw.fmt}; it supports "
+                             f"{', '.join(rec.supported_formats())}")
+        _READS.add((rec.name, qw.fmt))
+
+
+_READS: set = set()   # (impl, format) pairs already checked
+
