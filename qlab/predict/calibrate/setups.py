@@ -46,7 +46,7 @@ def load_setup_rows(path: Path = SETUPS_CSV) -> list[dict]:
                                        acceptance=float(r["acceptance"]) if r["acceptance"] else None)
             common = {"line": i, "hw": r["hw"], "model": r["model"], "quant": r["quant"],
                       "context": int(r["context"]), "kv_dtype": r["kv_dtype"] or "F16", "batch": int(r["batch"] or 1),
-                      "source": r["source"], "base": base, "full": full}
+                      "source": SAME_RIG.get(r["source"], r["source"]), "base": base, "full": full}
             if r["setup"] == "mtp":
                 rows.append({**common, "setup": "mtp", "measured": float(r["measured_tok_s"]),
                              "baseline": float(r["baseline_tok_s"])})
@@ -65,6 +65,10 @@ def load_setup_rows(path: Path = SETUPS_CSV) -> list[dict]:
 # factor, so a slow old build is not read as a slow multi-GPU hand-off. MTP rows are ratios of two arms of
 # one build and need none. sanj.dev: llama.cpp ~b9200 (2026, before b10450).
 EARLY_HYBRID_SETUP_SOURCES = ("sanj.dev",)
+# Leave-one-source-out leaves out a rig, not a URL: one contributor's RTX 5090 rows reached the qwen38-mtp
+# repo through three PRs (30, 31, 33: @lyesrock, same card and build), so they are held out together.
+_MTP_PR = "https://github.com/sudoingX/qwen38-mtp/pull/"
+SAME_RIG = {_MTP_PR + "30": _MTP_PR + "33", _MTP_PR + "31": _MTP_PR + "33"}
 
 
 def _tok_s(row: dict, setup, params: dict) -> float:
