@@ -1,8 +1,9 @@
 """The shape of the model the decode loop runs: a frozen dataclass, one instance per preset, plus the two
 derived shapes qlab needs — a slice of N consecutive layers, and a narrower copy for quick tests.
 
-Torch-free, so the CLI and the memory accounting can import it cheaply. Facts come from DESIGN.md
-(Qwen3.6-27B = llama.cpp arch `qwen35`); where `qlab.models` has a preset for the id, its numbers win.
+Torch-free, so the CLI and the memory accounting can import it cheaply. The shapes come from the `qlab.models`
+preset (`from_preset`; Qwen3.6-27B = llama.cpp arch `qwen35`); RoPE, which presets do not describe, from
+DESIGN.md via the field defaults.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from qlab.errors import QlabError, unknown
+from qlab.errors import QlabError
 
 
 @dataclass(frozen=True)
@@ -147,9 +148,6 @@ class ModelConfig:
                        lin_k_heads=lin_k, lin_v_heads=lin_k * ratio, vocab=vocab or self.vocab)
 
 
-QWEN36_27B = ModelConfig()   # DESIGN.md's numbers; the qlab.models preset, when present, is what get_config reads
-
-
 def from_preset(preset) -> ModelConfig:
     """A ModelConfig from a `qlab.models` ModelPreset of a qwen35-architecture (dense Qwen3.5/3.6) model.
     RoPE (64 of 256 dims, theta 1e7, sections [11, 11, 10]) is not in the preset's fields and comes from
@@ -171,13 +169,12 @@ def from_preset(preset) -> ModelConfig:
 
 
 def get_config(model: str) -> ModelConfig:
-    """The engine's config for a model id: from the `qlab.models` preset (errors name the closest ids), or
-    DESIGN.md's numbers when that package is unavailable."""
-    try:
-        from qlab.models import get_model
-    except ImportError:
-        cfg = {"qwen3.6-27b": QWEN36_27B, "qwen3.5-27b": replace(QWEN36_27B, name="qwen3.5-27b")}.get(model.lower())
-        if cfg is None:
-            raise unknown("model for the decode loop", model, ["qwen3.6-27b", "qwen3.5-27b"]) from None
-        return cfg
+    """The engine's config for a model id: from its `qlab.models` preset (errors name the closest ids)."""
+    from qlab.models import get_model
+
     return from_preset(get_model(model))
+
+
+# The model this engine is built for, from its `qlab.models` preset (the one description of the model; the field
+# defaults above only carry what a preset does not describe: RoPE, and the dims a test's narrow copy keeps).
+QWEN36_27B = get_config("qwen3.6-27b")
