@@ -162,3 +162,14 @@ def test_excluded_setup_rows_state_why():
     for r in excluded:
         assert r["reason"].strip() and r["source"].startswith("https://"), r
         assert (r["source"], r["hw"], r["measured_tok_s"]) not in fitted, r
+
+
+def test_metal_small_batch_of_kquant_rows_does_not_amortize():
+    """Published llama-batched-bench: on an M4 (Metal) 8 rows of a K-quant 27B give 1.22x the tok/s of one,
+    on an RTX 3090 3.34x; Q8_0 on an M2 Ultra still amortizes (4 rows: 2.84x)."""
+    def gain(hw, quant, b):
+        return predict(hw, "qwen3.6-27b", quant, 160, b)["decode_tok_s"] / predict(hw, "qwen3.6-27b", quant, 160)["decode_tok_s"]
+
+    assert gain("m4", "Q3_K_M", 8) < 1.5
+    assert gain("rtx-3090", "Q4_0", 8) > 2.5
+    assert gain("m2-ultra-76c", "Q8_0", 4) > 2.0

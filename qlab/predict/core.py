@@ -83,10 +83,26 @@ def alu_rate(dev) -> float:
     return (dev.fp32_tflops or dev.peak_tflops or 1.0) * 1e12 * INT_ALU_PER_FP32.get(device_class(dev), 1.0)
 
 
+# llama.cpp on Metal does not amortize a small batch of K-quant rows: in sternryan's llama-batched-bench
+# (github.com/sudoingX/qwen38-mtp PR 40, sweeps/apple-silicon.md; M4, b10450, Qwen3.8-27B Q3_K_XL) 8 rows cost
+# 6.54x one row (an RTX 3090: 2.39x), and MTP there gains nothing (M4 1.0x, M3 Ultra Q6_K 1.06x). Its lead is
+# ggml-metal's kernel choice (the mat-mat kernel only above 8 rows; the small-batch mat-vec takes K-quants from
+# 4 rows only). So on Apple each extra row re-streams this share of the K-quant weights and their unpacking
+# (published: 5.54 extra steps over 7 rows, over the K-quant share of the M4 step). Q8_0/Q4_0/F16 keep the ALU
+# term: the M2 Ultra Q8_0 batch rows amortize (4 rows cost 1.41x one).
+METAL_KQUANT_ROW_REREAD = 0.83
+
+
 def token_alu_s(step, dev, eff: Efficiencies) -> float:
     """Seconds one extra token adds to a small-batch step: its matmul FLOPs on the matvec kernels, which
-    re-unpack the weights per token, at a fraction (`eff.token_alu`, fitted) of the ALU rate."""
-    return step.token_flops / (alu_rate(dev) * eff.token_alu)
+    re-unpack the weights per token, at a fraction (`eff.token_alu`, fitted) of the ALU rate; on Apple, at
+    least the re-read of the K-quant weights (METAL_KQUANT_ROW_REREAD)."""
+    t = step.token_flops / (alu_rate(dev) * eff.token_alu)
+    if device_class(dev) == "apple" and step.weight_bytes.get("kquant"):
+        kq = (step.weight_bytes["kquant"] * eff.family("kquant") / (dev.mem_bandwidth_gbs * 1e9 * eff.weights)
+              + step.weight_elems.get("kquant", 0.0) * eff.dequant_ops.get("kquant", 0.0) / alu_rate(dev))
+        t = max(t, METAL_KQUANT_ROW_REREAD * kq)
+    return t
 
 
 def step_parts(step, dev, eff: Efficiencies) -> dict[str, float]:
