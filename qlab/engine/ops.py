@@ -64,8 +64,10 @@ def default_backend(device: str = "cpu", **overrides) -> Backend:
 
 def reference_backend(device: str = "cpu") -> Backend:
     """Every op on its fp32 reference impl, fp32 cache: what the engine's fast paths are checked against."""
-    return Backend(device, matmul="naive", deltanet_decode="naive", deltanet_prefill="naive",
-                   attn_decode="naive", attn_prefill="naive", cache_dtype=torch.float32)
+    from qlab.kernels import registry
+
+    refs = {f: registry.reference(op).name for f, op in FIELD_OPS.items()}
+    return Backend(device, cache_dtype=torch.float32, **refs)
 
 
 # ---- per-op timing --------------------------------------------------------------------------------------

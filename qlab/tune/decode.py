@@ -88,7 +88,8 @@ def _candidates(loop: _Loop, device: str) -> dict[str, list[str]]:
 def tune_decode(model: str = "qwen3.6-27b", layers: int | None = 4, quant: str = "Q4_K_M", gguf: str | None = None,
                 *, width_scale: float = 1.0, vocab: int | None = None, context: int = 256, device: str = "cpu",
                 budget_s: float = 60.0, tokens: int = 3, cache: bool = True, seed: int = 0) -> dict:
-    """Tune the decode step's threads, impls and configs within `budget_s` seconds; write the answer into the
+    """Tune the decode step's threads, impls and configs within `budget_s` seconds of search (after the weights
+    are loaded; the final paired re-measurement comes on top); write the answer into the
     tune cache (unless `cache` is False) and return the record: default and tuned ms per token, the choices,
     and every candidate timed."""
     import torch
@@ -99,10 +100,10 @@ def tune_decode(model: str = "qwen3.6-27b", layers: int | None = 4, quant: str =
     from qlab.kernels import registry
     from qlab.tune.ops.base import thread_choices
 
-    t_end = time.monotonic() + budget_s
     full = get_config(model)
     weights = load_weights(model, layers, quant, gguf, width_scale, vocab, seed=seed)
     loop = _Loop(weights, device, context, tokens, max_steps=400)
+    t_end = time.monotonic() + budget_s   # the search's budget: loading the weights is not counted
     base_threads = torch.get_num_threads()
     default = best_b = default_backend(device, tuned=False)
     best_t = base_threads

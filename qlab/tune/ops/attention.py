@@ -28,7 +28,9 @@ class _Attention(TunableOp):
         return self._call(inputs, self.impl, self.kernel_config(config))
 
     def reference(self, inputs):
-        return self._call(inputs, "naive", None)
+        from qlab.kernels import registry
+
+        return self._call(inputs, registry.reference(self.op).name, None)
 
 
 class AttentionDecodeOp(_Attention):

@@ -61,4 +61,6 @@ class DeltaNetOp(TunableOp):
         return self._call(inputs, self.impl, self.kernel_config(config))
 
     def reference(self, inputs):
-        return self._call(inputs, "naive", None)
+        from qlab.kernels import registry
+
+        return self._call(inputs, registry.reference(self.op).name, None)

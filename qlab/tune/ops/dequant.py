@@ -73,4 +73,6 @@ class DequantMatmulOp(TunableOp):
     def reference(self, inputs):
         from qlab.kernels.dequant_matmul import matmul
 
-        return matmul(inputs["x"], inputs["qw"], impl="naive")
+        from qlab.kernels import registry
+
+        return matmul(inputs["x"], inputs["qw"], impl=registry.reference(self.op).name)
