@@ -173,3 +173,9 @@ def test_metal_small_batch_of_kquant_rows_does_not_amortize():
     assert gain("m4", "Q3_K_M", 8) < 1.5
     assert gain("rtx-3090", "Q4_0", 8) > 2.5
     assert gain("m2-ultra-76c", "Q8_0", 4) > 2.0
+
+
+def test_metal_batches_above_eight_rows_read_the_weights_once():
+    """Above 8 rows Metal runs the mat-mat kernel: 16 sequences must gain over 8 (no per-row re-read)."""
+    t8, t16 = (predict("m3-ultra", "qwen3.6-27b", "Q4_K_M", 4096, b)["decode_tok_s"] for b in (8, 16))
+    assert t16 > 2 * t8

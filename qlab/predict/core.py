@@ -93,12 +93,14 @@ def alu_rate(dev) -> float:
 METAL_KQUANT_ROW_REREAD = 0.83
 
 
-def token_alu_s(step, dev, eff: Efficiencies) -> float:
-    """Seconds one extra token adds to a small-batch step: its matmul FLOPs on the matvec kernels, which
-    re-unpack the weights per token, at a fraction (`eff.token_alu`, fitted) of the ALU rate; on Apple, at
-    least the re-read of the K-quant weights (METAL_KQUANT_ROW_REREAD)."""
+def token_alu_s(step, dev, eff: Efficiencies, rows: int | None = None) -> float:
+    """Seconds one extra token adds to a small-batch step of `rows` tokens (default: the step's batch): its
+    matmul FLOPs on the matvec kernels, which re-unpack the weights per token, at a fraction (`eff.token_alu`,
+    fitted) of the ALU rate; on Apple, up to 8 rows (above that Metal's mat-mat kernel reads the weights once),
+    at least the re-read of the K-quant weights (METAL_KQUANT_ROW_REREAD)."""
     t = step.token_flops / (alu_rate(dev) * eff.token_alu)
-    if device_class(dev) == "apple" and step.weight_bytes.get("kquant"):
+    rows = step.batch if rows is None else rows
+    if device_class(dev) == "apple" and rows <= SMALL_BATCH and step.weight_bytes.get("kquant"):
         kq = (step.weight_bytes["kquant"] * eff.family("kquant") / (dev.mem_bandwidth_gbs * 1e9 * eff.weights)
               + step.weight_elems.get("kquant", 0.0) * eff.dequant_ops.get("kquant", 0.0) / alu_rate(dev))
         t = max(t, METAL_KQUANT_ROW_REREAD * kq)
@@ -318,7 +320,7 @@ def _add_setup(out: dict, setup, dev, m, q, context, batch, kv, eff, step, t_ste
     if setup is not None and not setup.plain:
         S.check_setup(setup, dev, m)
         params = S.fitted_params({"setups": setup_params} if setup_params is not None else load_calibration())
-        p["token_alu_s"] = token_alu_s(step, dev, eff)
+        p["token_alu_s"] = token_alu_s(step, dev, eff, rows=setup.draft + 1 if setup.mtp else None)
         r = S.apply(setup, p=p, step=step, dev=dev, eff=eff, m=m, t_step=t_step, mem=mem, params=params)
         terms.update({k: {"s" if k.endswith("_s") else "value": round(v, 7), "basis": b}
                       for k, (v, b) in r["terms"].items()})
