@@ -74,8 +74,6 @@ def parse_options(args):
                           resume=Path(args.resume) if args.resume else None, model=args.model, threads=args.threads)
 
 
-def run(args) -> int:
-    opts = parse_options(args)
 def resume_flags(opts) -> str:
     """The options a `--resume` must repeat (the runner refuses other ones)."""
     flags = [f"--{opts.mode}"] if opts.mode != "default" else []
@@ -84,6 +82,8 @@ def resume_flags(opts) -> str:
     return " ".join(flags)
 
 
+def run(args) -> int:
+    opts = parse_options(args)
     from rich.console import Console
     from rich.markup import escape
 
