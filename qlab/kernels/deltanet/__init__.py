@@ -50,14 +50,21 @@ def available_impls() -> list[str]:
     return [r.name for r in _declared() if not why_unavailable(r.name)]
 
 
+_RUNS: dict = {}   # (impl, TRITON_INTERPRET) -> its record, once it was found to run here
+
+
 def _resolve(impl: str):
     from qlab.kernels import registry
 
-    rec = registry.get(OP, impl)
-    why = why_unavailable(rec.name)
-    if why:
-        raise ImplUnavailableError(f"impl {rec.name!r} is not available on this machine: {why}; "
-                                   f"available: {', '.join(available_impls())}")
+    key = (impl, _interpret())
+    rec = _RUNS.get(key)
+    if rec is None:
+        rec = registry.get(OP, impl)
+        why = why_unavailable(rec.name)
+        if why:
+            raise ImplUnavailableError(f"impl {rec.name!r} is not available on this machine: {why}; "
+                                       f"available: {', '.join(available_impls())}")
+        _RUNS[key] = rec
     return rec.fn(), rec
 
 
