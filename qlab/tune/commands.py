@@ -110,7 +110,7 @@ def run(args) -> int:
         raise QlabError("--op: no op given" if args.op != "all" else "--op all: no kernel op is present yet")
     for op in ops:
         if op not in all_names():
-            raise unknown("op", op, list(available_ops()) + list(SELF_TEST_OPS))
+            raise unknown("op", op, list(available_ops()) + list(SELF_TEST_OPS) + ["decode"])
     device = resolve_device(args.device)
     plan = [(op, parse_spec(op, args.shapes)) for op in ops]   # all specs checked before any timing
 
