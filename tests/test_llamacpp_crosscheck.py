@@ -2,11 +2,18 @@
 written as an F16 GGUF by `write_synthetic_gguf`, quantized by llama.cpp itself (`llama_model_quantize`) to Q8_0
 and Q4_K_M, then run by both engines on one token sequence (qlab: prefill of the first half, decode of the rest).
 
-Both engines read identical quantized weights, so what separates them is llama.cpp's activation quantization
-(Q8_0 / Q8_K dot products), its f16 KV cache and summation order. That noise (~0.6-0.8% of the logits' RMS)
-flips the top-1 token only where the two best logits are within a hair of each other; top-1 agreement is
-therefore checked on all positions (>= 95%) and on the decisive ones, where llama.cpp's top-2 margin exceeds
-5% of the logits' standard deviation (>= 99%), and every disagreement must be such a near-tie.
+Both engines read identical quantized weights and round activations to int8 the same way (cpu_int8: Q8_0 blocks
+of 32, Q8_K blocks of 256, as llama.cpp's CPU backend), so what separates them is float summation order, the KV
+cache dtype (qlab bf16, llama.cpp f16) and the order of the element-wise math: ~0.02% of the logits' RMS at F16.
+Int8 activations amplify that: a 1e-4 difference moves ~1% of the roundings by a whole step, which leaves
+~0.3-0.45% of RMS between the engines at Q8_0/Q4_K_M (and between qlab and itself with an f16 instead of a bf16
+cache, a change of the same size). Checked over all 160 positions (32 prefilled, 128 decoded), with no near-tie
+exemption: rel. RMS <= 0.2 % (F16) / 1 % (Q8_0) / 2 % (Q4_K_M), top-1 agreement >= 99 % at F16 and Q8_0.
+Q4_K_M is held to 98 %: measured here (AVX-512 EPYC) it agrees at 157 of 160 positions, and each of the three
+others is a near-tie (llama.cpp's top-2 within 0.0013-0.0045 of the logits' std) that its 0.55 % RMS of int8
+noise decides either way; prefilling in chunks of 16 (every matmul on the int8 path, as in llama.cpp's prefill)
+takes the RMS to 0.44 % and still leaves two. Reaching 99 % would take a difference below qlab's own ~0.2 %
+sensitivity to its cache dtype, i.e. bit-matching llama.cpp's graph, not a fix of one rounding.
 """
 
 from __future__ import annotations
@@ -25,10 +32,10 @@ from qlab.engine.model import Qwen35, decode_one_token, prefill  # noqa: E402
 from qlab.engine.ops import default_backend  # noqa: E402
 from qlab.testing import rel_rms_error  # noqa: E402
 
-pytestmark = [pytest.mark.peer, pytest.mark.slow]  # ~60 s of CPU: three llama.cpp runs and three of ours
+pytestmark = [pytest.mark.peer, pytest.mark.slow]  # ~60 s of CPU: four llama.cpp runs and four of ours
 
 CFG = QWEN36_27B.width_scaled(8, vocab=1024).sliced(4)   # hidden 512, ffn 2048, 6/1 heads, 2/6 DeltaNet heads
-N_TOKENS, N_PREFILL = 96, 48
+N_TOKENS, N_PREFILL = 160, 32
 FTYPES = {"Q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0", "Q4_K_M": "LLAMA_FTYPE_MOSTLY_Q4_K_M"}
 
 
@@ -41,7 +48,8 @@ def llamacpp_quantize(src, dst, quant: str, threads: int = 2) -> None:
 
 
 def llamacpp_logits(path, tokens: list[int]) -> torch.Tensor:
-    llm = llama_cpp.Llama(model_path=str(path), logits_all=True, n_threads=2, n_ctx=128, n_batch=128, verbose=False)
+    llm = llama_cpp.Llama(model_path=str(path), logits_all=True, n_threads=2, n_ctx=N_TOKENS, n_batch=N_TOKENS,
+                          verbose=False)
     llm.eval(tokens)
     out = torch.from_numpy(np.array(llm.scores[:len(tokens)], dtype=np.float32))
     llm.close()
@@ -77,21 +85,20 @@ def test_llamacpp_quantized_the_matrices(files):
     assert {"Q4_K", "Q6_K"} <= set(read_gguf(files["Q4_K_M"]).formats())
 
 
-@pytest.mark.parametrize("quant,rms_tol", [("F16", 2e-3), ("Q8_0", 1e-2), ("Q4_K_M", 2e-2)])
-def test_logits_match_llamacpp(files, tokens, quant, rms_tol):
+@pytest.mark.parametrize("quant,rms_tol,top1", [("F16", 2e-3, 0.99), ("Q8_0", 1e-2, 0.99), ("Q4_K_M", 2e-2, 0.98)])
+def test_logits_match_llamacpp(files, tokens, quant, rms_tol, top1):
     ref = llamacpp_logits(files[quant], tokens)
     out = qlab_logits(files[quant], tokens)
     assert not out.isnan().any()
+    assert len(out) == len(ref) == N_TOKENS >= 64
     err = rel_rms_error(ref, out)
     assert err <= rms_tol, f"{quant}: rel RMS {err:.4f} > {rms_tol}"
+    same = out.argmax(-1) == ref.argmax(-1)
     top2 = ref.topk(2, dim=-1).values
     margin = (top2[:, 0] - top2[:, 1]) / ref.std(dim=-1)
-    same = out.argmax(-1) == ref.argmax(-1)
-    decisive = margin > 0.05
-    assert same.float().mean() >= 0.95, f"{quant}: top-1 agreement {same.float().mean():.3f}"
-    assert decisive.float().mean() >= 0.8, "too few decisive positions for the check to mean anything"
-    assert same[decisive].float().mean() >= 0.99, f"{quant}: decisive top-1 {same[decisive].float().mean():.3f}"
-    assert (margin[~same] < 0.05).all(), f"{quant}: a disagreement at a clear margin {margin[~same].tolist()}"
+    assert same.float().mean() >= top1, (f"{quant}: top-1 agreement {same.float().mean():.4f} < {top1} over "
+                                         f"{N_TOKENS} positions; llama.cpp's top-2 margins there "
+                                         f"{margin[~same].tolist()}")
 
 
 def test_a_wrong_engine_would_fail(files, tokens):
