@@ -15,6 +15,7 @@ def _run(tmp_path, *extra) -> int:
     return main(["selftest", "--device", "cpu", "-o", str(tmp_path / "st"), *extra])
 
 
+@pytest.mark.slow   # ~20 s of CPU: every CPU kernel, two loops, the bandwidth timings, a decode slice
 def test_selftest_cpu_passes_and_writes_json_and_summary(tmp_path, capsys):
     assert _run(tmp_path) == 0, capsys.readouterr().out[-3000:]
     rec = json.loads((tmp_path / "st" / "selftest.json").read_text())

@@ -4,9 +4,6 @@ fraction under its target is reported, not a failure: only wrong answers fail th
 
 from __future__ import annotations
 
-import statistics
-import time
-
 # (op, shape overrides at Qwen3.6-27B's decode shapes, target fraction of copy bandwidth on a GPU)
 CASES = [
     ("dequant_matmul", {"M": 1, "fmt": "Q4_K"}, 0.85),
@@ -19,31 +16,16 @@ CPU_ATTENTION_S = 4096   # the CPU's attention case is shorter: the selftest on 
 
 
 def copy_gb_s(device: str) -> float:
-    """Measured copy bandwidth (bytes read + written per second), GB/s."""
-    from qlab.profile.microbench import copy_bandwidth
+    """Measured copy bandwidth (bytes read + written per second), GB/s: qlab.measure's probe."""
+    from qlab.measure import copy_bandwidth_gbs
 
-    return copy_bandwidth(device, nbytes=(1 << 29) if device.startswith("cuda") else (1 << 26), repeats=5)["gbs"]
-
-
-def _time(fn, device: str, repeats: int) -> float:
-    """Median seconds of fn() after one warm-up call (the device synchronised around each)."""
-    import torch
-
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    fn()
-    sync()
-    out = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        out.append(time.perf_counter() - t0)
-    return statistics.median(out)
+    return copy_bandwidth_gbs(device, nbytes=(1 << 29) if device.startswith("cuda") else (1 << 26), repeats=5)
 
 
 def measure(device: str, failed: set, log=print, kernels: bool = True) -> dict:
     """{"copy_gb_s", "kernels": [{op, impl, shape, bytes, time_s, gb_s, fraction, target, meets}]}; impls in
     `failed` ({(op, impl)}) gave wrong answers and are not timed; kernels=False: the copy bandwidth alone."""
+    from qlab.measure import median_s
     from qlab.tune.tuner import _get_ops
 
     copy = copy_gb_s(device)
@@ -65,7 +47,7 @@ def measure(device: str, failed: set, log=print, kernels: bool = True) -> dict:
             try:
                 inputs = top.make_inputs(shape, device)
                 fn = top.prepare(inputs, dict(top.defaults))
-                t = _time(fn, device, repeats)
+                t = median_s(fn, device, warmup=1, repeats=repeats)
                 nbytes = top.cost(shape).bytes
                 row |= {"bytes": nbytes, "time_s": t, "gb_s": nbytes / t / 1e9}
                 row["fraction"] = row["gb_s"] / copy
