@@ -26,6 +26,7 @@ from qlab.engine.gguf_io import default_synth_config, write_synthetic_gguf  # no
 from qlab.models.quant_mix import GGUF_QUANTS, quantize  # noqa: E402
 
 WIDTH, VOCAB = 32, 512
+_CALLBACKS: list = []
 # llama_model_quantize_impl's per-tensor line: "[  6/ 851] blk.0.attn_qkv.weight - [ 256, 1280, 1, 1], type =
 # f16, size = 0.62 MiB -> 0.21 MiB (q5_K)"; tensors it leaves alone have no "(type)" at the end
 _LINE = re.compile(r"^\[\s*\d+/\s*\d+\]\s+(\S+)\s+- \[[^]]*\], type =\s*(\w+),.*?(?:\((\w+)\))?\s*$")
@@ -47,12 +48,17 @@ def _llama_quantize(src, dst, q: str, dry_run: bool) -> dict[str, str]:
     p = llama_cpp.llama_model_quantize_default_params()
     p.ftype = _ftype(q)
     p.nthread = 2
+    if dry_run and not any(f == "dry_run" for f, _ in type(p)._fields_):
+        pytest.skip("this llama-cpp-python has no dry-run quantization")
     p.dry_run = dry_run
+    _CALLBACKS.append(collect)   # llama.cpp keeps the pointer: the callback must outlive any later log line
     llama_cpp.llama_log_set(collect, ctypes.c_void_p(0))
     try:
         rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(p))
     finally:
-        llama_cpp.llama_log_set(llama_cpp._logger.llama_log_callback, ctypes.c_void_p(0))
+        previous = getattr(getattr(llama_cpp, "_logger", None), "llama_log_callback", None)
+        if previous is not None:   # llama-cpp-python's own logger, as at import
+            llama_cpp.llama_log_set(previous, ctypes.c_void_p(0))
     assert rc == 0, f"llama_model_quantize({q}) returned {rc}"
     if not dry_run:
         return {t.name: t.tensor_type.name for t in gguf.GGUFReader(dst).tensors}
