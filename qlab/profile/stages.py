@@ -138,10 +138,43 @@ def tune_shapes_for(op: str, mode: str) -> list[dict]:
     return [s for s in shapes if s.get("T", 1) == 1 and s.get("M", 1) == 1 and s.get("S", 0) <= 4096]
 
 
+# Share of the tune budget spent on the decode step itself (threads, impl per op, configs at decode shapes);
+# the rest tunes each op's kernels alone at Qwen3.6-27B shapes.
+DECODE_TUNE_SHARE = 0.5
+
+
+def tune_decode_step(doc: dict, opts: ProfileOptions, ctx: Context) -> dict[str, set[str]] | None:
+    """`qlab tune --op decode` on the slice the decode stage runs (first quant, first context): its choices go
+    into the tune cache, where the decode stage's `resolve` finds them. Returns the impls that decode runs, per
+    op ({op: {impl}}), or None when the decode step could not be tuned (recorded in `kernel_errors`)."""
+    from qlab.tune.decode import tune_decode
+
+    errors = doc.setdefault("kernel_errors", {})
+    if "decode_tuning" in doc:   # a resumed run: the cache already holds the choices
+        return {op: set(impls) for op, impls in doc["decode_tuning"]["runs"].items()}
+    try:
+        rec = tune_decode(model=opts.model, layers=opts.layers, quant=opts.quants[0], width_scale=opts.width_scale,
+                          vocab=opts.vocab, context=opts.contexts[0], device=ctx.torch_device,
+                          budget_s=DECODE_TUNE_SHARE * opts.tune_budget_s)
+    except Exception as e:  # noqa: BLE001 — the per-op tuning below still runs, over every validated impl
+        errors["decode"] = f"{type(e).__name__}: {str(e)[:300]}"
+        ctx.log(f"tuning the decode step failed: {errors['decode']}")
+        return None
+    runs: dict[str, set[str]] = {}
+    for r in rec["resolved"]:
+        runs.setdefault(r["op"], set()).add(r["impl"])
+    doc["decode_tuning"] = {k: rec[k] for k in ("quant", "context", "layers", "threads", "default_threads",
+                                                "impls", "default_ms_per_token", "tuned_ms_per_token", "speedup")}
+    doc["decode_tuning"]["runs"] = {op: sorted(v) for op, v in runs.items()}
+    ctx.save()
+    return runs
+
+
 def stage_tune(doc: dict, opts: ProfileOptions, ctx: Context) -> None:
-    """Validate, then tune, every kernel op present at Qwen3.6-27B shapes; the tuner's cache makes a second run
-    fast. An impl that fails validation on this device is excluded and recorded (`kernel_validation`); an op
-    that fails is recorded with its error and the others still run."""
+    """Tune the decode step (threads, impl per op, configs), then validate and tune, op by op at Qwen3.6-27B
+    shapes, exactly the impls that decode runs; the tuner's cache makes a second run fast. An impl that fails
+    validation on this device is excluded and recorded (`kernel_validation`); an op that fails is recorded with
+    its error and the others still run."""
     from qlab.profile.kernel_check import validated_ops
     from qlab.tune import OPS
     from qlab.tune.cache import TuneCache
@@ -150,9 +183,10 @@ def stage_tune(doc: dict, opts: ProfileOptions, ctx: Context) -> None:
     kernels = doc.setdefault("kernels", [])
     errors = doc.setdefault("kernel_errors", {})
     validation = doc.setdefault("kernel_validation", {})
+    runs = tune_decode_step(doc, opts, ctx)
     done = {k["op"] for k in kernels}
     ops = [op for op in OPS if op not in done]
-    budget = opts.tune_budget_s / max(1, len(ops))
+    budget = opts.tune_budget_s * (1 - DECODE_TUNE_SHARE if runs is not None else 1) / max(1, len(ops))
     bw, tflops = _peak(doc)
     cache = TuneCache()
     for op in ops:
@@ -165,6 +199,11 @@ def stage_tune(doc: dict, opts: ProfileOptions, ctx: Context) -> None:
             validation[op] = {"passed": [t.impl for t in tops], "failed": failed}
             if not tops:
                 raise QlabError(f"no impl of {op} passed validation on {ctx.torch_device}")
+            if runs is not None:   # tune what the decode stage runs, nothing else
+                tops = [t for t in tops if t.impl in runs.get(op, set())]
+                if not tops:
+                    errors[op] = f"not run by this profile's decode ({', '.join(sorted(runs)) or 'none'} are)"
+                    continue
             tasks = [(top, top.full_shape(s, ctx.torch_device)) for s in shapes for top in tops]
             results = []
             for top, shape in tasks:

@@ -1,0 +1,69 @@
+"""The profile's tune stage tunes the decode step first, then exactly the impls that decode runs (issue 20)."""
+
+from types import SimpleNamespace
+
+from qlab.profile import stages
+from qlab.profile.options import ProfileOptions
+
+
+def _doc():
+    return {"microbench": {"read_gbs": 10.0, "matmul_tflops": {"float32": 0.1}},
+            "device": {"specs": {"mem_bandwidth_gbs": 10.0}}}
+
+
+def _tunable(op, impl):
+    return SimpleNamespace(op=op, impl=impl, full_shape=lambda s, d: dict(s))
+
+
+def test_tune_stage_tunes_only_what_decode_runs(monkeypatch):
+    import qlab.profile.kernel_check as kernel_check
+    import qlab.tune.decode as decode
+    import qlab.tune.tuner as tuner
+
+    every = {"dequant_matmul": ["cpu_int8", "cpu_fp32", "naive"], "deltanet": ["recurrent_cpu", "chunk_torch"],
+             "attention_decode": ["sdpa", "naive"], "attention_prefill": ["sdpa", "naive"]}
+    ran = [{"op": "dequant_matmul", "impl": "cpu_int8"}, {"op": "deltanet", "impl": "recurrent_cpu"},
+           {"op": "deltanet", "impl": "chunk_torch"}, {"op": "attention_decode", "impl": "sdpa"}]
+    asked = {}
+
+    def fake_tune_decode(**kw):
+        asked.update(kw)
+        return {"quant": kw["quant"], "context": kw["context"], "layers": 4, "threads": 2, "default_threads": 2,
+                "impls": {}, "default_ms_per_token": 10.0, "tuned_ms_per_token": 9.0, "speedup": 1.11,
+                "resolved": ran}
+
+    tuned = []
+    monkeypatch.setattr(decode, "tune_decode", fake_tune_decode)
+    monkeypatch.setattr(kernel_check, "validated_ops",
+                        lambda op, device, log: ([_tunable(op, i) for i in every[op]], {}))
+    monkeypatch.setattr(tuner, "tune_task", lambda top, shape, *a, **k: tuned.append((top.op, top.impl)) or {})
+    monkeypatch.setattr(stages, "tune_shapes_for", lambda op, mode: [{"T": 1}])
+
+    doc = _doc()
+    opts = ProfileOptions(mode="quick", quants=["Q4_K_M", "Q8_0"], contexts=[4096])
+    stages.stage_tune(doc, opts, stages.Context(torch_device="cpu", log=lambda m: None))
+
+    assert asked["quant"] == "Q4_K_M" and asked["context"] == 4096 and asked["layers"] == opts.layers
+    assert sorted(set(tuned)) == sorted({(r["op"], r["impl"]) for r in ran})   # nothing decode does not run
+    assert "attention_prefill" in doc["kernel_errors"]                          # said why it was not tuned
+    assert doc["decode_tuning"]["runs"]["deltanet"] == ["chunk_torch", "recurrent_cpu"]
+
+
+def test_tune_stage_falls_back_to_every_validated_impl_when_the_decode_tuner_fails(monkeypatch):
+    import qlab.profile.kernel_check as kernel_check
+    import qlab.tune.decode as decode
+    import qlab.tune.tuner as tuner
+
+    def broken(**kw):
+        raise MemoryError("planted")
+
+    tuned = []
+    monkeypatch.setattr(decode, "tune_decode", broken)
+    monkeypatch.setattr(kernel_check, "validated_ops",
+                        lambda op, device, log: ([_tunable(op, "a"), _tunable(op, "b")], {}))
+    monkeypatch.setattr(tuner, "tune_task", lambda top, shape, *a, **k: tuned.append((top.op, top.impl)) or {})
+    monkeypatch.setattr(stages, "tune_shapes_for", lambda op, mode: [{"T": 1}])
+    doc = _doc()
+    stages.stage_tune(doc, ProfileOptions(mode="quick"), stages.Context(torch_device="cpu", log=lambda m: None))
+    assert "MemoryError: planted" in doc["kernel_errors"]["decode"]
+    assert {i for _, i in tuned} == {"a", "b"}
