@@ -170,6 +170,16 @@ def tune_decode_step(doc: dict, opts: ProfileOptions, ctx: Context) -> dict[str,
     return runs
 
 
+def _engine_impl(op: str, shape: dict, device: str) -> str | None:
+    """The impl the decode loop runs for `op` at `shape` on `device` (what the engine's ops ask the registry)."""
+    from qlab.kernels import registry
+
+    try:
+        return registry.resolve(op, shape, device)[0].name
+    except (KeyError, ValueError, registry.ImplUnavailableError):
+        return None
+
+
 def stage_tune(doc: dict, opts: ProfileOptions, ctx: Context) -> None:
     """Tune the decode step (threads, impl per op, configs), then validate and tune, op by op at Qwen3.6-27B
     shapes, exactly the impls that decode runs; the tuner's cache makes a second run fast. An impl that fails
@@ -199,12 +209,20 @@ def stage_tune(doc: dict, opts: ProfileOptions, ctx: Context) -> None:
             validation[op] = {"passed": [t.impl for t in tops], "failed": failed}
             if not tops:
                 raise QlabError(f"no impl of {op} passed validation on {ctx.torch_device}")
-            if runs is not None:   # tune what the decode stage runs, nothing else
-                tops = [t for t in tops if t.impl in runs.get(op, set())]
-                if not tops:
-                    errors[op] = f"not run by this profile's decode ({', '.join(sorted(runs)) or 'none'} are)"
-                    continue
-            tasks = [(top, top.full_shape(s, ctx.torch_device)) for s in shapes for top in tops]
+            # Tune, at each shape, the impl the engine runs there (registry.resolve: the decode tuner's choice
+            # where it made one, else the best-ranked impl), nothing else.
+            tasks, untunable = [], set()
+            for s in shapes:
+                runs_here = _engine_impl(op, s, ctx.torch_device)
+                match = [top for top in tops if top.impl == runs_here]
+                tasks += [(top, top.full_shape(s, ctx.torch_device)) for top in match]
+                if not match:
+                    untunable.add(runs_here or "no impl")
+            if untunable:
+                errors[op] = (f"the engine runs {', '.join(sorted(untunable))} at some of these shapes, which "
+                              f"has nothing to tune or did not validate here")
+            if not tasks:
+                continue
             results = []
             for top, shape in tasks:
                 try:
@@ -220,7 +238,8 @@ def stage_tune(doc: dict, opts: ProfileOptions, ctx: Context) -> None:
             errors[op] = f"{type(e).__name__}: {str(e)[:300]}"
             ctx.log(f"tuning {op} failed: {errors[op]}")
             continue
-        errors.pop(op, None)
+        if op not in errors or not errors[op].startswith("the engine runs"):
+            errors.pop(op, None)
         for r in results:
             row = r.to_dict() if hasattr(r, "to_dict") else dict(r)
             if not row.get("time_s"):
