@@ -281,8 +281,8 @@ def test_mutation_decode_loop_slowed_1_5x_fails_the_peer_gate(tmp_path, monkeypa
     pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
     monkeypatch.setenv("QLAB_GATE_SLICES", str(tmp_path / "slices"))
     monkeypatch.delenv("QLAB_GATE_SLOWDOWN", raising=False)
-    as_is = peer.measure(quants=("Q8_0",), pairs=1)
+    as_is = peer.measure(quants=("Q8_0",), pairs=2)
     monkeypatch.setenv("QLAB_GATE_SLOWDOWN", "decode_loop:1.5")
-    slowed_run = peer.measure(quants=("Q8_0",), pairs=1)
+    slowed_run = peer.measure(quants=("Q8_0",), pairs=2)
     (r,) = peer.judge(slowed_run, {"Q8_0": as_is["Q8_0"]["ratio"]}, [])
     assert r.failed, f"ratio {r.ratio:.3f} vs stored {r.stored:.3f}: a 1.5x slower decode loop passed"
