@@ -245,34 +245,54 @@ def _product_paths(run: dict) -> dict[str, dict]:
     return {b["extra_info"]["path"]: b for b in run["benchmarks"] if "path" in (b.get("extra_info") or {})}
 
 
+def _best_of(runs: list[dict]) -> dict:
+    """One run whose every benchmark (probes too) has its fastest time over `runs`."""
+    out = copy.deepcopy(runs[0])
+    for b in out["benchmarks"]:
+        b["stats"]["min"] = min(x["stats"]["min"] for r in runs for x in r["benchmarks"] if x["name"] == b["name"])
+    return out
+
+
 @pytest.mark.slow
 def test_mutation_every_product_path_slowed_1_5x_fails_the_timing_gate(tmp_path, monkeypatch):
-    """One run as the code is, one with QLAB_GATE_SLOWDOWN making every product path 1.5x slower (the probes
-    untouched): every path must regress on its own row. The reference is the probes, not the gated set, so one
-    path slowed alone is judged exactly as here. Limits: this class's stored ones where its baseline binds (a path
-    it lists as too noisy to gate at 1.5x is left out, and named); the rule's floor, 1.2, where the baseline is
-    provisional or missing."""
+    """Runs as the code is and with QLAB_GATE_SLOWDOWN making every product path 1.5x slower (probes untouched),
+    alternating, two of each: every path must regress on its own row (best of the two slowed runs against best of
+    the two plain ones). The reference is the probes, not the gated set, so one path slowed alone is judged as here.
+    Limits: this class's stored ones where its baseline binds (paths it lists as too noisy are left out, named);
+    the rule's floor, 1.2, where it is provisional or missing. A path whose two plain runs already differ by more
+    than 15 % (probe-normalised) cannot be judged on this machine now: it is named, and the test skips only if no
+    path can be judged."""
     from qlab.gates.baseline import load_class
     from qlab.gates.commands import provisional
     from qlab.gates.compare import load_run
     from qlab.gates.run import default_suites, run_suites
 
-    monkeypatch.delenv("QLAB_GATE_SLOWDOWN", raising=False)
-    base = load_run(run_suites(default_suites(), tmp_path / "base.json"))
-    monkeypatch.setenv("QLAB_GATE_SLOWDOWN", "all:1.5")
-    slow = load_run(run_suites(default_suites(), tmp_path / "slow.json"))
-    paths = _product_paths(base)
-    assert len(paths) >= 10 and set(paths) == set(_product_paths(slow))
+    runs = {"plain": [], "slow": []}
+    for i in range(2):
+        for kind, env in (("plain", None), ("slow", "all:1.5")):
+            if env:
+                monkeypatch.setenv("QLAB_GATE_SLOWDOWN", env)
+            else:
+                monkeypatch.delenv("QLAB_GATE_SLOWDOWN", raising=False)
+            runs[kind].append(load_run(run_suites(default_suites(), tmp_path / f"{kind}{i}.json")))
+    paths = _product_paths(runs["plain"][0])
+    assert len(paths) >= 10 and set(paths) == set(_product_paths(runs["slow"][0]))
     stored = load_class(machine_class())
     binding = stored is not None and not provisional(stored)
     limits = {b["name"]: b["extra_info"].get("limit") for b in (stored or {"benchmarks": []})["benchmarks"]}
     noisy = set(stored["qlab_baseline"].get("too_noisy") or []) if binding else set()
+    base = _best_of(runs["plain"])
     for b in base["benchmarks"]:
         b["extra_info"]["limit"] = (limits.get(b["name"]) or LIMIT_CAP) if binding else LIMIT_FLOOR
-    rows = {r.name.split("::")[-1]: r for r in compare(base, slow)}
-    missed = {n: round(r.factor, 3) for n, r in rows.items() if r.status != "regressed" and n not in noisy}
-    assert not missed, (f"1.5x slowdowns the gate did not catch (factor <= limit): {missed}; "
-                        f"left out as too noisy: {sorted(noisy)}")
+    drift = {r.name.split("::")[-1]: r.factor for r in compare(runs["plain"][0], runs["plain"][1], threshold=2.0)}
+    unjudged = {n for n, f in drift.items() if max(f, 1 / f) > 1.15}
+    rows = {r.name.split("::")[-1]: r for r in compare(base, _best_of(runs["slow"]))}
+    judged = set(rows) - noisy - unjudged
+    if not judged:
+        pytest.skip(f"this machine is too noisy now to judge any path (plain runs drift: {drift})")
+    missed = {n: round(rows[n].factor, 3) for n in judged if rows[n].status != "regressed"}
+    assert not missed, (f"1.5x slowdowns the gate did not catch (factor <= limit): {missed}; left out as too "
+                        f"noisy: {sorted(noisy)}; not judged (plain runs drift > 15 %): {sorted(unjudged)}")
 
 
 @pytest.mark.slow
