@@ -13,7 +13,7 @@ import traceback
 from collections.abc import Iterable
 from pathlib import Path
 
-# Exit codes of every command (DESIGN.md): a check that failed is not bad input, and neither is a crash.
+# Exit codes of every command (README.md, "Exit codes"): a check that failed is not bad input, and neither is a crash.
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
 ERROR_KINDS = {EXIT_CHECK_FAILED: "check_failed", EXIT_BAD_INPUT: "bad_input", EXIT_INTERNAL: "internal"}
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Generate qlab/hwdb/devices/<id>.toml from the shared research tables, ONCE.
+"""Generate qlab/hwdb/devices/<id>.toml from the research tables in qlab/hwdb/research, ONCE.
 
     python scripts/hwdb_from_csv.py [--data DIR] [--out DIR] [--force]
 
@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_DATA = Path("/work/shared/data")
+DEFAULT_DATA = ROOT / "qlab" / "hwdb" / "research"
 DEFAULT_OUT = ROOT / "qlab" / "hwdb" / "devices"
 
 # CSV device name -> (id, extra aliases). Extra aliases are names NVML/rocm-smi report and short forms.

@@ -48,7 +48,7 @@ def test_config_is_the_design_card():
     assert c.layer_types[3] == "attention" and c.layer_types[:3] == ("deltanet",) * 3
     assert c.conv_dim == 10240 and c.value_dim == 6144 and c.attn_scale == 1 / 16
     assert c.kv_cache_bytes(1) == 64 * 1024                    # 64 KiB per token at bf16
-    assert c == QWEN36_27B                                     # the qlab.models preset agrees with DESIGN.md
+    assert c == QWEN36_27B                                     # the qlab.models preset agrees with the model card
 
 
 def test_only_the_qwen35_architecture_runs():

@@ -1,4 +1,4 @@
-"""Model presets: every DESIGN.md id loads, shapes give the published parameter counts, layer patterns,
+"""Model presets: every model id loads, shapes give the published parameter counts, layer patterns,
 validation errors name the file and field, and nothing imports torch."""
 
 from __future__ import annotations

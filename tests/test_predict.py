@@ -1,4 +1,4 @@
-"""The predictor: DESIGN.md's JSON contract, the checked-in calibration against the published rows,
+"""The predictor: the `qlab predict --json` contract, the checked-in calibration against the published rows,
 physics (depth, bandwidth, MoE, batch), profiles, CLI errors and speed."""
 
 from __future__ import annotations

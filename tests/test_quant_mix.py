@@ -9,7 +9,7 @@ from qlab.formats import get_format
 from qlab.models import get_model
 from qlab.models.quant_mix import GGUF_QUANTS, QUANT_IDS, quantize
 
-# Published GGUF file sizes (GB = 1e9 bytes): DESIGN.md for Qwen3.6-27B; the others are the sizes listed
+# Published GGUF file sizes (GB = 1e9 bytes): the model card for Qwen3.6-27B; the others are the sizes listed
 # for the well-known conversions (TheBloke Llama-2-7B-GGUF, QuantFactory/bartowski Llama-3-8B, ggml-org
 # gpt-oss-20b-GGUF).
 PUBLISHED = [("qwen3.6-27b", "Q8_0", 28.6), ("qwen3.6-27b", "Q4_K_M", 16.5), ("llama-2-7b", "Q4_0", 3.83),

@@ -3,7 +3,7 @@ derived shapes qlab needs — a slice of N consecutive layers, and a narrower co
 
 Torch-free, so the CLI and the memory accounting can import it cheaply. The shapes come from the `qlab.models`
 preset (`from_preset`; Qwen3.6-27B = llama.cpp arch `qwen35`); RoPE, which presets do not describe, from
-DESIGN.md via the field defaults.
+the field defaults (the model card's values: 64 of 256 dims, theta 1e7, M-RoPE sections [11, 11, 10]).
 """
 
 from __future__ import annotations
@@ -151,7 +151,7 @@ class ModelConfig:
 def from_preset(preset) -> ModelConfig:
     """A ModelConfig from a `qlab.models` ModelPreset of a qwen35-architecture (dense Qwen3.5/3.6) model.
     RoPE (64 of 256 dims, theta 1e7, sections [11, 11, 10]) is not in the preset's fields and comes from
-    the defaults above (DESIGN.md)."""
+    the defaults above (the model card's values)."""
     if preset.gguf_arch != "qwen35" or preset.deltanet is None or preset.is_moe:
         raise QlabError(f"model {preset.id!r} has architecture {preset.gguf_arch!r}; the decode loop runs the "
                         f"dense Qwen3.5/3.6 architecture (qwen35) only")

@@ -76,7 +76,7 @@ class MemoryBreakdown:
         return self.weights_gb + self.kv_cache_gb + self.state_gb + self.overhead_gb
 
     def as_contract(self) -> dict:
-        """The `memory` object of DESIGN.md's predict contract."""
+        """The `memory` object of the `qlab predict --json` contract (qlab/predict/README.md)."""
         return {"weights_gb": round(self.weights_gb, 4), "kv_cache_gb": round(self.kv_cache_gb, 4),
                 "state_gb": round(self.state_gb, 4), "overhead_gb": round(self.overhead_gb, 4),
                 "total_gb": round(self.total_gb, 4)}

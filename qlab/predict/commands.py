@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--kv-dtype", default="F16", help="KV cache type: F16, BF16, Q8_0, Q4_0, FP8 (comma list ok)")
     p.add_argument("--profile", help="a profile JSON measured by `qlab profile`: its efficiencies replace the fitted ones")
     p.add_argument("--scenarios", help="CSV with columns hw, model, quant, context[, batch, kv_dtype]")
-    p.add_argument("--json", action="store_true", help="print DESIGN.md's JSON contract (one object, or a list)")
+    p.add_argument("--json", action="store_true", help="print JSON: one object per combination (a list when several), fields in qlab/predict/README.md")
     g = p.add_argument_group("setups (extra fields in --json: setup, terms, per_gpu_gb, concurrency)")
     g.add_argument("--mtp", action="store_true", help="MTP speculative decoding with the model's own MTP layer")
     g.add_argument("--draft", type=_int_in(1, 16), default=None, help="MTP draft tokens per step (default 2)")

@@ -1,4 +1,4 @@
-"""predict(): decode tok/s at a depth, prefill tok/s, TTFT and memory for one scenario (DESIGN.md contract).
+"""predict(): decode tok/s at a depth, prefill tok/s, TTFT and memory for one scenario (the `qlab predict --json` contract, README.md).
 
 Decode step time (batch B):
     t_mem  = Σ_family weight_bytes·factor(family) / (BW·e_weights) + kv_bytes / (BW·e_kv) + state_bytes / (BW·e_weights)
@@ -198,7 +198,7 @@ def _check(m, quant: str, context: int, batch: int, kv_dtype: str) -> tuple[str,
 def predict(hw, model: str, quant: str, context: int, batch: int = 1, kv_dtype: str = "F16",
             profile: dict | None = None, setup=None, concurrency: bool = False, terms: bool = False,
             setup_params: dict | None = None) -> dict:
-    """One scenario -> DESIGN.md's `qlab predict --json` object (plus "warnings" when the context needs YaRN).
+    """One scenario -> the `qlab predict --json` object (plus "warnings" when the context needs YaRN).
 
     `setup` (a `qlab.predict.setups.Setup`: MTP, several GPUs, offload) adds "setup", "terms" (seconds per
     term with its basis) and "per_gpu_gb"; `concurrency` adds how many sequences fit at `context` and their
