@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import hashlib
+import importlib
 import os
 import platform
 import shutil
@@ -20,15 +21,20 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).parent
-SOURCES = (HERE / "dequant_matmul" / "cpu_kernels.c", HERE / "dequant_matmul" / "cpu_int8_kernels.c",
-           HERE / "dequant_matmul" / "cpu_x8_kernels.c", HERE / "deltanet" / "cpu_recurrent.c",
-           HERE / "elementwise_cpu.c")
-HEADERS = (HERE / "dequant_matmul" / "cpu_common.h", HERE / "dequant_matmul" / "cpu_int8_quant.h",
-           HERE / "cpu_math.h")
-# the C entry points (torch_cpu.GEMV_FORMATS maps formats onto them)
-GEMV_ENTRY_POINTS = tuple(f"qlab_{f}_gemm" for f in ("q8_0", "q4_0", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "iq4_xs",
-                                                     "fp8", "int4_g128", "mxfp4")) + \
-    tuple(f"qlab_{f}_gemm_int8" for f in ("q8_0", "q4_k", "q5_k", "q6_k"))
+# Each package declares the C it contributes (sources, headers, entry-point signatures) in its own c_api module.
+C_APIS = ("qlab.kernels.dequant_matmul.c_api", "qlab.kernels.deltanet.c_api", "qlab.kernels.elementwise_c_api")
+
+
+def _apis() -> list:
+    return [importlib.import_module(name) for name in C_APIS]
+
+
+def _files(attr: str) -> tuple[Path, ...]:
+    return tuple(Path(api.__file__).parent / f for api in _apis() for f in getattr(api, attr))
+
+
+SOURCES = _files("SOURCES")
+HEADERS = _files("HEADERS")
 FLAGS = ["-O3", "-march=native", "-mprefer-vector-width=512", "-fopenmp", "-shared", "-fPIC", "-std=c11"]
 
 
@@ -71,28 +77,10 @@ def load(extra_flags: tuple[str, ...] = ()) -> ctypes.CDLL:
             raise BuildError(f"building {names} with {cc} failed:\n{proc.stderr[-2000:]}")
         os.replace(tmp, so)  # atomic: a concurrent process sees the old state or the whole file
     lib = ctypes.CDLL(str(so))
-    i64, ptr, i32 = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int
-    for name in GEMV_ENTRY_POINTS:
-        getattr(lib, name).argtypes = [ptr, i64, i64, ptr, i64, ptr, i32]
-        getattr(lib, name).restype = None
-    lib.qlab_gdn_recurrent.argtypes = [ptr] * 7 + [i64] * 4 + [i32]
-    lib.qlab_gdn_recurrent.restype = None
-    lib.qlab_conv1d_update.argtypes = [ptr] * 5 + [i64] * 3 + [i32]
-    lib.qlab_conv1d_update.restype = None
-    lib.qlab_gdn_decode_layer.argtypes = [ptr] * 11 + [i64] * 6 + [ctypes.c_float, i32]
-    lib.qlab_gdn_decode_layer.restype = None
-    lib.qlab_rms_norm.argtypes = [ptr, i64, ptr, ptr, ptr, ptr, i64, i64, ctypes.c_float]
-    lib.qlab_rms_norm.restype = None
-    lib.qlab_swiglu.argtypes = [ptr, ptr, ptr, i64]
-    lib.qlab_swiglu.restype = None
-    for f in ("q4_k", "q6_k"):   # the row-interleaved layout of cpu_x8_kernels.c
-        getattr(lib, f"qlab_{f}_x8_gemm_int8").argtypes = [ptr, i64, i64, ptr, i64, ptr, i32]
-        getattr(lib, f"qlab_{f}_repack_x8").argtypes = [ptr, i64, i64, ptr, i32]
-        for kind in ("x8_gemm_int8", "repack_x8"):
-            getattr(lib, f"qlab_{f}_{kind}").restype = None
-    lib.qlab_x8_gemm_int8_multi.argtypes = [ptr, i64, i64, i32, ptr, ptr, ptr, ptr, i32]
-    lib.qlab_x8_gemm_int8_multi.restype = None
-    for name in ("qlab_q8_0_dequant", "qlab_q4_k_dequant"):
-        getattr(lib, name).argtypes = [ptr, i64, i64, ptr, i32]
-        getattr(lib, name).restype = None
+    types = {"p": ctypes.c_void_p, "i64": ctypes.c_int64, "i32": ctypes.c_int, "f32": ctypes.c_float}
+    for api in _apis():
+        for name, codes in api.SYMBOLS.items():
+            fn = getattr(lib, name)
+            fn.argtypes = [types[c] for c in codes]
+            fn.restype = None
     return lib
