@@ -18,14 +18,14 @@ SPACES = {
     "triton_prefill": {"BLOCK_M": [32, 64, 128], "BLOCK_N": [16, 32, 64, 128],
                        "num_warps": [4, 8], "num_stages": [1, 2, 3]},
     "cupy_decode": {"num_splits": [0, 1, 2, 4, 8, 16, 32, 64, 128], "WARPS": [2, 4, 8]},
-    "sdpa": {"varlen": ["loop", "mask"], "gqa": ["repeat", "native"]},
+    "sdpa": {"varlen": ["loop", "mask"], "gqa": ["repeat", "native"], "dtype": ["cache", "query"]},
 }
 
 DEFAULTS = {
     "triton_decode": {"BLOCK_N": 32, "num_splits": 0, "num_warps": 4, "num_stages": 2},
     "triton_prefill": {"BLOCK_M": 64, "BLOCK_N": 32, "num_warps": 8, "num_stages": 2},
     "cupy_decode": {"num_splits": 0, "WARPS": 4},
-    "sdpa": {"varlen": "loop", "gqa": "repeat"},
+    "sdpa": {"varlen": "loop", "gqa": "repeat", "dtype": "cache"},
 }
 
 
