@@ -17,7 +17,6 @@ def _tunable(op, impl):
 
 def test_tune_stage_tunes_only_what_decode_runs(monkeypatch):
     import qlab.profile.kernel_check as kernel_check
-    import qlab.tune.decode as decode
     import qlab.tune.tuner as tuner
 
     # every validated tunable impl per op (recurrent_cpu has no tunables, so it is not among them)
@@ -34,7 +33,7 @@ def test_tune_stage_tunes_only_what_decode_runs(monkeypatch):
                 "resolved": [{"op": "deltanet", "impl": "recurrent_cpu"}, {"op": "dequant_matmul", "impl": "cpu_int8"}]}
 
     tuned = []
-    monkeypatch.setattr(decode, "tune_decode", fake_tune_decode)
+    monkeypatch.setattr(stages, "run_decode_tuner", fake_tune_decode)
     monkeypatch.setattr(kernel_check, "validated_ops",
                         lambda op, device, log: ([_tunable(op, i) for i in every[op]], {}))
     monkeypatch.setattr(tuner, "tune_task",
@@ -58,14 +57,13 @@ def test_tune_stage_tunes_only_what_decode_runs(monkeypatch):
 
 def test_tune_stage_goes_on_with_the_default_choices_when_the_decode_tuner_fails(monkeypatch):
     import qlab.profile.kernel_check as kernel_check
-    import qlab.tune.decode as decode
     import qlab.tune.tuner as tuner
 
     def broken(**kw):
         raise MemoryError("planted")
 
     tuned = []
-    monkeypatch.setattr(decode, "tune_decode", broken)
+    monkeypatch.setattr(stages, "run_decode_tuner", broken)
     monkeypatch.setattr(kernel_check, "validated_ops",
                         lambda op, device, log: ([_tunable(op, "a"), _tunable(op, "b")], {}))
     monkeypatch.setattr(tuner, "tune_task", lambda top, shape, *a, **k: tuned.append((top.op, top.impl)) or {})

@@ -143,17 +143,28 @@ def tune_shapes_for(op: str, mode: str) -> list[dict]:
 DECODE_TUNE_SHARE = 0.5
 
 
+def run_decode_tuner(**kwargs) -> dict:
+    """`qlab.tune.decode.tune_decode(**kwargs)` in a process of its own: the slice it loads (GBs) is gone when
+    it returns, so it never counts against the whole model the decode stage loads next (in-process, the weights
+    and their x8 copies stayed resident)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from qlab.tune.decode import tune_decode
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(tune_decode, **kwargs).result()
+
+
 def tune_decode_step(doc: dict, opts: ProfileOptions, ctx: Context) -> dict[str, set[str]] | None:
     """`qlab tune --op decode` on the slice the decode stage runs (first quant, first context): its choices go
     into the tune cache, where the decode stage's `resolve` finds them. Returns the impls that decode runs, per
     op ({op: {impl}}), or None when the decode step could not be tuned (recorded in `kernel_errors`)."""
-    from qlab.tune.decode import tune_decode
-
     errors = doc.setdefault("kernel_errors", {})
     if "decode_tuning" in doc:   # a resumed run: the cache already holds the choices
         return {op: set(impls) for op, impls in doc["decode_tuning"]["runs"].items()}
     try:
-        rec = tune_decode(model=opts.model, layers=opts.layers, quant=opts.quants[0], width_scale=opts.width_scale,
+        rec = run_decode_tuner(model=opts.model, layers=opts.layers, quant=opts.quants[0], width_scale=opts.width_scale,
                           vocab=opts.vocab, context=opts.contexts[0], device=ctx.torch_device,
                           budget_s=DECODE_TUNE_SHARE * opts.tune_budget_s)
     except Exception as e:  # noqa: BLE001 — the per-op tuning below still runs, over every validated impl
