@@ -105,8 +105,8 @@ def test_bad_input_errors():
         matmul(activations(1, 64), torch.ones(8, 64))
     with pytest.raises(ValueError, match="no tunable 'BLOCK_Q'"):
         matmul(activations(1, 64), qw, impl="torch_cpu", config={"BLOCK_Q": 1})
-    with pytest.raises(ValueError, match="'triton' does not support Q2_K"):
-        matmul(activations(1, 256), weight("Q2_K", n=4, k=256), impl="triton")
+    with pytest.raises(ValueError, match="'triton' does not support MXFP4"):
+        matmul(activations(1, 256), weight("MXFP4", n=4, k=256), impl="triton")
 
 
 def test_tunables_interface():
@@ -117,7 +117,7 @@ def test_tunables_interface():
     assert valid("triton", DEFAULTS["triton"], (1, 5120, 17408, "Q4_K"))
     assert not valid("triton", {"BLOCK_N": 64, "BLOCK_K": 256}, (1, 5120, 17408, "Q4_K"))  # 128 values/thread
     assert not valid("triton", {"SPLIT_K": 16}, (1, 64, 512, "Q8_0"))  # 4 K steps for 16 splits
-    assert not valid("triton", {}, (1, 64, 512, "Q2_K"))  # no triton kernel for Q2_K
+    assert not valid("triton", {}, (1, 64, 512, "MXFP4"))  # no triton kernel for MXFP4
     assert valid("cpu_fp32", DEFAULTS["cpu_fp32"], (1, 5120, 17408, "Q8_0"))
 
 
