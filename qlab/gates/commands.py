@@ -82,8 +82,9 @@ def provisional(doc: dict | None) -> bool:
 
 
 def _say_provisional(console, what: str, cls: str) -> None:
-    console.print(f"[yellow]{what}: the {cls} baseline is PROVISIONAL (measured on a loaded machine): advisory "
-                  "until rebuilt on a quiet one with `python benchmarks/rebuild_baseline.py`[/yellow]")
+    console.print(f"[yellow]{what}: the {cls} baseline is PROVISIONAL (its benchmarks spread too much between the "
+                  "rebuild's runs to tell a 1.5x slowdown from noise): advisory until the benchmarks are steadier "
+                  "and `python benchmarks/rebuild_baseline.py` binds them[/yellow]")
 
 
 def _timing_baseline(args, cls: str, console) -> tuple[dict, str, bool]:
