@@ -315,6 +315,31 @@ FINGERPRINT_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512b
                      "asimdhp", "fphp", "sve", "sve2", "bf16", "i8mm")
 
 
+# Half-precision dtypes a CPU computes natively, by the flags that give it; without one of them torch converts
+# element by element (an AVX2 EPYC's bf16 GEMM measured 0.0007 TFLOPS): used as a compute peak by `qlab profile`
+# only when native, and chosen for the CPU attention kernels only when native.
+NATIVE_DTYPE_FLAGS = {"bfloat16": ("avx512_bf16", "amx_bf16", "bf16"),   # x86 AVX-512 BF16 / AMX, ARM BF16
+                      "float16": ("avx512_fp16", "amx_fp16", "fphp", "asimdhp")}
+
+
+def cpu_computes_natively(dtype: str, flags: set[str] | frozenset | None = None) -> bool:
+    """Whether this CPU (or one with `flags`) has instructions for `dtype` ("bfloat16", "float16"; "float32" always)."""
+    if dtype == "float32":
+        return True
+    if flags is None:
+        flags = _here_flags()
+    return any(f in flags for f in NATIVE_DTYPE_FLAGS.get(dtype, ()))
+
+
+_FLAGS_HERE: list[frozenset] = []
+
+
+def _here_flags() -> frozenset:
+    if not _FLAGS_HERE:   # /proc/cpuinfo read once per process
+        _FLAGS_HERE.append(frozenset(parse_cpuinfo(query_cpu().get("cpuinfo", "")).get("flags", ())))
+    return _FLAGS_HERE[0]
+
+
 def cpu_fingerprint(raw: dict) -> dict:
     """What tells one host from another: CPU model, the ISA flags that matter, cores, threads and memory size
     (the measured bandwidth is added by `qlab profile`). `cpu-host` is not one device: this is its identity."""

@@ -92,9 +92,10 @@ def matmul_support(device: str, dtype: str, cpu_flags: set[str] | frozenset = fr
     if dtype == "float32":
         return None
     if device == "cpu":
-        native = {"bfloat16": ("avx512_bf16", "amx_bf16", "bf16"),       # x86 AVX-512 BF16 / AMX, ARM BF16
-                  "float16": ("avx512_fp16", "amx_fp16", "fphp", "asimdhp")}.get(dtype, ())
-        if not any(f in cpu_flags for f in native):
+        from qlab.hwdb.detect import NATIVE_DTYPE_FLAGS, cpu_computes_natively
+
+        native = NATIVE_DTYPE_FLAGS.get(dtype, ())
+        if not cpu_computes_natively(dtype, cpu_flags):
             return (f"no {dtype} instructions on this CPU (none of {', '.join(native) or 'any flag'}): "
                     "torch converts element by element")
         return None

@@ -12,6 +12,16 @@ import torch.nn.functional as F
 
 
 
+def _computes_natively(cache) -> bool:
+    """A GPU computes in bf16/fp16 natively; a CPU only with the instructions for it (else SDPA in that dtype
+    converts element by element, far slower than converting the cache to fp32 once)."""
+    if cache.device.type != "cpu":
+        return True
+    from qlab.hwdb.detect import cpu_computes_natively
+
+    return cpu_computes_natively(str(cache.dtype).removeprefix("torch."))
+
+
 def _kv_slice(cache, b, L, dtype):
     """Rows b (a slice or an int), first L tokens, in the compute dtype. An FP8 slice converts straight to
     bf16/fp16 (e4m3 values are exact there); its scales are applied outside, on q and on the output."""
@@ -35,12 +45,13 @@ def decode(q, k_cache, v_cache, lengths, scale: float, k_scale=None, v_scale=Non
     config["varlen"]: "loop" (one SDPA call per distinct row, reads only each row's L tokens) or "mask"
     (one call over max(lengths) tokens with a padding mask; reads the padding too).
     config["dtype"]: "cache" (q rounded to a bf16/fp16 cache's dtype: the cache is read as it is stored, as
-    llama.cpp's f16 q·K does; at 32K tokens on a CPU ~7x faster than converting the cache) or "query" (the cache
-    converted to q's dtype, every token)."""
+    llama.cpp's f16 q·K does; at 32K tokens on an AVX-512 BF16 CPU ~7x faster than converting the cache — on a CPU
+    without instructions for that dtype it stays "query") or "query" (the cache converted to q's dtype)."""
     cfg = {"varlen": "loop", "dtype": "cache"} | (config or {})
     if cfg["dtype"] not in ("cache", "query"):
         raise ValueError(f"config: dtype must be 'cache' or 'query', got {cfg['dtype']!r}")
-    if cfg["dtype"] == "cache" and k_cache.dtype in (torch.bfloat16, torch.float16) and q.dtype != k_cache.dtype:
+    if cfg["dtype"] == "cache" and k_cache.dtype in (torch.bfloat16, torch.float16) and q.dtype != k_cache.dtype \
+            and _computes_natively(k_cache):
         return decode(q.to(k_cache.dtype), k_cache, v_cache, lengths, scale, k_scale, v_scale,
                       cfg | {"dtype": "query"}).to(q.dtype)
     B, HQ, D = q.shape
