@@ -383,7 +383,7 @@ def test_tune_stage_times_only_validated_impls(tmp_path, monkeypatch):
     monkeypatch.setattr(qlab.tune, "OPS", ("blocked_matmul",), raising=False)
     monkeypatch.setattr("qlab.tune.tuner._get_ops", lambda op, device: [broken, good])
     monkeypatch.setattr(stages, "tune_shapes_for", lambda op, mode: [{"M": 1, "N": 256, "K": 128}])
-    monkeypatch.setattr(stages, "tune_decode_step", lambda doc, opts, ctx: None)  # no decode step tuning
+    monkeypatch.setattr(stages, "tune_decode_step", lambda doc, opts, ctx: False)  # no decode step tuning
     monkeypatch.setattr(stages, "_engine_impl", lambda op, s, d: "torch_blocked")  # what the engine would run
     doc = _host_profile([])
     stages.stage_tune(doc, ProfileOptions(mode="quick", budget_s=4.0), stages.Context(log=lambda m: None))

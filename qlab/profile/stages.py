@@ -156,21 +156,21 @@ def run_decode_tuner(**kwargs) -> dict:
         return pool.submit(tune_decode, **kwargs).result()
 
 
-def tune_decode_step(doc: dict, opts: ProfileOptions, ctx: Context) -> dict[str, set[str]] | None:
+def tune_decode_step(doc: dict, opts: ProfileOptions, ctx: Context) -> bool:
     """`qlab tune --op decode` on the slice the decode stage runs (first quant, first context): its choices go
-    into the tune cache, where the decode stage's `resolve` finds them. Returns the impls that decode runs, per
-    op ({op: {impl}}), or None when the decode step could not be tuned (recorded in `kernel_errors`)."""
+    into the tune cache, where the decode stage's `resolve` finds them; `decode_tuning` records them and the
+    impls decode runs per op. False when the decode step could not be tuned (recorded in `kernel_errors`)."""
     errors = doc.setdefault("kernel_errors", {})
     if "decode_tuning" in doc:   # a resumed run: the cache already holds the choices
-        return {op: set(impls) for op, impls in doc["decode_tuning"]["runs"].items()}
+        return True
     try:
         rec = run_decode_tuner(model=opts.model, layers=opts.layers, quant=opts.quants[0], width_scale=opts.width_scale,
                           vocab=opts.vocab, context=opts.contexts[0], device=ctx.torch_device,
                           budget_s=DECODE_TUNE_SHARE * opts.tune_budget_s)
-    except Exception as e:  # noqa: BLE001 — the per-op tuning below still runs, over every validated impl
+    except Exception as e:  # noqa: BLE001 — the per-op tuning still runs, with the default choices
         errors["decode"] = f"{type(e).__name__}: {str(e)[:300]}"
         ctx.log(f"tuning the decode step failed: {errors['decode']}")
-        return None
+        return False
     runs: dict[str, set[str]] = {}
     for r in rec["resolved"]:
         runs.setdefault(r["op"], set()).add(r["impl"])
@@ -178,7 +178,7 @@ def tune_decode_step(doc: dict, opts: ProfileOptions, ctx: Context) -> dict[str,
                                                 "impls", "default_ms_per_token", "tuned_ms_per_token", "speedup")}
     doc["decode_tuning"]["runs"] = {op: sorted(v) for op, v in runs.items()}
     ctx.save()
-    return runs
+    return True
 
 
 def _engine_impl(op: str, shape: dict, device: str) -> str | None:
@@ -204,10 +204,10 @@ def stage_tune(doc: dict, opts: ProfileOptions, ctx: Context) -> None:
     kernels = doc.setdefault("kernels", [])
     errors = doc.setdefault("kernel_errors", {})
     validation = doc.setdefault("kernel_validation", {})
-    runs = tune_decode_step(doc, opts, ctx)
+    decode_tuned = tune_decode_step(doc, opts, ctx)
     done = {k["op"] for k in kernels}
     ops = [op for op in OPS if op not in done]
-    budget = opts.tune_budget_s * (1 - DECODE_TUNE_SHARE if runs is not None else 1) / max(1, len(ops))
+    budget = opts.tune_budget_s * (1 - DECODE_TUNE_SHARE if decode_tuned else 1) / max(1, len(ops))
     bw, tflops = _peak(doc)
     cache = TuneCache()
     for op in ops:
