@@ -116,15 +116,27 @@ def test_threads_do_not_change_the_result():
 
 
 @pytest.mark.parametrize("fmt", ["Q4_0", "IQ4_XS", "F16"])
-def test_other_formats_and_large_m_fall_through_to_torch_cpu(fmt):
+def test_other_formats_fall_through_to_torch_cpu(fmt):
     qw = weight(fmt, n=24, k=512)
-    x = activations(3, 512)
-    assert_close(fmt, matmul(x, qw), matmul(x, qw, impl="cpu_int8"), 1e-3)
-    for f, n, m in (("Q5_K", 24, 20), ("Q4_K", 20, 20), ("Q4_K", 24, 300)):
-        qw = weight(f, n=n, k=512)
-        x = activations(m, 512)  # M > gemv_max_m, and no x8 copy (N % 8, or M > x8_max_m): fp32 tiles + BLAS, exact
+    for m in (3, 40):
+        x = activations(m, 512)
         assert not cpu_int8.runs_int8(qw, m, 512)
-        assert_close(f"{f} N={n} M={m}", matmul(x, qw), matmul(x, qw, impl="cpu_int8"), 1e-3)
+        assert_close(f"{fmt} M={m}", matmul(x, qw), matmul(x, qw, impl="cpu_int8"), 1e-3)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_prefill_sizes_stay_on_int8_activations(fmt):
+    """Above gemv_max_m, without an x8 copy (N % 8 != 0, or M > x8_max_m) and on the ggml layout, the integer
+    kernels still run — llama.cpp rounds the activations of every matmul against these formats, prefill too.
+    M = 37: nine passes of 4 rows and one of 1 over every 256-row task (outputs NaN-poisoned by conftest)."""
+    for n, m, cfg in ((20, 37, {}), (520, 37, {"x8_max_m": 0}), (24, 40, {"x8_max_m": 16})):
+        qw = weight(fmt, n=n, k=512, seed=n + m)
+        x = activations(m, 512, seed=m)
+        assert cpu_int8.runs_int8(qw, m, 512, cfg)
+        out = matmul(x, qw, impl="cpu_int8", config=cfg)
+        assert_close(f"cpu_int8 {fmt} {n}x512 M={m} {cfg}", cpu_int8.reference(x, qw), out, 1e-5)
+        err = rel_rms_error(matmul(x, qw, impl="naive"), out)
+        assert 1e-4 < err < 1.5e-2, f"{fmt} M={m}: not int8 activations (error vs fp32 {err:.2e})"
 
 
 @pytest.mark.parametrize("flags", [("-mno-avx512f",), ("-mno-avx512f", "-mno-avx2")], ids=["avx2", "portable"])
