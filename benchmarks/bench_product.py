@@ -12,7 +12,8 @@
 - attention_decode_32k: `sdpa` decode over a 32K bf16 cache; deltanet_prefill_512 (`chunk_torch`) and
   attention_prefill_512 (`sdpa`): the prefill paths.
 Each sample is milliseconds of work, the gate reads the fastest sample (`min`: load only ever adds time) and
-`extra_info["bound"]` says which in-run probe normalises it (bench_probes.py). The benchmark names are the
+`extra_info["bound"]` says which probe normalises it (qlab.gates.probes; the delta-rule steps update their states in
+place, so theirs is the read + write one), sampled right before each of its rounds (`probe_min_ms`). The names are the
 switches of qlab.gates.inject (`QLAB_GATE_SLOWDOWN=deltanet_layer_step_48:1.5`), which the mutation test uses.
 """
 
@@ -24,6 +25,7 @@ import numpy as np
 import pytest
 import torch
 
+from qlab.gates import probes
 from qlab.gates.inject import slowed
 
 N_FFN, K_HIDDEN = 17408, 5120
@@ -45,12 +47,26 @@ def _x(k: int = K_HIDDEN, m: int = 1) -> torch.Tensor:
     return torch.randn(m, k, generator=torch.Generator().manual_seed(43))
 
 
+@functools.lru_cache(maxsize=None)
+def _probe(kind: str):
+    return probes.make(kind)[0]
+
+
 def _bench(benchmark, name: str, fn, *, bound: str, rounds: int, nbytes: int = 0, flops: int = 0, setup=None):
-    fn = slowed(name, fn)
+    """Times `fn` (its fastest sample is the figure) and, right before each of its rounds, one sample of the probe
+    of its kind (`probe_min_ms`): the gate divides the one by the other, both taken at the same moments."""
+    fn, probe, probe_s = slowed(name, fn), _probe(bound), []
+
+    def round_setup():
+        probe_s.append(probes.timed(probe))
+        if setup is not None:
+            setup()
+
     fn() if setup is None else (setup(), fn())   # build kernels, make x8 copies, warm caches
-    benchmark.pedantic(fn, setup=setup, rounds=rounds, iterations=1, warmup_rounds=1)
+    benchmark.pedantic(fn, setup=round_setup, rounds=rounds, iterations=1, warmup_rounds=1)
     t = benchmark.stats.stats.min
-    benchmark.extra_info.update(bound=bound, path=name, threads=torch.get_num_threads(), min_ms=t * 1e3)
+    benchmark.extra_info.update(bound=bound, path=name, threads=torch.get_num_threads(), min_ms=t * 1e3,
+                                probe_min_ms=min(probe_s) * 1e3)
     if nbytes:
         benchmark.extra_info.update(bytes=nbytes, gbs=round(nbytes / t / 1e9, 2))
     if flops:
@@ -107,7 +123,7 @@ def test_deltanet_step_48(benchmark):
     def reset():   # every round: thousands of steps on one token would decay the states into denormals
         states.copy_(states0)
 
-    _bench(benchmark, "deltanet_step_48", step, setup=reset, bound="memory", rounds=15,
+    _bench(benchmark, "deltanet_step_48", step, setup=reset, bound="memory_rw", rounds=15,
            nbytes=2 * states.numel() * 4)
 
 
@@ -134,7 +150,7 @@ def test_deltanet_layer_step_48(benchmark):
         conv.copy_(conv0)
         states.copy_(states0)
 
-    _bench(benchmark, "deltanet_layer_step_48", step, setup=reset, bound="memory", rounds=15,
+    _bench(benchmark, "deltanet_layer_step_48", step, setup=reset, bound="memory_rw", rounds=15,
            nbytes=2 * states.numel() * 4)
 
 

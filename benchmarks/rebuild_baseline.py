@@ -4,8 +4,9 @@ the qlab/llama.cpp decode ratio of the peer gate. Run it on a quiet machine; it 
 
     python benchmarks/rebuild_baseline.py [--runs 5] [--peer-runs 3] [--pairs 3] [--out FILE]
 
-Writes benchmarks/baseline/<class>.json (qlab.gates.baseline), marked provisional (its gates advisory) when the
-machine was too noisy: most benchmarks too noisy, or a peer ratio spread wider than the 15 % the peer gate allows. Per benchmark: the time is the median over runs of
+Writes benchmarks/baseline/<class>.json (qlab.gates.baseline), with a gate marked provisional (advisory) when the
+machine was too noisy for it: the timing gate when most benchmarks are too noisy, the peer gate when a peer ratio
+spread wider than the 15 % it allows. Per benchmark: the time is the median over runs of
 its fastest sample, rescaled to the median probe; `extra_info` gets `normalised_runs` (each run's time over its
 own probe, divided by their median), `spread` (max / min of those) and `limit`. A benchmark where a 1.5x slowdown
 could hide in its spread (1.5 / spread <= limit) is listed as too noisy: redesign it (more work per sample), do
@@ -27,8 +28,9 @@ sys.path.insert(0, str(REPO))
 
 from qlab.gates import peer  # noqa: E402
 from qlab.gates.baseline import baseline_path  # noqa: E402
-from qlab.gates.compare import (LIMIT_CAP, LIMIT_FLOOR, LIMIT_MARGIN, STAT, is_probe, key,  # noqa: E402
-                                limit_from_spread, load_run, probe_time, times, too_noisy)
+from qlab.gates.compare import (LIMIT_CAP, LIMIT_FLOOR, LIMIT_MARGIN, PROBES, STAT, is_probe,  # noqa: E402
+                                key, limit_from_spread, load_run, own_probes, probe_time, probes_for, times,
+                                too_noisy)
 from qlab.gates.machine import machine_class  # noqa: E402
 from qlab.gates.run import default_suites, run_suites, temp_json  # noqa: E402
 from qlab.io import write_json_atomic  # noqa: E402
@@ -44,22 +46,29 @@ def timing_runs(n: int) -> list[dict]:
 
 
 def build_timing(runs: list[dict]) -> tuple[dict, list[dict]]:
-    """The baseline document (the last run's JSON, times replaced) and one summary row per benchmark."""
-    per_run = [times(r) for r in runs]
-    probes = {b: statistics.median(probe_time(t, b) for t in per_run) for b in ("memory", "compute")}
+    """The baseline document (the last run's JSON, times replaced) and one summary row per benchmark. Each run's
+    time is divided by the probe the gate will divide it by (qlab.gates.compare.probes_for: the benchmark's own,
+    sampled between its rounds, else the run's probe of its kind)."""
+    per_run = [(times(r), own_probes(r)) for r in runs]
+    probes = {b: statistics.median(probe_time(t, b) for t, _ in per_run) for b in PROBES}
     doc, rows = json.loads(json.dumps(runs[-1])), []
     for b in doc["benchmarks"]:
         name = key(b)
-        bound = per_run[-1][name][1]
+        bound = per_run[-1][0][name][1]
         if is_probe(name):
-            t = statistics.median(pt[name][0] for pt in per_run)
+            t = statistics.median(pt[name][0] for pt, _ in per_run)
             b["stats"][STAT] = b["stats"]["median"] = t
             continue
-        norm = [pt[name][0] / probe_time(pt, bound) for pt in per_run if name in pt]
+        pairs = [(run[0][name][0], probes_for(name, bound, run, run)[0]) for run in per_run if name in run[0]]
+        own = all(name in run[1] for run in per_run)
+        probe_mid = statistics.median(p for _, p in pairs) if own else probes[bound]
+        norm = [t / p for t, p in pairs]
         mid = statistics.median(norm)
         spread = max(norm) / min(norm)
         limit = limit_from_spread(spread)
-        b["stats"][STAT] = b["stats"]["median"] = mid * probes[bound]
+        b["stats"][STAT] = b["stats"]["median"] = mid * probe_mid
+        if own:
+            b["extra_info"]["probe_min_ms"] = round(probe_mid * 1e3, 4)
         b["extra_info"].update(normalised_runs=[round(v / mid, 4) for v in norm], spread=round(spread, 4),
                                limit=round(limit, 4))
         rows.append({"name": name.split("::")[-1], "bound": bound, "spread": spread, "limit": limit,
@@ -107,7 +116,8 @@ def main() -> None:
     # Too noisy to bind (README): most benchmarks flagged, or a peer ratio that spread more than the 15 % drop the
     # peer gate fails on. Its gates then print their verdicts without failing, until a quieter rebuild.
     noisy_peer = [q for q, p in doc["qlab_baseline"]["peer"].items() if p["spread"] > 1 / (1 - peer.MAX_DROP)]
-    doc["qlab_baseline"]["provisional"] = 2 * len(doc["qlab_baseline"]["too_noisy"]) > len(rows) or bool(noisy_peer)
+    doc["qlab_baseline"]["provisional"] = ((["timing"] if 2 * len(doc["qlab_baseline"]["too_noisy"]) > len(rows)
+                                            else []) + (["peer"] if noisy_peer else []))
     out = Path(a.out) if a.out else baseline_path(cls)
     write_json_atomic(out, doc)
     print(f"{'benchmark':36} {'bound':8} {'spread':>7} {'limit':>6}")
@@ -116,9 +126,9 @@ def main() -> None:
               + ("  TOO NOISY to gate at x1.5: redesign" if r["too_noisy"] else ""))
     for q, p in doc["qlab_baseline"]["peer"].items():
         print(f"peer {q}: qlab/llama.cpp {p['ratio']:.3f} (runs {p['runs']}, spread x{p['spread']:.3f})")
-    if doc["qlab_baseline"]["provisional"]:
-        print("# PROVISIONAL: too noisy to bind (most benchmarks too noisy, or a peer spread > 15 %); the gates "
-              "will be advisory until a rebuild on a quieter machine")
+    for gate in doc["qlab_baseline"]["provisional"]:
+        print(f"# PROVISIONAL {gate} gate: too noisy to bind ({'most benchmarks too noisy' if gate == 'timing' else 'a '
+              'peer ratio spread > 15 %'}); advisory until a rebuild on a quieter machine")
     print(f"# wrote {out} ({cls}) in {time.time() - t0:.0f} s")
 
 

@@ -75,15 +75,23 @@ def run(args) -> int:
     return 1 if failed else 0
 
 
-def provisional(doc: dict | None) -> bool:
-    """A baseline rebuild_baseline.py measured too noisily to bind (README: most benchmarks too noisy, or a peer
-    ratio spread over more than the 15 % the peer gate allows): its gates are shown, not enforced."""
-    return bool(((doc or {}).get("qlab_baseline") or {}).get("provisional"))
+def provisional(doc: dict | None, gate: str = "timing") -> bool:
+    """Whether `gate` ("timing" or "peer") of a baseline was measured too noisily to bind (README: most benchmarks
+    too noisy; a peer ratio spread over more than the 15 % the peer gate allows): shown, not enforced.
+    `qlab_baseline.provisional` names the gates (a list), or is true for both."""
+    flag = ((doc or {}).get("qlab_baseline") or {}).get("provisional")
+    return gate in flag if isinstance(flag, list) else bool(flag)
+
+
+def too_noisy_here(doc: dict | None) -> set[str]:
+    """The benchmarks a baseline's rebuild found too noisy to gate at 1.5x: shown, never failing the gate."""
+    return set(((doc or {}).get("qlab_baseline") or {}).get("too_noisy") or [])
 
 
 def _say_provisional(console, what: str, cls: str) -> None:
-    console.print(f"[yellow]{what}: the {cls} baseline is PROVISIONAL (its benchmarks spread too much between the "
-                  "rebuild's runs to tell a 1.5x slowdown from noise): advisory until the benchmarks are steadier "
+    spread = "its benchmarks" if what == "timing" else "its qlab/llama.cpp ratios"
+    console.print(f"[yellow]{what}: the {cls} baseline is PROVISIONAL for this gate ({spread} spread too much "
+                  "between the rebuild's runs to tell a 1.5x slowdown from noise): advisory until they are steadier "
                   "and `python benchmarks/rebuild_baseline.py` binds them[/yellow]")
 
 
@@ -96,12 +104,12 @@ def _timing_baseline(args, cls: str, console) -> tuple[dict, str, bool]:
 
     if args.baseline:
         doc = load_run(args.baseline)
-        return doc, args.baseline, not provisional(doc)
+        return doc, args.baseline, not provisional(doc, "timing")
     doc = load_class(cls)
     if doc is not None:
-        if provisional(doc):
+        if provisional(doc, "timing"):
             _say_provisional(console, "timing", cls)
-        return doc, f"{cls} baseline", not provisional(doc)
+        return doc, f"{cls} baseline", not provisional(doc, "timing")
     others = stored_classes()
     if not others:
         raise QlabError(f"no timing baseline for machine class {cls} nor any other; record one with "
@@ -153,7 +161,12 @@ def _timing_gate(args, cls: str, console) -> bool:
                   "-" if math.isnan(r.threshold) else f"×{r.threshold:.2f}",
                   f"[{colour}]{r.status}[/{colour}]" if colour else r.status)
     console.print(t)
-    bad = [r for r in rows if r.status in ("regressed", "missing")]
+    noisy = too_noisy_here(baseline)
+    bad = [r for r in rows if r.status in ("regressed", "missing") and r.name.split("::")[-1] not in noisy]
+    for r in rows:
+        if r.status == "regressed" and r.name.split("::")[-1] in noisy:
+            console.print(f"[yellow]not gated: {r.name} is ×{r.factor:.2f} but its spread in the baseline's runs "
+                          "was too wide to tell a 1.5x slowdown from noise (README \"Regression gates\")[/yellow]")
     for r in bad:
         what = (f"is ×{r.factor:.2f} slower than the baseline (limit ×{r.threshold:.2f})" if r.status == "regressed"
                 else "is in the baseline but did not run")
@@ -182,7 +195,7 @@ def _peer_gate(args, cls: str, console) -> bool:
                       f"per quant ({', '.join(peer.QUANTS)})")
         measured = peer.measure(pairs=args.pairs)
     results = peer.judge(measured, stored, others)
-    binding = not provisional(doc)
+    binding = not provisional(doc, "peer")
     if not binding:
         _say_provisional(console, "peer", cls)
     if any(r.rule == "fallback" for r in results):

@@ -1,14 +1,16 @@
-"""Compare a pytest-benchmark run with the baseline of its machine class, each benchmark normalised by an in-run
-probe that shares no code with it.
+"""Compare a pytest-benchmark run with the baseline of its machine class, each benchmark normalised by a probe
+that shares no code with it (qlab.gates.probes).
 
     factor = (t_current / t_baseline) / (probe_current / probe_baseline)
 
 with t the fastest sample (`min`: load on a shared machine only ever adds time) and the probe of the benchmark's
-kind from the same run: the 256 MiB read for memory-bound benchmarks, a fixed BLAS GEMM for compute-bound ones
-(`extra_info["bound"]`). A benchmark regresses where factor > its limit. Limits are set in advance from the
-spread of the benchmark over repeated runs (`limit_from_spread`, README "Regression gates") and stored with the
-baseline; `threshold` overrides them all. Files are pytest-benchmark's own JSON, so a user's saved runs
-(`--benchmark-save`, `--benchmark-json`) work as baselines.
+kind (`extra_info["bound"]`: a 96 MiB read for "memory", a 96 MiB copy for "memory_rw", a fixed BLAS GEMM for
+"compute"). The probe is the benchmark's own where both runs have one (`extra_info["probe_min_ms"]`: sampled
+between its rounds, so it saw the same moment of the machine), else the run's probe benchmark of that kind.
+A benchmark regresses where factor > its limit. Limits are set in advance from the spread of the benchmark over
+repeated runs (`limit_from_spread`, README "Regression gates") and stored with the baseline; `threshold` overrides
+them all. Files are pytest-benchmark's own JSON, so a user's saved runs (`--benchmark-save`, `--benchmark-json`)
+work as baselines.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 
 from qlab.errors import QlabError
 
-PROBES = {"memory": "test_probe_bandwidth", "compute": "test_probe_matmul"}
+PROBES = {"memory": "test_probe_bandwidth", "memory_rw": "test_probe_copy", "compute": "test_probe_matmul"}
 STAT = "min"
 
 # The rule (README): limit = 1.1 x the spread (max/min over the baseline's runs of the probe-normalised time),
@@ -77,6 +79,25 @@ def times(run: dict) -> dict[str, tuple[float, str]]:
     return {key(b): (float(b["stats"][STAT]), bound_of(b.get("extra_info") or {})) for b in run["benchmarks"]}
 
 
+def own_probes(run: dict) -> dict[str, float]:
+    """name -> the fastest sample (s) of the probe a benchmark sampled between its own rounds, where it did."""
+    out = {}
+    for b in run["benchmarks"]:
+        ms = (b.get("extra_info") or {}).get("probe_min_ms")
+        if isinstance(ms, (int, float)) and math.isfinite(ms) and ms > 0:
+            out[key(b)] = ms / 1e3
+    return out
+
+
+def probes_for(name: str, bound: str, base: tuple[dict, dict], cur: tuple[dict, dict]) -> tuple:
+    """The probe times (baseline, current) that normalise benchmark `name`; `base` and `cur` are each run's
+    (`times`, `own_probes`). Its own probe where both runs have one, else each run's probe benchmark of its kind."""
+    (base_times, base_own), (cur_times, cur_own) = base, cur
+    if name in base_own and name in cur_own:
+        return base_own[name], cur_own[name]
+    return probe_time(base_times, bound), probe_time(cur_times, bound)
+
+
 def bound_of(extra: dict) -> str:
     """A benchmark's kind: as it says (`bound`), else compute when it reports only a FLOP rate."""
     if extra.get("bound") in PROBES:
@@ -102,6 +123,7 @@ def compare(baseline: dict, current: dict, threshold: float | None = None,
     if normalise not in ("probe", "none"):
         raise QlabError(f"normalise {normalise!r}: expected probe or none")
     base, cur = times(baseline), times(current)
+    own_base, own_cur = own_probes(baseline), own_probes(current)
     limits = {key(b): (b.get("extra_info") or {}).get("limit") for b in baseline["benchmarks"]}
     rows = []
     for name in sorted(set(base) | set(cur)):
@@ -116,7 +138,7 @@ def compare(baseline: dict, current: dict, threshold: float | None = None,
         (tb, bound), (tc, _) = base[name], cur[name]
         factor = tc / tb
         if normalise == "probe":
-            pb, pc = probe_time(base, bound), probe_time(cur, bound)
+            pb, pc = probes_for(name, bound, (base, own_base), (cur, own_cur))
             if not (pb and pc):
                 raise QlabError(f"benchmark {name}: the {bound} probe ({PROBES[bound]}) is missing from the "
                                 f"{'baseline' if not pb else 'current run'}; it normalises every {bound}-bound time")
