@@ -97,7 +97,7 @@ def test_matmul_torch_cpu(benchmark, fmt):
 
     qw, x = weight(fmt), _x()
     _bench(benchmark, f"matmul_torch_cpu[{fmt}]", lambda: matmul(x, qw, impl="torch_cpu"), bound="memory",
-           rounds=15, nbytes=qw.raw.nbytes)
+           rounds=25, nbytes=qw.raw.nbytes)
 
 
 def _gen(seed: int = 42) -> torch.Generator:
@@ -123,7 +123,7 @@ def test_deltanet_step_48(benchmark):
     def reset():   # every round: thousands of steps on one token would decay the states into denormals
         states.copy_(states0)
 
-    _bench(benchmark, "deltanet_step_48", step, setup=reset, bound="memory_rw", rounds=15,
+    _bench(benchmark, "deltanet_step_48", step, setup=reset, bound="memory_rw", rounds=25,
            nbytes=2 * states.numel() * 4)
 
 
@@ -150,7 +150,7 @@ def test_deltanet_layer_step_48(benchmark):
         conv.copy_(conv0)
         states.copy_(states0)
 
-    _bench(benchmark, "deltanet_layer_step_48", step, setup=reset, bound="memory_rw", rounds=15,
+    _bench(benchmark, "deltanet_layer_step_48", step, setup=reset, bound="memory_rw", rounds=25,
            nbytes=2 * states.numel() * 4)
 
 
@@ -188,7 +188,7 @@ def test_attention_decode_32k(benchmark):
     k, v = (torch.randn(1, HKV, S, D, generator=g).bfloat16() for _ in range(2))
     lengths = torch.tensor([S])
     _bench(benchmark, "attention_decode_32k", lambda: attention.decode(q, k, v, lengths, scale=1 / 16, impl="sdpa"),
-           bound="memory", rounds=10, nbytes=2 * k.numel() * 2)
+           bound="memory", rounds=20, nbytes=2 * k.numel() * 2)
 
 
 def test_deltanet_prefill_512(benchmark):
@@ -198,7 +198,7 @@ def test_deltanet_prefill_512(benchmark):
     x = make_inputs(1, 512, H, HV, KD, VD, decay="weak")
     _bench(benchmark, "deltanet_prefill_512",
            lambda: gated_delta_rule(**x, use_qk_l2norm=True, impl="chunk_torch", output_final_state=True),
-           bound="compute", rounds=5)
+           bound="compute", rounds=10)
 
 
 def test_attention_prefill_512(benchmark):
@@ -208,4 +208,4 @@ def test_attention_prefill_512(benchmark):
     q = torch.randn(1, T, HQ, D, generator=g).bfloat16()
     k, v = (torch.randn(1, T, HKV, D, generator=g).bfloat16() for _ in range(2))
     _bench(benchmark, "attention_prefill_512", lambda: attention.prefill(q, k, v, scale=1 / 16, impl="sdpa"),
-           bound="compute", rounds=5)
+           bound="compute", rounds=10)
