@@ -55,8 +55,34 @@ def test_offload_curve_rises_with_gpu_layers_and_auto_fits():
     assert curve == sorted(curve) and curve[-1] > 2 * curve[0]
     auto = _p(Setup(gpu_layers=AUTO), hw="rtx-4060-ti-16gb", ctx=4096)
     assert auto["fits"] and 30 < auto["setup"]["gpu_layers"] < 65 and auto["per_gpu_gb"] <= 16
-    faster = _p(Setup(gpu_layers=AUTO, host_bw_gbs=200.0), hw="rtx-4060-ti-16gb", ctx=4096)["decode_tok_s"]
-    assert faster > auto["decode_tok_s"]
+
+
+def _offload_tok_s(**host):
+    return _p(Setup(gpu_layers=40, **host), hw="rtx-4060-ti-16gb", ctx=4096)["decode_tok_s"]
+
+
+def test_offloaded_layers_run_at_the_lesser_of_bandwidth_and_cores():
+    """The host streams offloaded weights at min(host_eff x RAM bandwidth, host_core_gbs x cores): more
+    bandwidth helps a dual-channel desktop with many cores, more cores help a host short of them, and
+    neither helps past the other limit."""
+    assert _offload_tok_s(host_bw_gbs=60.0, host_cores=32) > _offload_tok_s(host_bw_gbs=40.0, host_cores=32)
+    assert _offload_tok_s(host_bw_gbs=400.0, host_cores=8) > _offload_tok_s(host_bw_gbs=400.0, host_cores=4)
+    assert _offload_tok_s(host_bw_gbs=400.0, host_cores=4) == _offload_tok_s(host_bw_gbs=800.0, host_cores=4)
+    r = _p(Setup(gpu_layers=40, host_cores=6), hw="rtx-4060-ti-16gb", ctx=4096)
+    assert r["setup"]["host_cores"] == 6 and r["terms"]["host_cores"] == {"value": 6, "basis": "given"}
+    assert r["terms"]["host_stream_gbs"]["basis"] in {"fitted", "assumed"}
+
+
+def test_gpu_layers_count_the_output_layer_first():
+    """llama.cpp's -ngl k gives the GPU the output layer first, then the last k-1 blocks (i_gpu_start =
+    n_layer + 1 - k): -ngl 1 moves only the output matrix; -ngl n_layers still leaves a block on the host."""
+    def run(g):
+        return _p(Setup(gpu_layers=g), hw="rtx-4060-ti-16gb", ctx=4096)
+
+    none, head_only = run(0), run(1)
+    assert head_only["decode_tok_s"] > none["decode_tok_s"]
+    assert head_only["per_gpu_gb"] - none["per_gpu_gb"] == pytest.approx(1.0, abs=0.4)  # the 248k x 5120 Q6_K head
+    assert run(64)["decode_tok_s"] < run(65)["decode_tok_s"]
 
 
 def test_concurrency_counts_sequences_that_fit():
@@ -75,6 +101,7 @@ def test_concurrency_counts_sequences_that_fit():
     (Setup(gpus=2, split="tensor", link="nvlink"), "rtx-4090", "qwen3.6-27b", "no NVLink"),
     (Setup(gpus=3, split="tensor"), "rtx-3090", "llama-3-8b", "do not divide"),
     (Setup(gpu_layers=99), "rtx-3090", "qwen3.6-27b", "expected 0..65"),
+    (Setup(gpu_layers=10, host_cores=0), "rtx-3090", "qwen3.6-27b", "host_cores: expected a positive"),
 ])
 def test_bad_combinations_are_one_line(setup, hw, model, msg):
     with pytest.raises(QlabError, match=msg):

@@ -29,8 +29,12 @@ DEFAULT_ACCEPTANCE = {1: 0.85, 2: 0.74, 3: 0.72, 4: 0.63}
 # The host's memory bandwidth when neither --host-bw nor a profile of the host gives it: dual-channel
 # DDR5-5200 (2 x 8 B x 5.2 GT/s), a typical 2024-26 desktop. Assumed.
 DEFAULT_HOST_BW_GBS = 83.2
+# Its cores that run offloaded layers when --host-threads does not say: 8 performance cores (assumed).
+DEFAULT_HOST_CORES = 8
 AUTO = -1                     # gpu_layers: as many layers as fit (llama.cpp -fit)
 HOST_LAYER_US = 2.0           # per-layer fixed time on the host CPU (no kernel launch), as the cpu class
+HOST_EFF = 0.75 / 1.4         # host streaming share of RAM bandwidth when no fit gives it (assumed)
+HOST_CORE_GBS = 5.0           # GB/s of weights one host core dequantizes and dots when no fit gives it (assumed)
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,8 @@ class Setup:
     gpu_layers: int | None = None     # llama.cpp -ngl (layers on the GPU; n_layers + 1 = all and the output
                                       # layer); None: no offload; AUTO: as many as fit
     host_bw_gbs: float | None = None  # host RAM bandwidth for offloaded layers
+    host_cores: int | None = None     # host CPU cores that run the offloaded layers (llama.cpp -t; its
+                                      # default is the physical performance cores); None: DEFAULT_HOST_CORES
 
     @property
     def plain(self) -> bool:
@@ -58,6 +64,8 @@ class Setup:
             out |= {"mtp": True, "draft": self.draft, "acceptance": self.acceptance}
         if self.gpu_layers is not None:
             out["gpu_layers"] = self.gpu_layers
+            if self.host_cores is not None:
+                out["host_cores"] = self.host_cores
         return out
 
 
@@ -100,6 +108,8 @@ def check_setup(s: Setup, dev, m) -> None:
                             f"({m.n_layers} layers + the output layer), got {s.gpu_layers!r}")
     if s.host_bw_gbs is not None and not s.host_bw_gbs > 0:
         raise QlabError(f"--host-bw: expected a positive bandwidth in GB/s, got {s.host_bw_gbs!r}")
+    if s.host_cores is not None and (not isinstance(s.host_cores, int) or s.host_cores < 1):
+        raise QlabError(f"host_cores: expected a positive whole number of CPU cores, got {s.host_cores!r}")
 
 
 def acceptance(s: Setup) -> tuple[float, str]:
@@ -187,36 +197,37 @@ def mtp(p: dict, step, dev, eff, m, s: Setup, t_step: float, params: dict) -> tu
 
 
 def offload(p: dict, step, dev, m, s: Setup, host, usable_gb: float, mem, params: dict) -> tuple[float, dict, int, float]:
-    """llama.cpp -ngl: the last `gpu_layers` layers (and the output layer when -ngl > n_layers) run on the
-    GPU, the rest on the host CPU from host RAM, each side's bytes over its own bandwidth (with the KV of
-    a layer kept beside it), plus two PCIe hand-offs of the hidden state per token. Without -ngl, as many
-    layers as fit. The token embedding stays on the host (a row lookup). Returns (seconds, terms, gpu_layers,
-    GB on the GPU)."""
+    """llama.cpp -ngl k: k of the n_layers + 1 layer slots go to the GPU from the top, the output layer
+    first (llama-model.cpp: i_gpu_start = n_layer + 1 - k), so k >= 1 puts the output matrix and the last
+    k - 1 blocks on the GPU and only k = n_layers + 1 the whole model. The rest run on the host CPU from host
+    RAM; each side's bytes over its own rate (with the KV of a layer kept beside it), plus two PCIe hand-offs
+    of the hidden state per token. Without -ngl, as many layers as fit. The token embedding stays on the
+    host (a row lookup). Returns (seconds, terms, gpu_layers, GB on the GPU)."""
     L = m.n_layers
     w = sum(step.weight_bytes.values())
     head = step.output_bytes
     per_layer_gb = ((w - head) + mem.kv_cache_gb * 1e9 + mem.state_gb * 1e9) / L / 1e9
     g = s.gpu_layers
-    if g == AUTO:  # as many as fit; llama.cpp's -ngl puts the output layer on the GPU only at -ngl n_layers+1
-        room = usable_gb - mem.overhead_gb
-        g = L + 1 if room >= L * per_layer_gb + head / 1e9 else max(0, min(L, int(room // per_layer_gb)))
-    on_gpu = min(g, L) / L
-    head_on_gpu = g > L
-    host_bw, host_basis = host.mem_bandwidth_gbs, host.basis
-    he = params.get("host_eff", (None, None))
-    e_host, e_basis = he if he[0] else (0.75 / 1.4, "assumed")
+    if g == AUTO:  # as many slots as fit, the output layer's first
+        room = usable_gb - mem.overhead_gb - head / 1e9
+        g = 0 if room < 0 else 1 + max(0, min(L, int(room // per_layer_gb)))
+    blocks = max(0, min(g, L + 1) - 1)
+    on_gpu = blocks / L
+    head_on_gpu = g >= 1
+    host_gbs, host_basis, e_basis = host_stream_gbs(host, params)
     body = mem_s(p) - head / w * (p["weights_s"] + p["dequant_s"])
     t_head_gpu = head / w * (p["weights_s"] + p["dequant_s"])
     host_bytes = (1 - on_gpu) * ((w - head) + step.kv_bytes + step.state_bytes) + (0 if head_on_gpu else head)
-    t_host = host_bytes / (host_bw * 1e9 * e_host) + (1 - on_gpu) * L * HOST_LAYER_US * 1e-6
+    t_host = host_bytes / (host_gbs * 1e9) + (1 - on_gpu) * L * HOST_LAYER_US * 1e-6
     gbs, _ = link_gbs(dev, None)
     t_xfer = (2 * (ACT_BYTES * m.hidden_size / (gbs * 1e9) + 10e-6)) if 0 < on_gpu < 1 else 0.0
     t = on_gpu * (body + p["layer_overhead_s"]) + (t_head_gpu if head_on_gpu else 0.0) + t_host + t_xfer
     terms = {"gpu_s": (on_gpu * (body + p["layer_overhead_s"]) + (t_head_gpu if head_on_gpu else 0.0), "calibrated"),
-             "host_s": (t_host, e_basis if host_basis != "given" else "given"),
+             "host_s": (t_host, e_basis),
              "pcie_s": (t_xfer, "assumed"), "gpu_layers": (g, "given" if s.gpu_layers != AUTO else "fit"),
-             "host_bw_gbs": (host_bw, host_basis)}
-    gpu_gb = min(g, L) * per_layer_gb + mem.overhead_gb + (head / 1e9 if head_on_gpu else 0.0)
+             "host_bw_gbs": (host.mem_bandwidth_gbs, host_basis), "host_cores": (host.cores, host.cores_basis),
+             "host_stream_gbs": (host_gbs, e_basis)}
+    gpu_gb = blocks * per_layer_gb + mem.overhead_gb + (head / 1e9 if head_on_gpu else 0.0)
     return t, terms, g, gpu_gb
 
 
@@ -234,14 +245,34 @@ def concurrency(fits_one, per_seq_gb: float, fixed_gb: float, usable_gb: float) 
 class Host:
     mem_bandwidth_gbs: float
     basis: str
+    cores: int = DEFAULT_HOST_CORES
+    cores_basis: str = "assumed"
+
+
+def host_stream_gbs(host: Host, params: dict) -> tuple[float, str, str]:
+    """GB/s at which the host CPU streams offloaded weights through its dequantizing dot products: the
+    lesser of a share `host_eff` of its RAM bandwidth and `host_core_gbs` per core (a dual-channel desktop
+    runs out of bandwidth, a many-channel or a laptop host out of cores first).
+    Returns (GB/s, the bandwidth's basis, the efficiencies' basis)."""
+    e, e_basis = params.get("host_eff") or (None, None)
+    if e is None:
+        e, e_basis = HOST_EFF, "assumed"
+    gbs = host.mem_bandwidth_gbs * e
+    r, r_basis = params.get("host_core_gbs") or (None, None)
+    if r is None:
+        r, r_basis = HOST_CORE_GBS, "assumed"
+    if host.cores * r < gbs:
+        gbs, e_basis = host.cores * r, r_basis
+    return gbs, host.basis, e_basis
 
 
 def host_device(s: Setup) -> Host:
     """The host offloaded layers run on: --host-bw when given, else a typical desktop (assumed). The machine
     qlab runs on is not the user's host, so its own bandwidth is never used here."""
+    cores = (s.host_cores, "given") if s.host_cores else (DEFAULT_HOST_CORES, "assumed")
     if s.host_bw_gbs:
-        return Host(float(s.host_bw_gbs), "given")
-    return Host(DEFAULT_HOST_BW_GBS, "assumed")
+        return Host(float(s.host_bw_gbs), "given", *cores)
+    return Host(DEFAULT_HOST_BW_GBS, "assumed", *cores)
 
 
 def fitted_params(cal: dict) -> dict[str, tuple[float, str]]:

@@ -23,7 +23,7 @@ import numpy as np
 from scipy.optimize import least_squares
 
 from qlab.io import write_json_atomic
-from qlab.predict.calibrate.rows import COMPUTE_EFF, DEFAULT_CSV, SUPPLEMENT_CSV, ape, load_rows, predict_row
+from qlab.predict.calibrate.rows import COMPUTE_EFF, DEFAULT_CSV, SUPPLEMENT_CSV, ape, load_rows, p90, predict_row
 from qlab.predict.efficiency import CALIBRATION_PATH
 
 FAMILIES = ("q8_0", "q4_0", "kquant", "mxfp4")      # "float" is the reference (factor 1)
@@ -120,14 +120,14 @@ def main(argv=None) -> int:
             for r in rows:
                 if r["hw"] == hw:
                     r["lodo_ape"] = ape(q, r)
-        lodo = {"mdape": statistics.median(r["lodo_ape"] for r in rows), "p90": _p90(r["lodo_ape"] for r in rows)}
+        lodo = {"mdape": statistics.median(r["lodo_ape"] for r in rows), "p90": p90(r["lodo_ape"] for r in rows)}
         for src in sorted({r["source"] for r in rows}):   # leave-one-source-out, as the setups are judged
             q = fit([r for r in rows if r["source"] != src])
             for r in rows:
                 if r["source"] == src:
                     r["loso_ape"] = ape(q, r)
         lodo["loso_mdape"] = statistics.median(r["loso_ape"] for r in rows)
-        lodo["loso_p90"] = _p90(r["loso_ape"] for r in rows)
+        lodo["loso_p90"] = p90(r["loso_ape"] for r in rows)
     mdape = statistics.median(r["ape"] for r in rows)
     per_set = {}
     for tag in sorted({r["set"] for r in rows}):
@@ -135,7 +135,7 @@ def main(argv=None) -> int:
         per_set[tag] = {"n_rows": len(sub), "mdape": round(statistics.median(r["ape"] for r in sub), 4)}
         if lodo:
             per_set[tag]["lodo_mdape"] = round(statistics.median(r["lodo_ape"] for r in sub), 4)
-    print(f"batch 1: {len(rows)} rows; fit MdAPE {100 * mdape:.1f}% p90 {100 * _p90(r['ape'] for r in rows):.1f}%" +
+    print(f"batch 1: {len(rows)} rows; fit MdAPE {100 * mdape:.1f}% p90 {100 * p90(r['ape'] for r in rows):.1f}%" +
           (f"; leave-one-device-out MdAPE {100 * lodo['mdape']:.1f}% p90 {100 * lodo['p90']:.1f}%"
            f"; leave-one-source-out MdAPE {100 * lodo['loso_mdape']:.1f}% p90 {100 * lodo['loso_p90']:.1f}%" if lodo else ""))
     for tag, v in per_set.items():
@@ -178,7 +178,7 @@ def main(argv=None) -> int:
         "early_hybrid_build_time_factor": round(p["early_hybrid_build_time_factor"], 4),
         "pooled": {**{k: round(v, 4) for k, v in p["pooled"].items()}, "compute": COMPUTE_EFF},
         "classes": classes_out,
-        "errors": {"mdape": round(mdape, 4), "p90": round(_p90(r["ape"] for r in rows), 4),
+        "errors": {"mdape": round(mdape, 4), "p90": round(p90(r["ape"] for r in rows), 4),
                    **({"lodo_mdape": round(lodo["mdape"], 4), "lodo_p90": round(lodo["p90"], 4),
                        "loso_mdape": round(lodo["loso_mdape"], 4), "loso_p90": round(lodo["loso_p90"], 4)}
                       if lodo else {}),
@@ -198,8 +198,3 @@ def main(argv=None) -> int:
         write_json_atomic(args.out, out)
     print(f"wrote {args.out}")
     return 0
-
-
-def _p90(values) -> float:
-    v = sorted(values)
-    return v[min(len(v) - 1, int(round(0.9 * (len(v) - 1))))]

@@ -80,3 +80,9 @@ def predict_row(params: dict, row: dict) -> float:
 
 def ape(params: dict, row: dict) -> float:
     return abs(predict_row(params, row) / row["measured"] - 1.0)
+
+
+def p90(values) -> float:
+    """The 90th percentile (nearest rank) of absolute percentage errors."""
+    v = sorted(values)
+    return v[min(len(v) - 1, int(round(0.9 * (len(v) - 1))))]
