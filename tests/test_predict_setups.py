@@ -140,11 +140,21 @@ def test_cli_setup_flags(capsys):
     assert json.loads(capsys.readouterr().out)["setup"]["gpu_layers"] == 45
     assert main(["predict", "--hw", "h100-sxm", "--concurrency"]) == 0
     assert "sequences fit" in capsys.readouterr().out
+    tps = {}
+    for threads in (2, 16):   # a host this short of cores runs its layers at cores x per-core rate, not its RAM's
+        assert main(["predict", "--hw", "rtx-4090", "--gpu-layers", "40", "--host-threads", str(threads),
+                     "--json"]) == 0
+        r = json.loads(capsys.readouterr().out)
+        assert r["setup"]["host_cores"] == threads
+        tps[threads] = r["decode_tok_s"]
+    assert tps[2] < tps[16]
     for argv, msg in ((["--hw", ","], "--hw: expected one or more"), (["--hw", "rtx-3090", "--quant", ""], "--quant"),
                       (["--hw", "rtx-3090", "--context", ""], "--context"),
                       (["--hw", "rtx-3090", "--context", "1.0e400"], "--context: expected an integer"),
                       (["--hw", "rtx-3090", "--split", "tensor"], "only meaningful with --gpus"),
-                      (["--hw", "rtx-3090", "--draft", "3"], "only meaningful with --mtp")):
+                      (["--hw", "rtx-3090", "--draft", "3"], "only meaningful with --mtp"),
+                      (["--hw", "rtx-3090", "--host-threads", "4"], "only meaningful with --gpu-layers"),
+                      (["--hw", "rtx-3090", "--gpu-layers", "9", "--host-threads", "0"], "--host-threads")):
         assert main(["predict", *argv]) == 2, argv
         assert msg in capsys.readouterr().err
 

@@ -38,6 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--offload-layers", type=_int_in(0, 1000), default=None, help="layers kept on the host (the rest on the GPU)")
     g.add_argument("--host-bw", type=_float_in(0.1, 10000.0), default=None,
                    help="host RAM bandwidth in GB/s for offloaded layers (default 83.2, dual-channel DDR5-5200)")
+    g.add_argument("--host-threads", type=_int_in(1, 1024), default=None,
+                   help="host cores running the offloaded layers (llama.cpp -t; default 8, its default being the "
+                        "physical performance cores)")
     g.add_argument("--concurrency", action="store_true",
                    help="how many sequences fit at --context, and their aggregate and per-user tok/s")
     g.add_argument("--terms", action="store_true", help="--json: add seconds per term with its basis")
@@ -138,13 +141,14 @@ def setup_from_args(args):
         gpu_layers = AUTO if str(args.gpu_layers).strip().lower() == "auto" else parse_int(args.gpu_layers, "--gpu-layers")
     elif args.offload_layers is not None:
         gpu_layers = ("offload", args.offload_layers)     # resolved per model below (n_layers + 1 - N)
-    if args.host_bw is not None and gpu_layers is None:
-        raise QlabError("--host-bw: only meaningful with --gpu-layers or --offload-layers")
+    for flag, value in (("--host-bw", args.host_bw), ("--host-threads", getattr(args, "host_threads", None))):
+        if value is not None and gpu_layers is None:
+            raise QlabError(f"{flag}: only meaningful with --gpu-layers or --offload-layers")
     if gpus == 1 and not args.mtp and gpu_layers is None:
         return None
     return Setup(gpus=gpus, split=args.split or "layer", link=args.link, mtp=args.mtp,
                  draft=args.draft if args.draft is not None else 2, acceptance=args.acceptance,
-                 gpu_layers=gpu_layers, host_bw_gbs=args.host_bw)
+                 gpu_layers=gpu_layers, host_bw_gbs=args.host_bw, host_cores=getattr(args, "host_threads", None))
 
 
 def _setup_for(setup, model: str):
