@@ -153,10 +153,12 @@ def test_cli_setup_flags(capsys):
                       (["--hw", "rtx-3090", "--context", "1.0e400"], "--context: expected an integer"),
                       (["--hw", "rtx-3090", "--split", "tensor"], "only meaningful with --gpus"),
                       (["--hw", "rtx-3090", "--draft", "3"], "only meaningful with --mtp"),
-                      (["--hw", "rtx-3090", "--host-threads", "4"], "only meaningful with --gpu-layers"),
-                      (["--hw", "rtx-3090", "--gpu-layers", "9", "--host-threads", "0"], "--host-threads")):
+                      (["--hw", "rtx-3090", "--host-threads", "4"], "only meaningful with --gpu-layers")):
         assert main(["predict", *argv]) == 2, argv
         assert msg in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:   # argparse's own usage error, also exit 2
+        main(["predict", "--hw", "rtx-3090", "--gpu-layers", "9", "--host-threads", "0"])
+    assert e.value.code == 2 and "--host-threads: expected an integer >= 1" in capsys.readouterr().err
 
 
 def test_hundred_thousand_scenarios_under_ten_cpu_seconds(tmp_path, capsys):
