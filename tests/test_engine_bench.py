@@ -94,3 +94,40 @@ def test_bench_reads_a_gguf(tmp_path):
     r = run_decode_bench(gguf=str(path), layers=4, context=8, tokens=1, threads=2)
     assert r["source"] == str(path) and r["quant"] == "F32+Q8_0" and r["full_layers"] == 64
     assert r["weights_gb"] == pytest.approx(path.stat().st_size / 1e9, rel=0.05)
+
+
+def test_slice_of_a_kquant_gguf_scales_by_the_whole_files_layer_bytes(tmp_path):
+    """A slice is the file's first layers, which a Q4_K_M mix gives more bits (Q6_K attn_v/ffn_down on the first
+    eighth): their streaming time scales by the weight bytes of all the file's layers, not by layer count;
+    the attention/DeltaNet ops by count."""
+    import gguf
+
+    from qlab.engine.gguf_io import write_synthetic_gguf
+
+    path = write_synthetic_gguf(tmp_path / "k.gguf", QWEN36_27B.width_scaled(16, vocab=512).sliced(32), "Q4_K_M")
+    r = run_decode_bench(gguf=str(path), layers=4, context=64, tokens=2, threads=2)
+    per_layer = sum(int(t.n_bytes) for t in gguf.GGUFReader(path).tensors if t.name.startswith("blk.")) / 32
+    assert r["full_layer_weight_bytes"] == pytest.approx(64 * per_layer, rel=1e-6)
+    b, f, ops = r["bytes_per_token"], r["full_model"], r["ops_ms_per_token"]
+    slice_w = b["weights"] - b["head_weights"]
+    assert f["weight_bytes_ratio"] == pytest.approx(64 * per_layer / slice_w) and f["weight_bytes_ratio"] < 16 * 0.97
+    t, head = r["decode_ms_per_token"], r["head_ms_per_token"]
+    layers_prof = r["profiled_ms_per_token"] * (1 - r["head_share_of_profiled"])
+    mixer = (t - head) * (ops["attention"] + ops["deltanet"]) / layers_prof
+    assert f["ms_per_token"] == pytest.approx(head + mixer * 16 + (t - head - mixer) * f["weight_bytes_ratio"])
+    assert f["bytes_per_token"] == pytest.approx(b["head_weights"] + 64 * per_layer + (b["total"] - b["weights"]) * 16)
+
+
+def test_whole_model_times_its_first_layers_beside_it(tmp_path):
+    """side_slice: the first layers of the loaded model, one slice step after each whole step; the error is the
+    median over those pairs, and the slice's own extrapolation is recorded."""
+    from qlab.engine.gguf_io import write_synthetic_gguf
+
+    cfg = QWEN36_27B.width_scaled(16, vocab=512)
+    path = write_synthetic_gguf(tmp_path / "w.gguf", cfg, "Q8_0")
+    r = run_decode_bench(gguf=str(path), layers=None, context=16, tokens=3, threads=2, side_slice=4)
+    side = r["side_by_side"]
+    assert r["layers"] == 64 and side["layers"] == 4 and len(side["decode_ms_samples"]) == 3
+    assert side["full_model"]["layers"] == 64 and side["scaled_tok_s"] == pytest.approx(side["full_model"]["decode_tok_s"])
+    assert side["full_model"]["weight_bytes_ratio"] == pytest.approx(16)      # Q8_0: every layer alike
+    assert -90 < side["error_pct"] < 900 and r["settle_ms_samples"]

@@ -302,14 +302,20 @@ def stage_decode(doc: dict, opts: ProfileOptions, ctx: Context) -> None:
                     ctx.log(f"{quant}: the whole model is not decoded ({fit['why']}); the slice stands alone")
                     continue
                 path = whole_model.ensure_model_file(opts.model, quant, opts.width_scale, opts.vocab, ctx.log)
+                # the slice's first layers timed beside it, step for step, in the same memory: the
+                # extrapolation's error under the same load (record_extrapolation)
                 r = run_decode_bench(model=opts.model, layers=None, quant=quant, context=context,
                                      tokens=WHOLE_TOKENS, device=ctx.torch_device, threads=opts.threads,
-                                     gguf=str(path), prefill_tokens=WHOLE_PREFILL_TOKENS)
+                                     gguf=str(path), prefill_tokens=WHOLE_PREFILL_TOKENS, side_slice=opts.layers)
                 skipped[quant] = f"decoded whole from {path.name}"
             else:
+                # where the whole model's file is here, the slice is read from it: the layers the whole model
+                # streams, memory-mapped and repacked the same way
+                path = whole_model.existing_model_file(opts.model, quant, opts.width_scale, opts.vocab)
                 r = run_decode_bench(model=opts.model, layers=opts.layers, quant=quant, context=context,
                                      tokens=opts.tokens, device=ctx.torch_device, threads=opts.threads,
-                                     width_scale=opts.width_scale, vocab=opts.vocab)
+                                     width_scale=opts.width_scale, vocab=opts.vocab,
+                                     gguf=str(path) if path else None)
             results.append(_decode_row(r, quant, context, opts.layers, whole))
         except Exception as e:  # noqa: BLE001 — out of memory is recorded and the next item runs
             if not _oom(e):
@@ -328,13 +334,16 @@ def record_extrapolation(doc: dict, opts: ProfileOptions, ctx: Context) -> None:
 
     rows = [r for r in doc.get("decode") or [] if "error" not in r]
     slices = {(r["quant"], r["context"]): r for r in rows if not r.get("whole_model")}
-    pairs = [(slices[(r["quant"], r["context"])], r) for r in rows
-             if r.get("whole_model") and (r["quant"], r["context"]) in slices]
+    pairs = [(slices.get((r["quant"], r["context"])), r) for r in rows
+             if r.get("whole_model") and ((r["quant"], r["context"]) in slices or r.get("side_by_side"))]
     if pairs:
         doc["extrapolation"] = [whole_model.extrapolation_error(s, w) for s, w in pairs]
         for e in doc["extrapolation"]:
+            across = (f"; the slice run on its own: {e['across_runs_error_pct']:+.1f} %"
+                      if "across_runs_error_pct" in e else "")
             ctx.log(f"{e['quant']} @ {e['context']}: {e['slice_layers']}-layer slice scaled to the whole model "
-                    f"{e['slice_scaled_tok_s']:.3g} tok/s, whole model {e['whole_tok_s']:.3g} ({e['error_pct']:+.1f} %)")
+                    f"{e['slice_scaled_tok_s']:.3g} tok/s, whole model {e['whole_tok_s']:.3g} ({e['error_pct']:+.1f} %"
+                    f" {e['basis']}{across})")
     elif opts.mode == "quick":
         carried = whole_model.carried_error(opts.out, doc.get("fingerprint"), exclude=ctx.path)
         if carried:

@@ -68,21 +68,42 @@ def ensure_model_file(model: str, quant: str, width_scale: float = 1.0, vocab: i
     from qlab.engine.weights import synthetic_nbytes
 
     cfg = model_config(model, width_scale, vocab)
-    path = model_path(model, quant, width_scale, vocab)
-    data = synthetic_nbytes(cfg, quant)
-    if path.exists() and data <= path.stat().st_size <= data * 1.01 + METADATA_SLACK:
+    path = existing_model_file(model, quant, width_scale, vocab)
+    if path is not None:
         return path
+    path = model_path(model, quant, width_scale, vocab)
     log(f"writing the whole {model} at {quant} ({synthetic_nbytes(cfg, quant) / GB:.1f} GB) to {path} "
         "(once; later runs reuse it)")
     return write_synthetic_gguf(path, cfg, quant.upper(), 0)
 
 
-def extrapolation_error(slice_row: dict, whole_row: dict) -> dict:
-    """How far the slice's 64-layer figure lands from the whole model measured at the same quant and context."""
-    err = 100 * (slice_row["scaled_tok_s"] / whole_row["tok_s"] - 1)
-    return {"quant": whole_row["quant"], "context": whole_row["context"], "slice_layers": slice_row["layers_run"],
-            "slice_scaled_tok_s": slice_row["scaled_tok_s"], "whole_tok_s": whole_row["tok_s"],
-            "error_pct": err}
+def extrapolation_error(slice_row: dict | None, whole_row: dict) -> dict:
+    """How far the slice's whole-model figure lands from the whole model measured at the same quant and context.
+    Where the whole-model run timed the slice's layers beside it (`side_by_side`, one slice step after each
+    whole step, same memory), that is the error: the arithmetic's alone, the machine's load changing between
+    the two runs cancels. The slice run on its own is compared too (`across_runs_error_pct`)."""
+    side = whole_row.get("side_by_side")
+    out = {"quant": whole_row["quant"], "context": whole_row["context"], "whole_tok_s": whole_row["tok_s"]}
+    if slice_row is not None:
+        across = 100 * (slice_row["scaled_tok_s"] / whole_row["tok_s"] - 1)
+        out |= {"slice_layers": slice_row["layers_run"], "slice_scaled_tok_s": slice_row["scaled_tok_s"],
+                "error_pct": across, "basis": "slice run on its own"}
+    if side:
+        out |= {"slice_layers": side["layers"], "slice_scaled_tok_s": side["scaled_tok_s"],
+                "error_pct": side["error_pct"], "basis": "slice timed beside the whole model, step for step"}
+        if slice_row is not None:
+            out["across_runs_error_pct"] = across
+    return out
+
+
+def existing_model_file(model: str, quant: str, width_scale: float = 1.0, vocab: int | None = None) -> Path | None:
+    """The whole-model GGUF `ensure_model_file` wrote, when it is here and complete; None otherwise."""
+    from qlab.engine.weights import synthetic_nbytes
+
+    path = model_path(model, quant, width_scale, vocab)
+    data = synthetic_nbytes(model_config(model, width_scale, vocab), quant)
+    ok = path.exists() and data <= path.stat().st_size <= data * 1.01 + METADATA_SLACK
+    return path if ok else None
 
 
 def carried_error(out_dir: Path, fingerprint: dict | None, exclude: Path | None = None) -> dict | None:

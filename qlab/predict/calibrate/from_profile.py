@@ -2,10 +2,13 @@
 check that they reproduce what was measured.
 
 - weights: streaming read bandwidth (microbench) ÷ the device's bandwidth figure in the profile;
-- kv: the best attention-decode bandwidth the tuned kernels reached ÷ the same figure (when measured);
+- kv: where a quant was decoded at two depths, the KV read's efficiency the decode's own growth with depth
+  gives (solved with the family factors); else the best attention-decode bandwidth the tuned kernels reached
+  ÷ the same figure (when measured);
 - compute, prefill: the best measured GEMM rate of a dtype with native instructions ÷ the device's peak;
 - family_factor: per weight family (q8_0, kquant, ...), the factor that makes the predictor reproduce the
-  decode loop measured at that quant — solved exactly, since a step's time is linear in the factor.
+  decode loop measured at that quant. A step's time is linear in each factor and in 1/kv, so all of them are
+  solved at once by least squares in relative error (exact where there is one row per unknown).
 
 A ratio outside its physical range is never clamped into it: it is left out (the device class's value
 stands) and recorded in `problems`. After the fit, every measured decode row must be reproduced within
@@ -112,6 +115,12 @@ def _predicted_s(doc: dict, dev: Device, model: str, quant: str, context: int, c
     return 1.0 / predict(dev, model, quant, context, profile=view)["decode_tok_s"]
 
 
+def _class_kv(dev: Device) -> float:
+    from qlab.predict.efficiency import efficiencies_for
+
+    return efficiencies_for(dev).kv
+
+
 def _check(doc: dict, dev: Device, model: str, rows: list[dict], cal: dict) -> list[dict]:
     out = []
     for r in rows:
@@ -121,6 +130,50 @@ def _check(doc: dict, dev: Device, model: str, rows: list[dict], cal: dict) -> l
                     "measured_tok_s": r["scaled_tok_s"], "predicted_tok_s": p,
                     "error_pct": 100 * (p / r["scaled_tok_s"] - 1)})
     return out
+
+
+def _step_s(doc: dict, dev: Device, model: str, quant: str, context: int, cal: dict) -> float:
+    """The predictor's step time, unrounded (`predict` rounds tok/s to 3 decimals), on the same path."""
+    from qlab.predict.core import breakdown, time_of_parts
+
+    view = {"device": doc.get("device"), "calibration": cal}
+    return time_of_parts(breakdown(dev, model, quant, context, profile=view))[0]
+
+
+def _linear_terms(doc: dict, dev: Device, model: str, r: dict, cal_with) -> tuple[float, float, float] | None:
+    """The row's predicted step as a + w·factor + k/e_kv (seconds), read off the predictor at three points;
+    None where it is not linear there (compute-bound on the measured peak: the weights take no time)."""
+    fam, q, c = family_of(r["quant"]), r["quant"], r["context"]
+    t = {(f, e): _step_s(doc, dev, model, q, c, cal_with({fam: f}, e)) for f, e in ((1, 1), (2, 1), (1, .5), (2, .5))}
+    w, k = t[(2, 1)] - t[(1, 1)], t[(1, .5)] - t[(1, 1)]
+    a = t[(1, 1)] - w - k
+    if w <= 0 or abs(a + 2 * w + 2 * k - t[(2, .5)]) > 1e-6 * t[(2, .5)]:
+        return None
+    return a, w, k
+
+
+def _solve(rows: list[dict], terms: list[tuple], fit_kv: bool) -> tuple[dict, float | None]:
+    """Least squares in relative error: each row's a + w·factor(family) + k·y = measured, y = 1/e_kv when
+    `fit_kv` (the decode's own growth with depth), else the kv term stays as it is (y = 1 in `terms`)."""
+    import numpy as np
+
+    fams = sorted({family_of(r["quant"]) for r in rows})
+    A, b = [], []
+    for r, (a, w, k) in zip(rows, terms):
+        T = 1.0 / r["scaled_tok_s"]
+        line = [w / T if family_of(r["quant"]) == f else 0.0 for f in fams] + ([k / T] if fit_kv else [])
+        A.append(line)
+        b.append(1.0 - (a if fit_kv else a + k) / T)
+    x = np.linalg.lstsq(np.array(A), np.array(b), rcond=None)[0]
+    return dict(zip(fams, (float(v) for v in x[:len(fams)]))), (float(x[-1]) if fit_kv else None)
+
+
+def _depths_differ(rows: list[dict]) -> bool:
+    """Whether some quant was decoded at two depths: then the decode itself says what the KV read costs."""
+    seen: dict[str, set] = {}
+    for r in rows:
+        seen.setdefault(r["quant"], set()).add(r["context"])
+    return any(len(c) > 1 for c in seen.values())
 
 
 def calibration_from_profile(doc: dict, model: str = "qwen3.6-27b", tolerance: float = TOLERANCE) -> dict:
@@ -134,30 +187,46 @@ def calibration_from_profile(doc: dict, model: str = "qwen3.6-27b", tolerance: f
     families = {family_of(r["quant"]) for r in rows}
     eff["dequant_ops"] = {fam: 0.0 for fam in families}
 
-    def cal_with(factors: dict) -> dict:
-        return {"device_id": dev.id, "efficiencies": eff | {"family_factor": factors}}
+    def cal_with(factors: dict, kv: float | None = None) -> dict:
+        return {"device_id": dev.id, "efficiencies": eff | {"family_factor": factors}
+                | ({"kv": kv} if kv is not None else {})}
 
-    factors: dict[str, list[float]] = {}
+    usable, terms = [], []
     for r in rows:
-        fam = family_of(r["quant"])
-        t1 = _predicted_s(doc, dev, model, r["quant"], r["context"], cal_with({fam: 1.0}))
-        t2 = _predicted_s(doc, dev, model, r["quant"], r["context"], cal_with({fam: 2.0}))
-        measured = 1.0 / r["scaled_tok_s"]
-        if t2 <= t1:
+        lin = _linear_terms(doc, dev, model, r, cal_with)
+        if lin is None:
             problems.append(f"{r['quant']} @ {r['context']}: the weights take no time in the prediction (the step "
                             "comes out compute-bound on the measured peak), so no weight factor can be solved")
             continue
-        f = 1.0 + (measured - t1) / (t2 - t1)   # t(f) = measured, t linear in f
-        if f < MIN_FACTOR:
-            problems.append(f"{r['quant']} @ {r['context']}: the other terms already predict {1 / t1:.3g} tok/s "
-                            f"against {r['scaled_tok_s']:.3g} measured (factor {f:.3g}); not used")
-            continue
-        if f > MAX_FACTOR:
-            problems.append(f"{r['quant']} @ {r['context']}: its weights would stream {f:.3g}x slower than the "
-                            f"measured bandwidth allows (over {MAX_FACTOR:g}x); not used")
-            continue
-        factors.setdefault(fam, []).append(f)
-    family_factor = {fam: math.exp(statistics.fmean(math.log(f) for f in fs)) for fam, fs in factors.items()}
+        usable.append(r)
+        terms.append(lin)
+    family_factor: dict[str, float] = {}
+    kv_from = "the best tuned attention-decode kernel" if "kv" in eff else "the device class"
+    if usable:
+        kv_now = eff.get("kv")
+        # with two depths of a quant the KV read's cost is what the decode grew by, not a kernel probe's rate
+        fit_kv = _depths_differ(usable)
+        terms_now = [(a, w, k if fit_kv else k / (kv_now or _class_kv(dev))) for a, w, k in terms]
+        factors, y = _solve(usable, terms_now, fit_kv)
+        if fit_kv:
+            if y > 0 and RANGE[0] <= 1 / y <= RANGE[1]:
+                eff["kv"] = 1 / y
+                kv_from = "the decode's growth with depth"
+            else:
+                what = f"{1 / y:.3g}" if y > 0 else "no positive value"
+                problems.append(f"kv: the decode's growth with depth gives a KV read efficiency of {what}, outside "
+                                f"the plausible {RANGE[0]:g}-{RANGE[1]:g}; not used")
+                terms_now = [(a, w, k / (kv_now or _class_kv(dev))) for a, w, k in terms]
+                factors, _ = _solve(usable, terms_now, False)
+        for fam, f in factors.items():
+            if f < MIN_FACTOR:
+                problems.append(f"family {fam}: the other terms already predict more time than measured (factor "
+                                f"{f:.3g}); not used")
+            elif f > MAX_FACTOR:
+                problems.append(f"family {fam}: its weights would stream {f:.3g}x slower than the measured bandwidth "
+                                f"allows (over {MAX_FACTOR:g}x); not used")
+            else:
+                family_factor[fam] = f
     for fam in families - set(family_factor):
         problems.append(f"family {fam}: no factor could be solved from its decode rows")
     cal = cal_with(family_factor)
@@ -166,10 +235,12 @@ def calibration_from_profile(doc: dict, model: str = "qwen3.6-27b", tolerance: f
     for c in off:
         problems.append(f"{c['quant']} @ {c['context']}: the calibration predicts {c['predicted_tok_s']:.3g} tok/s "
                         f"against {c['measured_tok_s']:.3g} measured ({c['error_pct']:+.1f} %)")
-    out = {"device_id": dev.id, "model": model, "tolerance_pct": 100 * tolerance, "check": check,
-           "method": "weights = read GB/s ÷ the device's bandwidth; kv = best tuned attention-decode GB/s ÷ it; "
-                     "compute = best native GEMM ÷ peak; family factors solved from the measured decode loop; "
-                     f"published as measured only if every measured decode is reproduced within {100 * tolerance:g} %"}
+    out = {"device_id": dev.id, "model": model, "tolerance_pct": 100 * tolerance, "check": check, "kv_from": kv_from,
+           "method": "weights = read GB/s ÷ the device's bandwidth; kv = what the decode grew by between two depths "
+                     "of a quant (else the best tuned attention-decode GB/s ÷ the bandwidth); compute = best native "
+                     "GEMM ÷ peak; family factors (and kv) solved by least squares in relative error from the "
+                     "measured decode loop; published as measured only if every measured decode is reproduced "
+                     f"within {100 * tolerance:g} %"}
     if not rows:
         problems.append("no decode was measured: nothing to calibrate against")
     if off or not rows:
