@@ -115,7 +115,22 @@ def test_threads_do_not_change_the_result():
     assert torch.equal(one, two)
 
 
-@pytest.mark.parametrize("fmt", ["Q4_0", "IQ4_XS", "F16"])
+@pytest.mark.parametrize("fmt", ["F16", "BF16"])
+@pytest.mark.parametrize("M", [1, 40])
+def test_half_weights_take_activations_rounded_to_their_type(fmt, M):
+    """As llama.cpp's vec_dot_f16 / vec_dot_bf16: x rounded to the weight's type, products summed in fp32."""
+    qw = weight(fmt, n=24, k=512)
+    x = activations(M, 512)
+    out = matmul(x, qw, impl="cpu_int8")
+    half = getattr(torch, cpu_int8.HALF_FORMATS[fmt])
+    assert torch.equal(cpu_int8.quantize_activations(x, fmt), x.to(half).float())
+    assert_close(f"cpu_int8 {fmt} M={M}", cpu_int8.reference(x, qw), out, 1e-6)
+    err = rel_rms_error(matmul(x, qw, impl="naive"), out)
+    bound = 2.0 ** -9 if fmt == "F16" else 2.0 ** -6   # the type's unit roundoff, on average well under it
+    assert 1e-6 < err < bound, f"{fmt}: activation rounding error {err:.2e}, expected between 1e-6 and {bound:.1e}"
+
+
+@pytest.mark.parametrize("fmt", ["Q4_0", "IQ4_XS"])
 def test_other_formats_fall_through_to_torch_cpu(fmt):
     qw = weight(fmt, n=24, k=512)
     for m in (3, 40):

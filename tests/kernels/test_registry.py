@@ -28,7 +28,8 @@ def test_every_op_has_one_reference_and_records_are_well_formed():
 def test_formats_come_from_the_kernel_modules_own_tables():
     from qlab.kernels.dequant_matmul import cpu_int8
 
-    assert R.get("dequant_matmul", "cpu_int8").supported_formats() == tuple(cpu_int8.INT8_FORMATS)
+    assert R.get("dequant_matmul", "cpu_int8").supported_formats() == cpu_int8.FORMATS
+    assert set(cpu_int8.INT8_FORMATS) | set(cpu_int8.HALF_FORMATS) == set(cpu_int8.FORMATS)
     assert R.get("dequant_matmul", "cpu_fp32").supported_formats() is None   # every format
     pytest.importorskip("triton")
     from qlab.kernels.dequant_matmul import triton_gemv

@@ -4,9 +4,11 @@ For Q8_0, Q4_K, Q5_K and Q6_K, at every M (decode and prefill alike, as llama.cp
 the activations of every matmul against these weights), the activations are quantized per block to int8
 (`quantize_activations` is the torch reference of exactly what `cpu_int8_kernels.c` does: Q8_K-like blocks of
 256 for the K-quants, Q8_0-like blocks of 32 for Q8_0), and the C kernels take integer dot products against
-the stored blocks. Q4_K and Q6_K weights with N % 8 == 0 are read from a row-interleaved copy made on first use
-(`cpu_x8.py`), at any M up to x8_max_m (in passes of 4 activation rows); other shapes read the ggml blocks in
-place, with each task's weight rows reused from cache over all M. Every other format (and K not a multiple
+the stored blocks. F16 and BF16 weights take activations rounded to their own type (as llama.cpp's
+vec_dot_f16 / vec_dot_bf16 do), then `torch_cpu`'s fp32 matmul of those values. Q4_K and Q6_K weights with
+N % 8 == 0 are read from a row-interleaved copy made on first use (`cpu_x8.py`), at any M up to x8_max_m
+(in passes of 4 activation rows); other shapes read the ggml blocks in place, each task's weight rows reused
+from cache over all M. Every other format (and K not a multiple
 of the activation block) goes to `torch_cpu`, unchanged; gemv_max_m is handed on to it.
 
 Accuracy: `reference(x, qw)` (fp32 matmul of the dequantized weight with the dequantized int8 activations)
@@ -24,16 +26,23 @@ from .weight import QuantizedWeight
 # format -> (C entry point, activation block size)
 INT8_FORMATS = {"Q8_0": ("qlab_q8_0_gemm_int8", 32), "Q4_K": ("qlab_q4_k_gemm_int8", 256),
                 "Q5_K": ("qlab_q5_k_gemm_int8", 256), "Q6_K": ("qlab_q6_k_gemm_int8", 256)}
+# half-precision weights: llama.cpp rounds the activations to the weight's type before the dot (an F16 file's
+# logits differ from fp32 activations' by ~2e-4 of their RMS, more than everything else at F16 together)
+HALF_FORMATS = {"F16": "float16", "BF16": "bfloat16"}
+FORMATS = tuple(INT8_FORMATS) + tuple(HALF_FORMATS)   # what the registry hands this impl
 
 
 def quantize_activations(x, fmt: str):
-    """x [M, K] fp32 -> the fp32 values the kernel's int8 activations stand for (d · q per block).
+    """x [M, K] fp32 -> the fp32 values the kernel's int8 activations stand for (d · q per block); for F16/BF16
+    weights, x rounded to that type (round to nearest even).
 
     K-quants: per 256, d = max / -127 where max is the signed value of largest magnitude, q = round(x / d)
     clamped to <= 127 (llama.cpp's quantize_row_q8_K). Q8_0: per 32, d = amax / 127 rounded through fp16,
     q = round(x · 127 / amax) (llama.cpp's quantize_row_q8_0). Rounding is half to even in both."""
     import torch
 
+    if fmt in HALF_FORMATS:
+        return x.detach().to(getattr(torch, HALF_FORMATS[fmt])).to(torch.float32)
     bs = INT8_FORMATS[fmt][1]
     M, K = x.shape
     xb = x.detach().to(torch.float32).reshape(M, K // bs, bs)
@@ -86,6 +95,8 @@ def matmul(x, qw: QuantizedWeight, config: dict | None = None):
     M, K = x.shape
     lib = torch_cpu._lib() if runs_int8(qw, M, K, config) else None
     if lib is None:
+        if qw.fmt in HALF_FORMATS:
+            x = quantize_activations(x, qw.fmt)
         return torch_cpu.matmul(x, qw, {k: v for k, v in cfg.items() if k != "x8_max_m"})
     x = x.detach().to(torch.float32).contiguous()
     y = torch.empty((M, qw.shape[0]), dtype=torch.float32)

@@ -1,7 +1,7 @@
 """The dequantizing matmul's impls, as records of the kernel registry (qlab/kernels/registry.py).
 
 Formats are read from each kernel module's own table (the Triton GEMV's FMT_CODE, the CuPy GEMV's KERNELS,
-cpu_int8's INT8_FORMATS), so a format added to a kernel shows up here without an edit."""
+cpu_int8's FORMATS), so a format added to a kernel shows up here without an edit."""
 
 from __future__ import annotations
 
@@ -22,8 +22,9 @@ IMPLS = (
          features=_CPU_FEATURES),
     Impl("dequant_matmul", "cpu_int8", "c", "cpu_int8:matmul", ("cpu",),
          "int8 activations per block and integer dot products in C (llama.cpp's numerics, ~0.5% from fp32); "
-         "Q4_K/Q6_K read from a row-interleaved copy; above gemv_max_m without that copy: cpu_fp32's tiles",
-         formats="cpu_int8:INT8_FORMATS", dtypes=("fp32",), rank=20, batches=True,
+         "at every M; F16/BF16: activations rounded to the weight's type, then cpu_fp32; Q4_K/Q6_K read from a "
+         "row-interleaved copy",
+         formats="cpu_int8:FORMATS", dtypes=("fp32",), rank=20, batches=True,
          entry_many="cpu_int8:matmul_many", tunables="tunables", prepare="impls:prepare_cpu", delegates="cpu_fp32",
          features=_CPU_FEATURES | {"x8_repack", "int8_activations"}),
     Impl("dequant_matmul", "triton", "triton", "triton_gemv:matmul", ("cuda",),
