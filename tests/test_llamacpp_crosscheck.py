@@ -7,17 +7,19 @@ Two checks:
 - Every matmul, given llama.cpp's own input (read from its graph with the eval callback, prefill M = 32 and
   decode M = 1), gives llama.cpp's output to 2e-6 relative RMS: the int8 activation blocks (q8_0 for Q8_0,
   q8_K for the K-quants, at every M) and fp16 activations for F16 weights are llama.cpp's, bit for bit.
-- The logits over 5 prompts x 160 positions (800, no near-tie exemption): rel. RMS <= 0.1 % (F16) / 1 % (Q8_0) /
-  2 % (Q4_K_M), top-1 agreement >= 99 %.
+- The logits over 5 prompts x 160 positions (800, no near-tie exemption; F16: 2 prompts): rel. RMS <= 0.1 %
+  (F16) / 1 % (Q8_0) / 2 % (Q4_K_M), top-1 agreement >= 99 %.
 
 What remains between the logits is the element-wise math (norms, SiLU/sigmoid/softplus/exp, the DeltaNet scan
 and conv, RoPE, softmax), which differs from ggml's in the last bits (~1e-7 relative; ggml's SIMD exp/SiLU are
 approximations of their own). Int8 activation rounding amplifies that: 3.6e-7 of difference in a DeltaNet
 output moves 0.13 % of its int8 roundings by a step, 2.7e-4 at the next matmul's output, ~0.3 % (Q8_0) /
 ~0.4 % (Q4_K_M) at the logits. On random-weight logits (near-Gaussian, vocab 1024) that noise flips the top-1
-at near-ties: measured here (AVX-512 EPYC) 3 of 800 positions at Q8_0, 6 of 800 at Q4_K_M, each within
-0.012 of the logits' std of a tie; single 160-position prompts range 0.9875-1.0. llama.cpp against itself
-(one batch vs 32 + token by token) differs by 0.27 % RMS at Q4_K_M, at about the positions qlab does.
+at near-ties. Measured here (AVX-512 EPYC): Q8_0 793/800 (0.991), Q4_K_M 797/800 (0.996), F16 800/800, every
+disagreement within 0.0045 of the logits' std of a tie; one 160-position prompt alone ranges 0.981-1.0, so the
+test pools five. The bar sits close to what the noise allows: five prompts drawn one at a time (seeds 42, 1-4)
+gave 6 (Q8_0) and 7 (Q4_K_M) disagreements in 800. llama.cpp against itself (one batch vs 32 + token by token,
+or token by token throughout) differs by 0.26-0.27 % RMS at Q4_K_M and disagrees at 1-2 of 160 positions.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from qlab.engine.model import Qwen35, decode_one_token, prefill  # noqa: E402
 from qlab.engine.ops import default_backend  # noqa: E402
 from qlab.testing import rel_rms_error  # noqa: E402
 
-pytestmark = [pytest.mark.peer, pytest.mark.slow]  # ~60 s of CPU: llama.cpp and qlab over 800 positions x 3
+pytestmark = [pytest.mark.peer, pytest.mark.slow]  # ~50 s on the quiet 2-core machine
 
 CFG = QWEN36_27B.width_scaled(8, vocab=1024).sliced(4)   # hidden 512, ffn 2048, 6/1 heads, 2/6 DeltaNet heads
 N_PROMPTS, N_TOKENS, N_PREFILL = 5, 160, 32
@@ -160,12 +162,15 @@ def test_every_matmul_gives_llamacpps_output_on_its_input(files, prompts, quant)
         assert err <= 2e-6, f"{quant} {name} M={len(x)}: rel RMS {err:.2e} from llama.cpp's output on its input"
 
 
-@pytest.mark.parametrize("quant,rms_tol", [("F16", 1e-3), ("Q8_0", 1e-2), ("Q4_K_M", 2e-2)])
-def test_logits_match_llamacpp(files, prompts, quant, rms_tol):
-    ref = torch.cat([llamacpp_logits(files[quant], p) for p in prompts])
-    out = torch.cat([qlab_logits(files[quant], p) for p in prompts])
+# F16 on 2 prompts: its matmuls convert the whole weight to fp32 per call (cpu_fp32's tiles), 10x the time of
+# the quantized files' for an agreement that is not in doubt (1.3e-4 RMS, no disagreement over 800 positions)
+@pytest.mark.parametrize("quant,rms_tol,n_prompts", [("F16", 1e-3, 2), ("Q8_0", 1e-2, N_PROMPTS),
+                                                     ("Q4_K_M", 2e-2, N_PROMPTS)])
+def test_logits_match_llamacpp(files, prompts, quant, rms_tol, n_prompts):
+    ref = torch.cat([llamacpp_logits(files[quant], p) for p in prompts[:n_prompts]])
+    out = torch.cat([qlab_logits(files[quant], p) for p in prompts[:n_prompts]])
     assert not out.isnan().any()
-    assert len(out) == len(ref) == N_PROMPTS * N_TOKENS >= 64
+    assert len(out) == len(ref) == n_prompts * N_TOKENS >= 64
     err = rel_rms_error(ref, out)
     assert err <= rms_tol, f"{quant}: rel RMS {err:.4f} > {rms_tol}"
     same = out.argmax(-1) == ref.argmax(-1)
