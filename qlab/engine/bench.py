@@ -26,6 +26,14 @@ PROFILE_TOKENS = 4   # tokens decoded again with the per-op timer on (it synchro
 _LAST: dict = {}   # the last weights loaded, kept for the next call with the same arguments (one entry only)
 
 
+def forget_loaded() -> None:
+    """Drop the weights kept for the next call, and free them (before asking how much memory is available)."""
+    import gc
+
+    _LAST.clear()
+    gc.collect()
+
+
 def load_weights(model: str, layers: int | None, quant: str, gguf: str | None, width_scale: float = 1.0,
                  vocab: int | None = None, extra_bytes: int = 0, seed: int = 0) -> Weights:
     """Weights from a GGUF file (its own types; `layers` slices it) or synthetic ones at the preset's shapes.

@@ -279,7 +279,7 @@ def _oom(e: BaseException) -> bool:
 def stage_decode(doc: dict, opts: ProfileOptions, ctx: Context) -> None:
     """The decode loop on the slice at each quant x context; in default and full mode also the whole model
     where it fits (qlab/profile/whole_model.py), and how far the slice's extrapolation landed from it."""
-    from qlab.engine.bench import run_decode_bench
+    from qlab.engine.bench import forget_loaded, run_decode_bench
     from qlab.profile import whole_model
     from qlab.profile.options import WHOLE_PREFILL_TOKENS, WHOLE_TOKENS
 
@@ -296,6 +296,7 @@ def stage_decode(doc: dict, opts: ProfileOptions, ctx: Context) -> None:
             continue
         try:
             if whole:
+                forget_loaded()   # the last quant's whole model must not count as in use
                 fit = whole_model.plan(opts.model, quant, context, opts.width_scale, opts.vocab)
                 if not fit["fits"]:
                     skipped[quant] = f"not decoded whole: {fit['why']}"

@@ -66,8 +66,11 @@ def print_checks(doc: dict, console) -> None:
                       f"{p['ridge_flop_per_byte']:.1f} -> {p['bound']}-bound; {p['achieved_gbs']:.1f} GB/s achieved, "
                       f"{100 * p['of_roofline']:.0f} % of the roofline")
     for e in doc.get("extrapolation") or []:
+        across = (f"; the slice run on its own {e['across_runs_error_pct']:+.1f} %, load changing between runs included"
+                  if "across_runs_error_pct" in e else "")
         console.print(f"slice vs whole model, {e['quant']} @ {e['context']}: {e['slice_layers']}-layer slice scaled "
-                      f"{e['slice_scaled_tok_s']:.3g} tok/s, whole {e['whole_tok_s']:.3g} tok/s ({e['error_pct']:+.1f} %)")
+                      f"{e['slice_scaled_tok_s']:.3g} tok/s, whole {e['whole_tok_s']:.3g} tok/s ({e['error_pct']:+.1f} %"
+                      f"{', ' + e['basis'] if e.get('basis') else ''}{across})")
     for q, why in (doc.get("whole_model") or {}).items():
         if why.startswith("not"):
             console.print(f"{q}: {why}")
