@@ -117,6 +117,29 @@ def test_calibrated_profile_reproduces_its_own_decode():
         assert p["basis"] == "measured" and p["decode_tok_s"] == pytest.approx(measured, rel=0.10)
 
 
+def test_kv_efficiency_comes_from_the_decode_growth_with_depth():
+    """The attention-decode kernel probe said 0.40 of the read bandwidth on the 2-core EPYC where the decode loop
+    grew with depth as 0.20 would: one weight factor could not fit both depths (-29 % / +35 %) and the profile
+    fell back to the class. Rows generated with kv 0.2 and a K-quant factor 1.3 must give back exactly those."""
+    truth = {"device_id": "cpu-host", "efficiencies": {"weights": 1.0, "kv": 0.2, "dequant_ops": {"kquant": 0.0},
+                                                        "family_factor": {"kquant": 1.3}}}
+    doc = _host_profile([])
+    view = {"device": doc["device"], "calibration": truth}
+    rows = [("Q4_K_M", c, predict("cpu-host", "qwen3.6-27b", "Q4_K_M", c, profile=view)["decode_tok_s"])
+            for c in (4096, 32768)]
+    doc = _host_profile(rows)
+    doc["kernels"] = [{"op": "attention_decode", "impl": "sdpa", "achieved_gbs": 0.4 * 11.0}]
+    doc["calibration"] = cal = calibration_from_profile(doc)
+    validate_profile({k: v for k, v in doc.items() if k != "kernels"})   # the probe row is a stub
+    assert cal["basis"] == "measured" and cal["kv_from"] == "the decode's growth with depth"
+    assert cal["efficiencies"]["kv"] == pytest.approx(0.2, rel=0.02)
+    assert cal["efficiencies"]["family_factor"]["kquant"] == pytest.approx(1.3, rel=0.02)
+    assert all(abs(c["error_pct"]) < 1 for c in cal["check"])
+    one_depth = _host_profile(rows[:1])
+    one_depth["kernels"] = doc["kernels"]
+    assert calibration_from_profile(one_depth)["kv_from"] == "the best tuned attention-decode kernel"
+
+
 def test_fit_that_cannot_reproduce_its_decode_falls_back_to_the_class():
     # one quant, two depths that no weight factor and plausible KV efficiency explain (the 32K row is 20x slower)
     doc = _host_profile([("Q4_K_M", 4096, 0.6), ("Q4_K_M", 32768, 0.03)])
