@@ -15,11 +15,12 @@ SPACES = {
         "tile_bytes": [1 << 22, 1 << 24, 1 << 26],    # fp32 scratch per dequantized tile of rows
         "single_thread_bytes": [0, 1 << 17, 1 << 19, 1 << 21],  # GEMVs below this many weight bytes x M: 1 thread
     },
-    "cpu_int8": {  # the same knobs as cpu_fp32 (shapes without an integer kernel fall through to it)
+    "cpu_int8": {  # cpu_fp32's knobs act on the formats without an integer kernel (they fall through to it)
         "gemv_max_m": [1, 4, 8, 16, 32, 64],
         "tile_bytes": [1 << 22, 1 << 24, 1 << 26],
         "single_thread_bytes": [0, 1 << 17, 1 << 19, 1 << 21],
-        "x8_max_m": [0, 16, 64, 256, 1024],           # largest M read from the x8 copy of Q4_K/Q6_K (0: never)
+        "x8_max_m": [0, 16, 64, 256, 1024],           # largest M read from the x8 copy of Q4_K/Q6_K (0: never;
+        #                                               above it the integer kernels read the ggml blocks)
     },
     "triton": {
         "BLOCK_M": [1, 2, 4, 8, 16, 32, 64],         # activation rows per program
