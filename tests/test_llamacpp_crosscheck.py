@@ -7,7 +7,7 @@ Two checks:
 - Every matmul, given llama.cpp's own input (read from its graph with the eval callback, prefill M = 32 and
   decode M = 1), gives llama.cpp's output to 2e-6 relative RMS: the int8 activation blocks (q8_0 for Q8_0,
   q8_K for the K-quants, at every M) and fp16 activations for F16 weights are llama.cpp's, bit for bit.
-- The logits over 5 prompts x 160 positions (800, no near-tie exemption; F16: 2 prompts): rel. RMS <= 0.1 %
+- The logits over 5 prompts x 160 positions (800, no near-tie exemption; F16: one prompt, 160): rel. RMS <= 0.1 %
   (F16) / 1 % (Q8_0) / 2 % (Q4_K_M), top-1 agreement >= 99 %.
 
 What remains between the logits is the element-wise math (norms, SiLU/sigmoid/softplus/exp, the DeltaNet scan
@@ -38,7 +38,7 @@ from qlab.engine.model import Qwen35, decode_one_token, prefill  # noqa: E402
 from qlab.engine.ops import default_backend  # noqa: E402
 from qlab.testing import rel_rms_error  # noqa: E402
 
-pytestmark = [pytest.mark.peer, pytest.mark.slow]  # ~50 s on the quiet 2-core machine
+pytestmark = [pytest.mark.peer, pytest.mark.slow]  # 111 s on the 2-core EPYC shared with other jobs (load ~3)
 
 CFG = QWEN36_27B.width_scaled(8, vocab=1024).sliced(4)   # hidden 512, ffn 2048, 6/1 heads, 2/6 DeltaNet heads
 N_PROMPTS, N_TOKENS, N_PREFILL = 5, 160, 32
@@ -150,7 +150,8 @@ def test_llamacpp_quantized_the_matrices(files):
 @pytest.mark.parametrize("quant", ["F16", "Q8_0", "Q4_K_M"])
 def test_every_matmul_gives_llamacpps_output_on_its_input(files, prompts, quant):
     """qlab's default CPU matmul of llama.cpp's own activations against the file's weights: llama.cpp's output
-    to ~1e-7 (fp32 summation order); fp32 activations instead of int8 (or of fp16 at F16) would be ~1e-3."""
+    to ~1e-7 (fp32 summation order). With fp32 activations at prefill (qlab's earlier numerics) the first
+    mismatch is 2e-4 (F16), 5e-3 (Q8_0), 7e-3 (Q4_K_M)."""
     m = Qwen35(read_gguf(files[quant]), default_backend("cpu"))
     seen = llamacpp_matmuls(files[quant], prompts[0][:N_PREFILL + 2], set(m.w.tensors))
     kinds = {(name.split(".")[-2], len(x)) for name, x, _ in seen}
@@ -162,9 +163,9 @@ def test_every_matmul_gives_llamacpps_output_on_its_input(files, prompts, quant)
         assert err <= 2e-6, f"{quant} {name} M={len(x)}: rel RMS {err:.2e} from llama.cpp's output on its input"
 
 
-# F16 on 2 prompts: its matmuls convert the whole weight to fp32 per call (cpu_fp32's tiles), 10x the time of
+# F16 on one prompt: its matmuls convert the whole weight to fp32 per call (cpu_fp32's tiles), 10x the time of
 # the quantized files' for an agreement that is not in doubt (1.3e-4 RMS, no disagreement over 800 positions)
-@pytest.mark.parametrize("quant,rms_tol,n_prompts", [("F16", 1e-3, 2), ("Q8_0", 1e-2, N_PROMPTS),
+@pytest.mark.parametrize("quant,rms_tol,n_prompts", [("F16", 1e-3, 1), ("Q8_0", 1e-2, N_PROMPTS),
                                                      ("Q4_K_M", 2e-2, N_PROMPTS)])
 def test_logits_match_llamacpp(files, prompts, quant, rms_tol, n_prompts):
     ref = torch.cat([llamacpp_logits(files[quant], p) for p in prompts[:n_prompts]])
@@ -176,9 +177,10 @@ def test_logits_match_llamacpp(files, prompts, quant, rms_tol, n_prompts):
     same = out.argmax(-1) == ref.argmax(-1)
     top2 = ref.topk(2, dim=-1).values
     margin = (top2[:, 0] - top2[:, 1]) / ref.std(dim=-1)
+    where = (~same).nonzero().flatten().tolist()
     assert same.float().mean() >= 0.99, (f"{quant}: top-1 agreement {same.float().mean():.4f} < 0.99 over "
-                                         f"{len(same)} positions; disagreeing at {(~same).nonzero().flatten().tolist()}, "
-                                         f"llama.cpp's top-2 margins there {margin[~same].tolist()}")
+                                         f"{len(same)} positions; disagreeing at {where}, llama.cpp's top-2 "
+                                         f"margins there {margin[~same].tolist()}")
 
 
 def test_a_wrong_engine_would_fail(files, prompts):
