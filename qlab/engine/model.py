@@ -157,15 +157,15 @@ class Qwen35:
             return self.ops.linear(o, self.w[p + "ssm_out.weight"])
         qkv = self.ops.conv(qkv, self.w[p + "ssm_conv1d.weight"], st.conv[i])
         with self.ops.other():
-            q = qkv[..., :c.key_dim].reshape(B, T, H, K)
-            k = qkv[..., c.key_dim:2 * c.key_dim].reshape(B, T, H, K)
+            q = l2_normalize(qkv[..., :c.key_dim].reshape(B, T, H, K), c.rms_eps)
+            k = l2_normalize(qkv[..., c.key_dim:2 * c.key_dim].reshape(B, T, H, K), c.rms_eps)
             v = qkv[..., 2 * c.key_dim:].reshape(B, T, HV, V)
-            g = self.w[p + "ssm_a"] * F.softplus(a.float() + self.w[p + "ssm_dt.bias"])  # log decay <= 0
+            g = self.w[p + "ssm_a"] * softplus(a.float() + self.w[p + "ssm_dt.bias"])  # log decay <= 0
             beta = torch.sigmoid(b.float())
             if self.perm:       # tiled (GGUF) -> grouped (kernel) value-head order
                 v = tiled_to_grouped(v, H)
                 g, beta = (tiled_to_grouped(t[..., None], H)[..., 0] for t in (g, beta))
-        o = self.ops.delta_rule(q, k, v, g, beta, st.rec[i], scale=K ** -0.5)             # [B, T, HV, V]
+        o = self.ops.delta_rule(q, k, v, g, beta, st.rec[i], scale=K ** -0.5, l2norm=False)  # [B, T, HV, V]
         with self.ops.other():
             if self.perm:
                 o = grouped_to_tiled(o, H)
@@ -235,6 +235,19 @@ class Qwen35:
             st.mtp_pos += T
             x = self.norm(x[:, -1], p + "shared_head_norm.weight")
             return self.ops.linear(x, self.w["output.weight"]).float()
+
+
+def softplus(x: torch.Tensor) -> torch.Tensor:
+    """log(1 + e^x) as llama.cpp computes it (x above 20: x): not log1p, which differs by up to 3e-4 relative for
+    x << 0 — a difference that reaches every element of the DeltaNet state through exp(g)."""
+    return torch.where(x > 20, x, torch.log(1 + torch.exp(x)))
+
+
+def l2_normalize(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """x / max(|x|, eps) over the last dim, the sum of squares in double: ggml_l2_norm, which llama.cpp's qwen35
+    graph applies to q and k (fla's x / sqrt(|x|² + eps) differs by eps / 2|x|², ~5e-7 at |x| ~ 1)."""
+    n = x.double().square().sum(-1, keepdim=True).float().sqrt()
+    return x * (1 / n.clamp_min(eps))
 
 
 # ---- the loop ----------------------------------------------------------------------------------------------

@@ -351,8 +351,9 @@ class Ops:
         threads stream faster: a DeltaNet layer step 0.50 -> 0.39 ms in the Q4_K_M slice's loop."""
         return self.mm_threads or torch.get_num_threads()
 
-    def delta_rule(self, q, k, v, g, beta, state: torch.Tensor, scale: float) -> torch.Tensor:
-        """q, k [B, T, H, K]; v [B, T, HV, V]; g, beta [B, T, HV]; state [B, HV, K, V] fp32, updated in place."""
+    def delta_rule(self, q, k, v, g, beta, state: torch.Tensor, scale: float, l2norm: bool = True) -> torch.Tensor:
+        """q, k [B, T, H, K]; v [B, T, HV, V]; g, beta [B, T, HV]; state [B, HV, K, V] fp32, updated in place.
+        l2norm: the kernel L2-normalises q and k (False: the caller did)."""
         from qlab.kernels import deltanet
 
         B, T, H, K = q.shape
@@ -361,7 +362,7 @@ class Ops:
             q, k, v, g, beta = (t.contiguous() for t in (q, k, v, g, beta))
         with self.t("deltanet"):
             o, _ = deltanet.gated_delta_rule(q, k, v, g, beta, scale=scale, initial_state=state,
-                                             output_final_state=False, use_qk_l2norm=True, impl=rec.name,
+                                             output_final_state=False, use_qk_l2norm=l2norm, impl=rec.name,
                                              inplace_state=True, config=config if rec.tunables else None)
         return o
 

@@ -18,16 +18,16 @@ void qlab_rms_norm(const float *x, int64_t ldx, const float *h, const float *w, 
     for (int64_t r = 0; r < rows; r++) {
         const float *xr = x + r * ldx;
         const float *src = xr;
-        float ss = 0.f;
+        double ss = 0.;  // ggml_rms_norm's numerics: the sum of squares in double, the scale in float
         if (h) {
             float *sr = sum + r * D;
             const float *hr = h + r * D;
-            for (int64_t i = 0; i < D; i++) { sr[i] = xr[i] + hr[i]; ss += sr[i] * sr[i]; }
+            for (int64_t i = 0; i < D; i++) { sr[i] = xr[i] + hr[i]; ss += (double)(sr[i] * sr[i]); }
             src = sr;
         } else {
-            for (int64_t i = 0; i < D; i++) ss += xr[i] * xr[i];
+            for (int64_t i = 0; i < D; i++) ss += (double)(xr[i] * xr[i]);
         }
-        const float inv = 1.f / sqrtf(ss / (float)D + eps);
+        const float inv = 1.f / sqrtf((float)(ss / (double)D + (double)eps));
         float *yr = y + r * D;
         for (int64_t i = 0; i < D; i++) yr[i] = src[i] * inv * w[i];
     }

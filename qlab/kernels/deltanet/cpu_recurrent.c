@@ -1,12 +1,13 @@
 // The gated delta rule stepped in time on the CPU (impl `recurrent_cpu`), fp32, the state updated in place.
 //
-// Per head and step, with the state S [K, V] before the step, d = exp(g):
-//     r_k = Sᵀk, r_q = Sᵀq          delta = beta (v − d r_k)
-//     o = d r_q + (k·q) delta       S ← d S + k deltaᵀ
-// (the same algebra as recurrent_torch.py: one read of the old state serves both products). The torch version
-// makes five passes over the 64 KiB state of every head (bmm, then the scale and the rank-1 add in place);
-// here each tile of VT columns (K x VT floats, 16 KiB: it stays in L1) is read once for r_k and r_q and then
-// updated in the same sweep, so the state crosses the memory bus once each way. Heads go over OpenMP threads.
+// Per head and step, with the state S [K, V] before the step, d = exp(g), in llama.cpp's order of operations
+// (ggml's CPU GATED_DELTA_NET op, which llama.cpp runs for prefill and decode alike):
+//     S ← d S;   delta = beta (v − Sᵀk);   S ← S + k deltaᵀ;   o = scale · Sᵀq
+// Each product reads the state as rounded after the step before it, so qlab's roundings are llama.cpp's up to the
+// summation order of the dot products (measured on llama.cpp's own inputs, decode: 5.5e-7 -> 7e-8 relative RMS
+// against the algebraically equal one-read form o = d Sᵀq + (k·q) delta). Each tile of VT columns (K x VT floats,
+// 16 KiB: it stays in L1) is swept twice, decay with Sᵀk then the rank-1 update with Sᵀq, so the state still
+// crosses the memory bus once each way. Heads go over OpenMP threads.
 
 #include <math.h>
 #include <stdint.h>
@@ -16,39 +17,43 @@
 
 #define VT 32  // state columns per tile
 
+// a·b + c fused where the CPU has FMA, as ggml's vec_mad is (-std=c11 contracts nothing)
+#if defined(__FMA__) || defined(__aarch64__)
+#define MAD(a, b, c) fmaf(a, b, c)
+#else
+#define MAD(a, b, c) ((a) * (b) + (c))
+#endif
+
 static inline __attribute__((always_inline)) void
 tile(float *S, int64_t K, int64_t V, int64_t j0, const int w, const float *k, const float *q, const float *v, float d,
-     float beta, float kq, float *o) {
-    float rk[VT] = {0}, rq[VT] = {0}, delta[VT];
-    for (int64_t i = 0; i < K; i++) {
-        const float *row = S + i * V + j0;
-        for (int j = 0; j < w; j++) { rk[j] += k[i] * row[j]; rq[j] += q[i] * row[j]; }
-    }
-    for (int j = 0; j < w; j++) {
-        delta[j] = beta * (v[j0 + j] - d * rk[j]);
-        o[j0 + j] = d * rq[j] + kq * delta[j];
-    }
+     float beta, float scale, float *o) {
+    double rk[VT] = {0}, rq[VT] = {0};  // double: near the exact sums, as ggml's 64-lane SIMD dots are
+    float delta[VT];
     for (int64_t i = 0; i < K; i++) {
         float *row = S + i * V + j0;
-        for (int j = 0; j < w; j++) row[j] = d * row[j] + k[i] * delta[j];
+        for (int j = 0; j < w; j++) { row[j] *= d; rk[j] += (double)(k[i] * row[j]); }
     }
+    for (int j = 0; j < w; j++) delta[j] = (v[j0 + j] - (float)rk[j]) * beta;
+    for (int64_t i = 0; i < K; i++) {
+        float *row = S + i * V + j0;
+        for (int j = 0; j < w; j++) { row[j] = MAD(k[i], delta[j], row[j]); rq[j] += (double)(q[i] * row[j]); }
+    }
+    for (int j = 0; j < w; j++) o[j0 + j] = (float)rq[j] * scale;
 }
 
-// q, k [T, BH, K] (q already scaled, both normalised if the model asks); v, o [T, BH, V]; decay = exp(g) and
-// beta [T, BH]; S [BH, K, V], read as the initial state and left holding the final one.
+// q, k [T, BH, K] (normalised if the model asks; q's scale is applied to o, as ggml does); v, o [T, BH, V];
+// decay = exp(g) and beta [T, BH]; S [BH, K, V], read as the initial state and left holding the final one.
 void qlab_gdn_recurrent(const float *q, const float *k, const float *v, const float *decay, const float *beta,
-                        float *S, float *o, int64_t T, int64_t BH, int64_t K, int64_t V, int nt) {
+                        float *S, float *o, int64_t T, int64_t BH, int64_t K, int64_t V, float scale, int nt) {
     #pragma omp parallel for schedule(static) num_threads(nt)
     for (int64_t h = 0; h < BH; h++) {
         float *Sh = S + h * K * V;
         for (int64_t t = 0; t < T; t++) {
             const int64_t th = t * BH + h;
             const float *kh = k + th * K, *qh = q + th * K, *vh = v + th * V;
-            float kq = 0.f;
-            for (int64_t i = 0; i < K; i++) kq += kh[i] * qh[i];
             for (int64_t j0 = 0; j0 < V; j0 += VT) {
-                if (V - j0 >= VT) tile(Sh, K, V, j0, VT, kh, qh, vh, decay[th], beta[th], kq, o + th * V);
-                else tile(Sh, K, V, j0, (int)(V - j0), kh, qh, vh, decay[th], beta[th], kq, o + th * V);
+                if (V - j0 >= VT) tile(Sh, K, V, j0, VT, kh, qh, vh, decay[th], beta[th], scale, o + th * V);
+                else tile(Sh, K, V, j0, (int)(V - j0), kh, qh, vh, decay[th], beta[th], scale, o + th * V);
             }
         }
     }
@@ -63,8 +68,10 @@ void qlab_conv1d_update(const float *x, float *state, const float *w, const floa
         for (int64_t d = 0; d < D; d++) {
             float *s = state + (b * D + d) * (W - 1);
             const float *wd = w + d * W, xv = x[b * D + d];
-            float acc = xv * wd[W - 1] + (bias ? bias[d] : 0.f);
+            float acc = 0.f;  // oldest tap first, as ggml's ssm_conv sums
             for (int64_t i = 0; i < W - 1; i++) acc += s[i] * wd[i];
+            acc += xv * wd[W - 1];
+            if (bias) acc += bias[d];
             for (int64_t i = 0; i + 1 < W - 1; i++) s[i] = s[i + 1];
             if (W > 1) s[W - 2] = xv;
             y[b * D + d] = acc;
@@ -82,7 +89,9 @@ void qlab_conv1d_update(const float *x, float *state, const float *w, const floa
 // here it is one pass. Head orders: qkv's v, z, a, b, ssm_a, dt_bias and out are GGUF's *tiled* value-head order
 // (value head j reads key head j % H); the state S keeps the kernels' *grouped* order (head m reads key head
 // m / (HV / H)), so that prefill (chunked, grouped) and this step share it: grouped m is tiled (m % r)·H + m / r.
-static inline float softplus(float x) { return x > 20.f ? x : log1pf(expf(x)); }  // torch's threshold 20
+// log(1 + e^x) as ggml computes it (not log1p: for x << 0 the two differ by up to 3e-4 relative, and that
+// difference reaches every element of the state through exp(g)); the threshold 20 is ggml's and torch's
+static inline float softplus(float x) { return x > 20.f ? x : logf(1.f + expf(x)); }
 
 void qlab_gdn_decode_layer(const float *qkv, float *conv_state, const float *conv_w, const float *z,
                            const float *b_in, const float *a_in, const float *ssm_a, const float *dt_bias,
@@ -92,11 +101,12 @@ void qlab_gdn_decode_layer(const float *qkv, float *conv_state, const float *con
     float *y = (float *)malloc(sizeof(float) * (size_t)(B * D));
     qlab_conv1d_update(qkv, conv_state, conv_w, 0, y, B, D, W, 1);
     const float scale = 1.f / sqrtf((float)K);
-    for (int64_t b = 0; b < B; b++)  // l2norm q and k per key head (x / sqrt(sum x² + 1e-6), as fla), q scaled
-        for (int64_t h = 0; h < 2 * H; h++) {
-            float *x = y + b * D + h * K, ss = 0.f;
-            for (int64_t i = 0; i < K; i++) ss += x[i] * x[i];
-            const float f = 1.f / sqrtf(ss + 1e-6f) * (h < H ? scale : 1.f);
+    for (int64_t b = 0; b < B; b++)  // l2norm q and k per key head as ggml_l2_norm: x / max(|x|, eps), the sum
+        for (int64_t h = 0; h < 2 * H; h++) {  // of squares in double (q's scale goes on o, in tile)
+            float *x = y + b * D + h * K;
+            double ss = 0.;
+            for (int64_t i = 0; i < K; i++) ss += (double)(x[i] * x[i]);
+            const float f = 1.f / fmaxf(sqrtf((float)ss), eps);
             for (int64_t i = 0; i < K; i++) x[i] *= f;
         }
     #pragma omp parallel for schedule(static) num_threads(nt)
@@ -105,15 +115,14 @@ void qlab_gdn_decode_layer(const float *qkv, float *conv_state, const float *con
         const float *qh = y + b * D + h * K, *kh = y + b * D + (H + h) * K, *vh = y + b * D + 2 * H * K + j * V;
         const float d = expf(ssm_a[j] * softplus(a_in[b * HV + j] + dt_bias[j]));
         const float beta = 1.f / (1.f + expf(-b_in[b * HV + j]));
-        float *o = out + b * HV * V + j * V, *Sh = S + bm * K * V, kq = 0.f;
-        for (int64_t i = 0; i < K; i++) kq += kh[i] * qh[i];
+        float *o = out + b * HV * V + j * V, *Sh = S + bm * K * V;
         for (int64_t j0 = 0; j0 < V; j0 += VT) {
-            if (V - j0 >= VT) tile(Sh, K, V, j0, VT, kh, qh, vh, d, beta, kq, o);
-            else tile(Sh, K, V, j0, (int)(V - j0), kh, qh, vh, d, beta, kq, o);
+            if (V - j0 >= VT) tile(Sh, K, V, j0, VT, kh, qh, vh, d, beta, scale, o);
+            else tile(Sh, K, V, j0, (int)(V - j0), kh, qh, vh, d, beta, scale, o);
         }
-        float ss = 0.f;  // gated RMSNorm of this head's output
-        for (int64_t i = 0; i < V; i++) ss += o[i] * o[i];
-        const float inv = 1.f / sqrtf(ss / (float)V + eps);
+        double ss = 0.;  // gated RMSNorm of this head's output (ggml_rms_norm: the mean square in double)
+        for (int64_t i = 0; i < V; i++) ss += (double)(o[i] * o[i]);
+        const float inv = 1.f / sqrtf((float)(ss / (double)V + (double)eps));
         const float *zh = z + b * HV * V + j * V;
         for (int64_t i = 0; i < V; i++) o[i] = o[i] * inv * norm_w[i] * qlab_siluf(zh[i]);
     }
