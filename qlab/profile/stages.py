@@ -305,18 +305,19 @@ def stage_decode(doc: dict, opts: ProfileOptions, ctx: Context) -> None:
                 path = whole_model.ensure_model_file(opts.model, quant, opts.width_scale, opts.vocab, ctx.log)
                 # the slice's first layers timed beside it, step for step, in the same memory: the
                 # extrapolation's error under the same load (record_extrapolation)
-                r = run_decode_bench(model=opts.model, layers=None, quant=quant, context=context,
-                                     tokens=WHOLE_TOKENS, device=ctx.torch_device, threads=opts.threads,
-                                     gguf=str(path), prefill_tokens=WHOLE_PREFILL_TOKENS, side_slice=opts.layers)
+                r = uncontended(lambda: run_decode_bench(
+                    model=opts.model, layers=None, quant=quant, context=context, tokens=WHOLE_TOKENS,
+                    device=ctx.torch_device, threads=opts.threads, gguf=str(path),
+                    prefill_tokens=WHOLE_PREFILL_TOKENS, side_slice=opts.layers), f"{quant} whole", ctx.log)
                 skipped[quant] = f"decoded whole from {path.name}"
             else:
                 # where the whole model's file is here, the slice is read from it: the layers the whole model
                 # streams, memory-mapped and repacked the same way
                 path = whole_model.existing_model_file(opts.model, quant, opts.width_scale, opts.vocab)
-                r = run_decode_bench(model=opts.model, layers=opts.layers, quant=quant, context=context,
-                                     tokens=opts.tokens, device=ctx.torch_device, threads=opts.threads,
-                                     width_scale=opts.width_scale, vocab=opts.vocab,
-                                     gguf=str(path) if path else None)
+                r = uncontended(lambda: run_decode_bench(
+                    model=opts.model, layers=opts.layers, quant=quant, context=context, tokens=opts.tokens,
+                    device=ctx.torch_device, threads=opts.threads, width_scale=opts.width_scale, vocab=opts.vocab,
+                    gguf=str(path) if path else None), f"{quant} @ {context}", ctx.log)
             results.append(_decode_row(r, quant, context, opts.layers, whole))
         except Exception as e:  # noqa: BLE001 — out of memory is recorded and the next item runs
             if not _oom(e):
@@ -326,6 +327,37 @@ def stage_decode(doc: dict, opts: ProfileOptions, ctx: Context) -> None:
                             "error": f"out of memory: {str(e)[:200]}"})
         ctx.save()
     record_extrapolation(doc, opts, ctx)
+
+
+# A decode timed while other processes took more than this share of the machine's CPUs is measured again
+# (after a pause) up to CONTENDED_RETRIES times; the least contended run is kept, and flagged `contended` if
+# it is still above: a loaded machine must not produce a confident profile.
+CONTENDED = 0.25
+CONTENDED_RETRIES = 2
+CONTENDED_PAUSE_S = 10.0
+
+
+def uncontended(run: Callable[[], dict], what: str, log: Callable[[str], None]) -> dict:
+    import time
+
+    best: dict | None = None
+    for attempt in range(1 + CONTENDED_RETRIES):
+        r = run()
+        share = r.get("others_cpu_share")
+        if best is None or (share or 0.0) < (best.get("others_cpu_share") or 0.0):
+            best = r
+        if share is None or share <= CONTENDED:
+            break
+        if attempt < CONTENDED_RETRIES:
+            log(f"{what}: other processes took {100 * share:.0f} % of the CPUs while it was timed; "
+                f"measuring again in {CONTENDED_PAUSE_S:g} s")
+            time.sleep(CONTENDED_PAUSE_S)
+    best["contention_retries"] = attempt
+    if (best.get("others_cpu_share") or 0.0) > CONTENDED:
+        best["contended"] = True
+        log(f"{what}: still contended ({100 * best['others_cpu_share']:.0f} % of the CPUs taken by other "
+            "processes); kept, flagged `contended`")
+    return best
 
 
 def record_extrapolation(doc: dict, opts: ProfileOptions, ctx: Context) -> None:

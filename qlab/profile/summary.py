@@ -65,6 +65,11 @@ def print_checks(doc: dict, console) -> None:
         console.print(f"roofline {p['quant']} @ {p['context']}: {p['intensity_flop_per_byte']:.2f} FLOP/byte vs ridge "
                       f"{p['ridge_flop_per_byte']:.1f} -> {p['bound']}-bound; {p['achieved_gbs']:.1f} GB/s achieved, "
                       f"{100 * p['of_roofline']:.0f} % of the roofline")
+    for r in doc.get("decode") or []:
+        if r.get("contended"):
+            console.print(f"[yellow]{r['quant']} @ {r['context']} ({r.get('layers_run')} layers) was timed while other "
+                          f"processes took {100 * r['others_cpu_share']:.0f} % of the CPUs[/yellow] (after "
+                          f"{r.get('contention_retries', 0)} re-measures): the machine was loaded")
     for e in doc.get("extrapolation") or []:
         across = (f"; the slice run on its own {e['across_runs_error_pct']:+.1f} %, load changing between runs included"
                   if "across_runs_error_pct" in e else "")

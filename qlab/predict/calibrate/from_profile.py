@@ -127,6 +127,7 @@ def _check(doc: dict, dev: Device, model: str, rows: list[dict], cal: dict) -> l
         p = 1.0 / _predicted_s(doc, dev, model, r["quant"], r["context"], cal)
         out.append({"quant": r["quant"], "context": r["context"], "whole_model": bool(r.get("whole_model")),
                     **({"slice_correction": r["slice_correction"]} if "slice_correction" in r else {}),
+                    **({"contended": True, "others_cpu_share": r.get("others_cpu_share")} if r.get("contended") else {}),
                     "measured_tok_s": r["scaled_tok_s"], "predicted_tok_s": p,
                     "error_pct": 100 * (p / r["scaled_tok_s"] - 1)})
     return out
@@ -233,8 +234,10 @@ def calibration_from_profile(doc: dict, model: str = "qwen3.6-27b", tolerance: f
     check = _check(doc, dev, model, rows, cal)
     off = [c for c in check if not abs(c["error_pct"]) <= 100 * tolerance]
     for c in off:
+        loaded = (f", timed while other processes took {100 * c['others_cpu_share']:.0f} % of the CPUs"
+                  if c.get("contended") and c.get("others_cpu_share") is not None else "")
         problems.append(f"{c['quant']} @ {c['context']}: the calibration predicts {c['predicted_tok_s']:.3g} tok/s "
-                        f"against {c['measured_tok_s']:.3g} measured ({c['error_pct']:+.1f} %)")
+                        f"against {c['measured_tok_s']:.3g} measured ({c['error_pct']:+.1f} %{loaded})")
     out = {"device_id": dev.id, "model": model, "tolerance_pct": 100 * tolerance, "check": check, "kv_from": kv_from,
            "method": "weights = read GB/s ÷ the device's bandwidth; kv = what the decode grew by between two depths "
                      "of a quant (else the best tuned attention-decode GB/s ÷ the bandwidth); compute = best native "
