@@ -440,3 +440,21 @@ def test_contended_decode_is_measured_again_then_flagged(monkeypatch):
     with OthersCpu() as o:
         sum(range(10**6))
     assert o.share is None or 0.0 <= o.share <= 1.0
+
+
+def test_probe_under_a_neighbour_is_remeasured_then_noisy(monkeypatch):
+    """A steady probe (small spread) while other processes held the CPUs is not a steady machine."""
+    import qlab.engine.bench as bench
+
+    shares = iter([0.7, 0.6])
+
+    class Busy:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.share = next(shares)
+
+    monkeypatch.setattr(bench, "OthersCpu", Busy)
+    r = microbench._steady(lambda: {"gbs": 10.0, "spread": 0.02})
+    assert r["noisy"] and r["remeasured"] and r["others_cpu_share"] == 0.6
