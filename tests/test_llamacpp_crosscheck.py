@@ -10,15 +10,15 @@ Two checks:
 - The logits over 5 prompts x 160 positions (800, no near-tie exemption; F16: one prompt, 160): rel. RMS <= 0.1 %
   (F16) / 1 % (Q8_0) / 2 % (Q4_K_M), top-1 agreement >= 99 %.
 
-What remains between the logits is the element-wise math (norms, SiLU/sigmoid/softplus/exp, the DeltaNet scan
-and conv, RoPE, softmax), which differs from ggml's in the last bits (~1e-7 relative; ggml's SIMD exp/SiLU are
-approximations of their own). Int8 activation rounding amplifies that: 3.6e-7 of difference in a DeltaNet
-output moves 0.13 % of its int8 roundings by a step, 2.7e-4 at the next matmul's output, ~0.3 % (Q8_0) /
-~0.4 % (Q4_K_M) at the logits. On random-weight logits (near-Gaussian, vocab 1024) that noise flips the top-1
-at near-ties. Measured here (AVX-512 EPYC): Q8_0 793/800 (0.991), Q4_K_M 797/800 (0.996), F16 800/800, every
-disagreement within 0.0045 of the logits' std of a tie; one 160-position prompt alone ranges 0.981-1.0, so the
-test pools five. The bar sits close to what the noise allows: five prompts drawn one at a time (seeds 42, 1-4)
-gave 6 (Q8_0) and 7 (Q4_K_M) disagreements in 800. llama.cpp against itself (one batch vs 32 + token by token,
+What remains between the logits is the element-wise math. The DeltaNet and norm steps follow ggml's numerics
+(softplus as log(1 + e^x), the delta-rule step in ggml's order with the scale on o, q/k l2norm x / max(|x|, eps),
+RMSNorm's mean square in double); on llama.cpp's own inputs (eval callback) they give its outputs to 1.4e-8 (gate),
+1.8e-7 (delta rule, decode; fp32 dots summed in another order), 2-3e-8 (RMSNorms), 3-7e-8 (conv + SiLU), 4e-8
+(SwiGLU: ggml's SIMD exp is an approximation of its own). Int8 activation rounding amplifies those last bits: one
+rounding moved by a step is a 4e-3 change at the next matmul's input, ~0.27 % (Q8_0) / ~0.4 % (Q4_K_M) rel. RMS at
+the logits. On random-weight logits (near-Gaussian, vocab 1024) that noise flips the top-1 at near-ties. Measured here
+(AVX-512 EPYC): Q8_0 795/800 (0.27 %), Q4_K_M 795/800 (0.41 %), F16 160/160; five more prompts drawn one at a time
+(seeds 1-5) disagree at 3 (Q8_0) and 4 (Q4_K_M) of 800. llama.cpp against itself (one batch vs 32 + token by token,
 or token by token throughout) differs by 0.26-0.27 % RMS at Q4_K_M and disagrees at 1-2 of 160 positions.
 """
 
