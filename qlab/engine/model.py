@@ -24,6 +24,7 @@ from qlab.engine.ops import Backend, Ops, OpTimer, default_backend
 from qlab.engine.weights import Weights
 from qlab.kernels import elementwise
 from qlab.kernels.deltanet.head_order import grouped_to_tiled, tiled_to_grouped
+from qlab.kernels.deltanet.layer_step_cpu import gdn_gate
 from qlab.errors import QlabError
 
 
@@ -160,7 +161,7 @@ class Qwen35:
             q = l2_normalize(qkv[..., :c.key_dim].reshape(B, T, H, K), c.rms_eps)
             k = l2_normalize(qkv[..., c.key_dim:2 * c.key_dim].reshape(B, T, H, K), c.rms_eps)
             v = qkv[..., 2 * c.key_dim:].reshape(B, T, HV, V)
-            g = self.w[p + "ssm_a"] * softplus(a.float() + self.w[p + "ssm_dt.bias"])  # log decay <= 0
+            g = gdn_gate(a.float(), self.w[p + "ssm_a"], self.w[p + "ssm_dt.bias"])  # log decay <= 0
             beta = torch.sigmoid(b.float())
             if self.perm:       # tiled (GGUF) -> grouped (kernel) value-head order
                 v = tiled_to_grouped(v, H)
@@ -169,7 +170,7 @@ class Qwen35:
         with self.ops.other():
             if self.perm:
                 o = grouped_to_tiled(o, H)
-            o = self.norm_w(o, p + "ssm_norm.weight") * F.silu(z.view(B, T, HV, V))
+            o = self.norm_w(o, p + "ssm_norm.weight") * elementwise.silu(z).view(B, T, HV, V)
             o = o.reshape(B, T, HV * V)
         return self.ops.linear(o, self.w[p + "ssm_out.weight"])
 
@@ -237,17 +238,13 @@ class Qwen35:
             return self.ops.linear(x, self.w["output.weight"]).float()
 
 
-def softplus(x: torch.Tensor) -> torch.Tensor:
-    """log(1 + e^x) as llama.cpp computes it (x above 20: x): not log1p, which differs by up to 3e-4 relative for
-    x << 0 — a difference that reaches every element of the DeltaNet state through exp(g)."""
-    return torch.where(x > 20, x, torch.log(1 + torch.exp(x)))
-
-
 def l2_normalize(x: torch.Tensor, eps: float) -> torch.Tensor:
-    """x / max(|x|, eps) over the last dim, the sum of squares in double: ggml_l2_norm, which llama.cpp's qwen35
-    graph applies to q and k (fla's x / sqrt(|x|² + eps) differs by eps / 2|x|², ~5e-7 at |x| ~ 1)."""
-    n = x.double().square().sum(-1, keepdim=True).float().sqrt()
-    return x * (1 / n.clamp_min(eps))
+    """x / sqrt(|x|² + eps) over the last dim (fla's convention), computed as llama.cpp's qwen35 graph does: an
+    RMSNorm with eps / K (the mean square summed in double, the mean in float), then a scale by K^-1/2."""
+    K = x.shape[-1]
+    mean = ((x * x).double().sum(-1, keepdim=True) / K).float()
+    return x * (1 / (mean + torch.tensor(eps / K, dtype=torch.float32)).sqrt()) * torch.tensor(K ** -0.5,
+                                                                                           dtype=torch.float32)
 
 
 # ---- the loop ----------------------------------------------------------------------------------------------

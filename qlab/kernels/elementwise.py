@@ -54,6 +54,16 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, residual: torch.
     return y if residual is None else (s, y)
 
 
+def silu(x: torch.Tensor) -> torch.Tensor:
+    """x · sigmoid(x), through the C path's exp (cpu_math.h: llama.cpp's rounding) where it applies."""
+    lib = c_kernels(x)
+    if lib is None or not x.is_contiguous():
+        return F.silu(x)
+    y = torch.empty_like(x)
+    lib.qlab_silu(x.data_ptr(), y.data_ptr(), x.numel())
+    return y
+
+
 def swiglu(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     """silu(gate) · up (same shapes)."""
     if gate.shape != up.shape:

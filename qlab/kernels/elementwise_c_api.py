@@ -6,4 +6,5 @@ HEADERS = ("cpu_math.h",)   # shared by every package's C (a vectorisable exp)
 SYMBOLS = {
     "qlab_rms_norm": ("p", "i64", "p", "p", "p", "p", "i64", "i64", "f32"),
     "qlab_swiglu": ("p", "p", "p", "i64"),
+    "qlab_silu": ("p", "p", "i64"),
 }

@@ -18,7 +18,7 @@ void qlab_rms_norm(const float *x, int64_t ldx, const float *h, const float *w, 
     for (int64_t r = 0; r < rows; r++) {
         const float *xr = x + r * ldx;
         const float *src = xr;
-        double ss = 0.;  // ggml_rms_norm's numerics: the sum of squares in double, the scale in float
+        double ss = 0.;  // ggml_rms_norm's numerics: the sum of squares in double, the mean and scale in float
         if (h) {
             float *sr = sum + r * D;
             const float *hr = h + r * D;
@@ -27,10 +27,15 @@ void qlab_rms_norm(const float *x, int64_t ldx, const float *h, const float *w, 
         } else {
             for (int64_t i = 0; i < D; i++) ss += (double)(xr[i] * xr[i]);
         }
-        const float inv = 1.f / sqrtf((float)(ss / (double)D + (double)eps));
+        const float mean = (float)(ss / (double)D), inv = 1.f / sqrtf(mean + eps);
         float *yr = y + r * D;
         for (int64_t i = 0; i < D; i++) yr[i] = src[i] * inv * w[i];
     }
+}
+
+// y = silu(x) over n floats (the DeltaNet conv's activation and output gate at prefill)
+void qlab_silu(const float *x, float *y, int64_t n) {
+    for (int64_t i = 0; i < n; i++) y[i] = qlab_siluf(x[i]);
 }
 
 // y = silu(g) · u over n floats (the FFN's gate and up projections)

@@ -50,3 +50,14 @@ def test_bad_shapes_are_named():
     c["conv_w"] = c["conv_w"].half()
     with pytest.raises(ValueError, match="conv_w: torch.float16"):
         ls.gdn_decode_layer(**c, H=2, eps=1e-6)
+
+
+def test_gate_matches_torch(monkeypatch):
+    """g = ssm_a · softplus(a + dt_bias) by libm in C against torch's softplus, outputs poisoned."""
+    real = torch.empty_like
+    monkeypatch.setattr(ls.torch, "empty_like", lambda t, **k: real(t, **k).fill_(float("nan")))
+    g = torch.Generator().manual_seed(42)
+    a, dt, ssm_a = torch.randn(7, 48, generator=g) * 10, torch.randn(48, generator=g), -torch.rand(48, generator=g) * 4
+    out = ls.gdn_gate(a, ssm_a, dt)
+    torch.testing.assert_close(out, ssm_a * torch.nn.functional.softplus(a + dt), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(ls.gdn_gate(a.double(), ssm_a, dt).float(), out, rtol=1e-5, atol=1e-6)   # torch path

@@ -63,3 +63,11 @@ def test_swiglu(monkeypatch):
     torch.testing.assert_close(ew.swiglu(a, b), F.silu(a) * b)
     with pytest.raises(ValueError, match="up: shape"):
         ew.swiglu(a, b[:, :-1])
+
+
+def test_silu(monkeypatch):
+    """The C SiLU (llama.cpp's exp polynomial, cpu_math.h) against torch's, contiguous or not."""
+    _poison(monkeypatch)
+    x = torch.randn(3, 5000, generator=torch.Generator().manual_seed(42)) * 8
+    torch.testing.assert_close(ew.silu(x), F.silu(x))
+    torch.testing.assert_close(ew.silu(x[:, ::2]), F.silu(x[:, ::2]))

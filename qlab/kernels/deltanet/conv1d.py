@@ -28,7 +28,9 @@ def _finish(y, bias, activation):
     if bias is not None:
         y += bias.float()
     if activation == "silu":
-        return F.silu(y)
+        from qlab.kernels.elementwise import silu
+
+        return silu(y)   # the C path's SiLU on the CPU (llama.cpp's rounding), torch's elsewhere
     if activation is not None:
         raise ValueError(f"activation: {activation!r}, expected 'silu' or None")
     return y

@@ -23,15 +23,69 @@
 #define MAD(a, b, c) ((a) * (b) + (c))
 #endif
 
+// ggml's f32 dot product (ggml_vec_dot_f32) keeps LANES partial sums, element i in lane i % LANES (4 SIMD
+// accumulators of 16 floats on AVX-512, of 8 on AVX2), each a chain of fused multiply-adds, then adds the lanes in a
+// fixed tree. Summing Sᵀk and Sᵀq the same way gives llama.cpp's bits, where a sum in row order differs from them
+// by ~2e-7 relative in most outputs (and each difference can flip an int8 rounding of ssm_out's input). LANES 0:
+// row order (no FMA/AVX2 here: ggml's SSE and scalar paths sum otherwise anyway).
+#if defined(__AVX512F__)
+#define LANES 64
+#elif defined(__AVX2__) && defined(__FMA__)
+#define LANES 32
+#else
+#define LANES 0
+#endif
+
+#if LANES
+// P [LANES][VT] -> out[j] = the lanes of column j added as ggml's SIMD reduction adds them
+static inline __attribute__((always_inline)) void reduce_lanes(float (*P)[VT], int w, float *out) {
+    for (int l = 0; l < LANES / 2; l++)            // accumulators 0 += 2, 1 += 3
+        for (int j = 0; j < w; j++) P[l][j] += P[l + LANES / 2][j];
+    for (int l = 0; l < LANES / 4; l++)            // 0 += 1
+        for (int j = 0; j < w; j++) P[l][j] += P[l + LANES / 4][j];
+#if LANES == 64                                     // _mm512_reduce_add_ps: 8+8, 4+4, then (0+2) + (1+3)
+    for (int l = 0; l < 8; l++)
+        for (int j = 0; j < w; j++) P[l][j] += P[l + 8][j];
+    for (int l = 0; l < 4; l++)
+        for (int j = 0; j < w; j++) P[l][j] += P[l + 4][j];
+    for (int j = 0; j < w; j++) out[j] = (P[0][j] + P[2][j]) + (P[1][j] + P[3][j]);
+#else                                               // 128-bit halves added, then two horizontal adds
+    for (int l = 0; l < 4; l++)
+        for (int j = 0; j < w; j++) P[l][j] += P[l + 4][j];
+    for (int j = 0; j < w; j++) out[j] = (P[0][j] + P[1][j]) + (P[2][j] + P[3][j]);
+#endif
+}
+#endif
+
 static inline __attribute__((always_inline)) void
 tile(float *S, int64_t K, int64_t V, int64_t j0, const int w, const float *k, const float *q, const float *v, float d,
      float beta, float scale, float *o) {
-    // fp32 sums over the K rows in order (fused multiply-adds, as ggml's): ggml's SIMD dot sums in 64 lanes, which
-    // is closer to exact; double accumulators here close most of that gap (1.8e-7 -> 7e-8 rel RMS on llama.cpp's
-    // inputs) but cost ~1/3 more time per step, so they are not used
     float rk[VT] = {0}, rq[VT] = {0}, delta[VT];
+#if LANES
+    if (K % LANES == 0) {
+        float P[LANES][VT];
+        for (int l = 0; l < LANES; l++)
+            for (int j = 0; j < w; j++) P[l][j] = 0.f;
+        for (int64_t i = 0; i < K; i++) {
+            const float *row = S + i * V + j0;  // d·row rounded as ggml's stored product: recomputed below
+            float *p = P[i % LANES];
+            for (int j = 0; j < w; j++) p[j] = MAD(k[i], d * row[j], p[j]);
+        }
+        reduce_lanes(P, w, rk);
+        for (int j = 0; j < w; j++) delta[j] = (v[j0 + j] - rk[j]) * beta;
+        for (int l = 0; l < LANES; l++)
+            for (int j = 0; j < w; j++) P[l][j] = 0.f;
+        for (int64_t i = 0; i < K; i++) {
+            float *row = S + i * V + j0, *p = P[i % LANES];
+            for (int j = 0; j < w; j++) { row[j] = MAD(k[i], delta[j], d * row[j]); p[j] = MAD(q[i], row[j], p[j]); }
+        }
+        reduce_lanes(P, w, rq);
+        for (int j = 0; j < w; j++) o[j0 + j] = rq[j] * scale;
+        return;
+    }
+#endif
     for (int64_t i = 0; i < K; i++) {
-        const float *row = S + i * V + j0;  // d·row is rounded as a stored product would be: recomputed below
+        const float *row = S + i * V + j0;
         for (int j = 0; j < w; j++) rk[j] = MAD(k[i], d * row[j], rk[j]);
     }
     for (int j = 0; j < w; j++) delta[j] = (v[j0 + j] - rk[j]) * beta;
@@ -43,8 +97,9 @@ tile(float *S, int64_t K, int64_t V, int64_t j0, const int w, const float *k, co
 }
 
 // q, k [T, BH, K] (normalised if the model asks; q's scale is applied to o, as ggml does); v, o [T, BH, V];
-// decay = exp(g) and beta [T, BH]; S [BH, K, V], read as the initial state and left holding the final one.
-void qlab_gdn_recurrent(const float *q, const float *k, const float *v, const float *decay, const float *beta,
+// g (the log decay, exp'd here by libm's expf as ggml does) and beta [T, BH]; S [BH, K, V], read as the initial
+// state and left holding the final one.
+void qlab_gdn_recurrent(const float *q, const float *k, const float *v, const float *g, const float *beta,
                         float *S, float *o, int64_t T, int64_t BH, int64_t K, int64_t V, float scale, int nt) {
     #pragma omp parallel for schedule(static) num_threads(nt)
     for (int64_t h = 0; h < BH; h++) {
@@ -53,8 +108,8 @@ void qlab_gdn_recurrent(const float *q, const float *k, const float *v, const fl
             const int64_t th = t * BH + h;
             const float *kh = k + th * K, *qh = q + th * K, *vh = v + th * V;
             for (int64_t j0 = 0; j0 < V; j0 += VT) {
-                if (V - j0 >= VT) tile(Sh, K, V, j0, VT, kh, qh, vh, decay[th], beta[th], scale, o + th * V);
-                else tile(Sh, K, V, j0, (int)(V - j0), kh, qh, vh, decay[th], beta[th], scale, o + th * V);
+                if (V - j0 >= VT) tile(Sh, K, V, j0, VT, kh, qh, vh, expf(g[th]), beta[th], scale, o + th * V);
+                else tile(Sh, K, V, j0, (int)(V - j0), kh, qh, vh, expf(g[th]), beta[th], scale, o + th * V);
             }
         }
     }
@@ -69,9 +124,12 @@ void qlab_conv1d_update(const float *x, float *state, const float *w, const floa
         for (int64_t d = 0; d < D; d++) {
             float *s = state + (b * D + d) * (W - 1);
             const float *wd = w + d * W, xv = x[b * D + d];
-            float acc = 0.f;  // oldest tap first, as ggml's ssm_conv sums
-            for (int64_t i = 0; i < W - 1; i++) acc += s[i] * wd[i];
-            acc += xv * wd[W - 1];
+            float acc = xv * wd[0];  // oldest tap first, fused multiply-adds, as ggml's ssm_conv sums
+            if (W > 1) {
+                acc = s[0] * wd[0];
+                for (int64_t i = 1; i < W - 1; i++) acc = MAD(s[i], wd[i], acc);
+                acc = MAD(xv, wd[W - 1], acc);
+            }
             if (bias) acc += bias[d];
             for (int64_t i = 0; i + 1 < W - 1; i++) s[i] = s[i + 1];
             if (W > 1) s[W - 2] = xv;
@@ -94,6 +152,14 @@ void qlab_conv1d_update(const float *x, float *state, const float *w, const floa
 // difference reaches every element of the state through exp(g)); the threshold 20 is ggml's and torch's
 static inline float softplus(float x) { return x > 20.f ? x : logf(1.f + expf(x)); }
 
+// The DeltaNet gate of n rows of HV heads (prefill): g = ssm_a · softplus(a + dt_bias), libm's expf and logf as
+// ggml's (torch's vectorised exp and log differ from them by an ulp in ~8 % of values, and g reaches every element
+// of the state through exp(g))
+void qlab_gdn_gate(const float *a, const float *ssm_a, const float *dt_bias, float *g, int64_t n, int64_t HV) {
+    for (int64_t r = 0; r < n; r++)
+        for (int64_t j = 0; j < HV; j++) g[r * HV + j] = ssm_a[j] * softplus(a[r * HV + j] + dt_bias[j]);
+}
+
 void qlab_gdn_decode_layer(const float *qkv, float *conv_state, const float *conv_w, const float *z,
                            const float *b_in, const float *a_in, const float *ssm_a, const float *dt_bias,
                            const float *norm_w, float *S, float *out, int64_t B, int64_t H, int64_t HV, int64_t K,
@@ -102,13 +168,14 @@ void qlab_gdn_decode_layer(const float *qkv, float *conv_state, const float *con
     float *y = (float *)malloc(sizeof(float) * (size_t)(B * D));
     qlab_conv1d_update(qkv, conv_state, conv_w, 0, y, B, D, W, 1);
     const float scale = 1.f / sqrtf((float)K);
-    for (int64_t b = 0; b < B; b++)  // l2norm q and k per key head as ggml_l2_norm: x / max(|x|, eps), the sum
-        for (int64_t h = 0; h < 2 * H; h++) {  // of squares in double (q's scale goes on o, in tile)
+    const float unit = 1.f / sqrtf((float)K);
+    for (int64_t b = 0; b < B; b++)  // l2norm q and k per key head, x / sqrt(|x|² + 1e-6), as llama.cpp's graph
+        for (int64_t h = 0; h < 2 * H; h++) {  // computes it: an RMSNorm (eps 1e-6 / K), then a scale by K^-1/2
             float *x = y + b * D + h * K;
             double ss = 0.;
             for (int64_t i = 0; i < K; i++) ss += (double)(x[i] * x[i]);
-            const float f = 1.f / fmaxf(sqrtf((float)ss), eps);
-            for (int64_t i = 0; i < K; i++) x[i] *= f;
+            const float mean = (float)(ss / (double)K), f = 1.f / sqrtf(mean + 1e-6f / (float)K);
+            for (int64_t i = 0; i < K; i++) x[i] = x[i] * f * unit;
         }
     #pragma omp parallel for schedule(static) num_threads(nt)
     for (int64_t bm = 0; bm < B * HV; bm++) {
@@ -123,7 +190,7 @@ void qlab_gdn_decode_layer(const float *qkv, float *conv_state, const float *con
         }
         double ss = 0.;  // gated RMSNorm of this head's output (ggml_rms_norm: the mean square in double)
         for (int64_t i = 0; i < V; i++) ss += (double)(o[i] * o[i]);
-        const float inv = 1.f / sqrtf((float)(ss / (double)V + (double)eps));
+        const float mean = (float)(ss / (double)V), inv = 1.f / sqrtf(mean + eps);
         const float *zh = z + b * HV * V + j * V;
         for (int64_t i = 0; i < V; i++) o[i] = o[i] * inv * norm_w[i] * qlab_siluf(zh[i]);
     }

@@ -67,6 +67,23 @@ def gdn_decode_layer(qkv, z, b, a, conv_state, conv_w, ssm_a, dt_bias, norm_w, s
     return out
 
 
+def gdn_gate(a: torch.Tensor, ssm_a: torch.Tensor, dt_bias: torch.Tensor) -> torch.Tensor:
+    """g = ssm_a · softplus(a + dt_bias) for a [..., HV] (fp32 CPU), by libm's expf/logf as the decode step and
+    llama.cpp compute it; torch's where the C path does not apply."""
+    HV = a.shape[-1]
+    ins = (a, ssm_a, dt_bias)
+    if any(t.dtype != torch.float32 or t.device.type != "cpu" for t in ins) or ssm_a.shape != (HV,) \
+            or dt_bias.shape != (HV,):
+        x = a.float() + dt_bias
+        return ssm_a * torch.where(x > 20, x, torch.log(1 + torch.exp(x)))
+    from qlab.kernels.cpu_build import load
+
+    a, ssm_a, dt_bias = (t.contiguous() for t in ins)
+    g = torch.empty_like(a)
+    load().qlab_gdn_gate(a.data_ptr(), ssm_a.data_ptr(), dt_bias.data_ptr(), g.data_ptr(), a.numel() // HV, HV)
+    return g
+
+
 def reference(qkv, z, b, a, conv_state, conv_w, ssm_a, dt_bias, norm_w, state, H: int, eps: float) -> torch.Tensor:
     """The same step from the package's torch pieces (fp32 naive recurrence); updates the states in place."""
     B, HV, K, V = _check(qkv, z, b, a, conv_state, conv_w, ssm_a, dt_bias, norm_w, state, H)

@@ -20,12 +20,13 @@ def recurrent_cpu_gated_delta_rule(q, k, v, g, beta, scale=None, initial_state=N
     if q.device.type != "cpu":
         raise ValueError(f"q: on {q.device}; impl 'recurrent_cpu' runs on CPU tensors")
     # q unscaled: the C step applies the scale to o, where ggml's GATED_DELTA_NET applies it
-    qf, kf, vf, decay, bf = (t.contiguous() for t in time_major_heads(q, k, v, g, beta, 1.0, use_qk_l2norm))
+    qf, kf, vf, _, bf = (t.contiguous() for t in time_major_heads(q, k, v, g, beta, 1.0, use_qk_l2norm))
+    gf = g.float().transpose(0, 1).reshape(T, B * HV).contiguous()   # exp'd in C by libm's expf, as ggml does
     S = state_buffer(B, HV, K, V, initial_state, state_out, q.device)
     if not S.is_contiguous():
         raise ValueError("state_out: must be a contiguous fp32 [B, HV, K, V] buffer")
     o = torch.empty(T, B * HV, V, dtype=torch.float32)
-    load().qlab_gdn_recurrent(qf.data_ptr(), kf.data_ptr(), vf.data_ptr(), decay.data_ptr(), bf.data_ptr(),
+    load().qlab_gdn_recurrent(qf.data_ptr(), kf.data_ptr(), vf.data_ptr(), gf.data_ptr(), bf.data_ptr(),
                               S.data_ptr(), o.data_ptr(), T, B * HV, K, V, K ** -0.5 if scale is None else scale,
                               torch.get_num_threads())
     o = o.view(T, B, HV, V).transpose(0, 1).to(v.dtype).contiguous()
