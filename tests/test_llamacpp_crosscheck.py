@@ -10,16 +10,18 @@ Two checks:
 - The logits over 5 prompts x 160 positions (800, no near-tie exemption; F16: one prompt, 160): rel. RMS <= 0.1 %
   (F16) / 1 % (Q8_0) / 2 % (Q4_K_M), top-1 agreement >= 99 %.
 
-What remains between the logits is the element-wise math. The DeltaNet and norm steps follow ggml's numerics
-(softplus as log(1 + e^x), the delta-rule step in ggml's order with the scale on o, q/k l2norm x / max(|x|, eps),
-RMSNorm's mean square in double); on llama.cpp's own inputs (eval callback) they give its outputs to 1.4e-8 (gate),
-1.8e-7 (delta rule, decode; fp32 dots summed in another order), 2-3e-8 (RMSNorms), 3-7e-8 (conv + SiLU), 4e-8
-(SwiGLU: ggml's SIMD exp is an approximation of its own). Int8 activation rounding amplifies those last bits: one
-rounding moved by a step is a 4e-3 change at the next matmul's input, ~0.27 % (Q8_0) / ~0.4 % (Q4_K_M) rel. RMS at
-the logits. On random-weight logits (near-Gaussian, vocab 1024) that noise flips the top-1 at near-ties. Measured here
-(AVX-512 EPYC): Q8_0 795/800 (0.27 %), Q4_K_M 795/800 (0.41 %), F16 160/160; five more prompts drawn one at a time
-(seeds 1-5) disagree at 3 (Q8_0) and 4 (Q4_K_M) of 800. llama.cpp against itself (one batch vs 32 + token by token,
-or token by token throughout) differs by 0.26-0.27 % RMS at Q4_K_M and disagrees at 1-2 of 160 positions.
+The element-wise math follows ggml's numerics (SiLU/SwiGLU through its exp polynomial, RMSNorm's mean in float after
+a double sum, q/k l2norm as its RMSNorm(eps/K)·K^-1/2, softplus as logf(1 + expf), the delta-rule step in its order
+with its dot products' lane sums, the conv taps by FMA): on llama.cpp's own inputs (eval callback) RMSNorm, conv +
+SiLU, SwiGLU, the gated norm and the decode delta-rule step give its outputs bit for bit (gate: 8 % of values an ulp
+off through torch's exp at prefill; chunk_torch's prefill scan 2.3e-7). What remains is the matmuls' fp32 summation
+order (1.2e-7 (Q8_0) / 2.1e-7 (Q4_K_M) rel. RMS, 71-79 % of outputs an ulp or so off) and attention (bf16 cache).
+Int8 activation rounding amplifies those last bits: one rounding moved by a step is a 4e-3 change at the next matmul's
+input, ~0.27 % (Q8_0) / ~0.4 % (Q4_K_M) rel. RMS at the logits. On random-weight logits (near-Gaussian, vocab 1024)
+that noise flips the top-1 at near-ties. Measured here (AVX-512 EPYC): Q8_0 796/800 (0.27 %), Q4_K_M 794/800
+(0.40 %), F16 160/160 (0.013 %); five more prompts drawn one at a time (seeds 1-5) disagree at 4 (Q8_0) and 3
+(Q4_K_M) of 800. llama.cpp against itself (one batch vs 32 + token by token, or token by token throughout) differs by
+0.26-0.27 % RMS at Q4_K_M and disagrees at 1-2 of 160 positions.
 """
 
 from __future__ import annotations
