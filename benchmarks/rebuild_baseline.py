@@ -126,9 +126,10 @@ def main() -> None:
               + ("  TOO NOISY to gate at x1.5: redesign" if r["too_noisy"] else ""))
     for q, p in doc["qlab_baseline"]["peer"].items():
         print(f"peer {q}: qlab/llama.cpp {p['ratio']:.3f} (runs {p['runs']}, spread x{p['spread']:.3f})")
+    why = {"timing": "most benchmarks too noisy", "peer": "a peer ratio spread > 15 %"}
     for gate in doc["qlab_baseline"]["provisional"]:
-        print(f"# PROVISIONAL {gate} gate: too noisy to bind ({'most benchmarks too noisy' if gate == 'timing' else 'a '
-              'peer ratio spread > 15 %'}); advisory until a rebuild on a quieter machine")
+        print(f"# PROVISIONAL {gate} gate: too noisy to bind ({why[gate]}); advisory until a rebuild on a quieter "
+              "machine")
     print(f"# wrote {out} ({cls}) in {time.time() - t0:.0f} s")
 
 

@@ -227,6 +227,30 @@ def test_peer_gate_fails_on_a_drop_beyond_15_percent(tmp_path, monkeypatch, caps
     assert main(other + [_peer_measurement(tmp_path, 0.9, 0.65)]) == 1
 
 
+def test_peer_gate_re_measures_a_drop_before_failing(monkeypatch, capsys):
+    """A drop seen once (a moment of load) is re-measured and passes when it does not repeat; one seen every time
+    fails. Only the suspect quant is re-measured."""
+    monkeypatch.setattr(baseline, "load_class", lambda cls: {"qlab_baseline": {"peer": {
+        "Q8_0": {"ratio": 1.0}, "Q4_K_M": {"ratio": 1.0}}}})
+    monkeypatch.setattr(baseline, "stored_classes", lambda: ["x86_64-avx512"])
+    calls = []
+
+    def fake_measure(quants=peer.QUANTS, pairs=3, ratios=None):
+        calls.append(tuple(quants))
+        r = ratios.pop(0)
+        return {q: {"ratio": r if q == "Q8_0" else 1.0, "qlab_ms": 1.0, "llama_ms": r} for q in quants}
+
+    args = ["bench", "gate", "--only", "peer", "--class", "x86_64-avx512"]
+    monkeypatch.setattr(peer, "measure", lambda quants=peer.QUANTS, pairs=3: fake_measure(quants, pairs, once))
+    once = [0.7, 0.95]
+    assert main(args) == 0 and calls == [peer.QUANTS, ("Q8_0",)]
+    assert "re-measuring Q8_0" in capsys.readouterr().out
+    calls.clear()
+    monkeypatch.setattr(peer, "measure", lambda quants=peer.QUANTS, pairs=3: fake_measure(quants, pairs, always))
+    always = [0.7, 0.72, 0.71]
+    assert main(args) == 1 and len(calls) == 3
+
+
 def test_peer_judge_rules():
     res = {r.quant: r for r in peer.judge({"Q8_0": {"ratio": 1.0, "qlab_ms": 1, "llama_ms": 1}},
                                           {"Q8_0": 1.1}, [{"Q8_0": 1.1}])}

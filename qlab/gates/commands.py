@@ -195,6 +195,16 @@ def _peer_gate(args, cls: str, console) -> bool:
                       f"per quant ({', '.join(peer.QUANTS)})")
         measured = peer.measure(pairs=args.pairs)
     results = peer.judge(measured, stored, others)
+    for attempt in range(0 if args.peer_json or args.no_confirm else CONFIRM_RERUNS):
+        # As the timing gate's suspects: a drop must show in every measurement, so a moment of load on a shared
+        # machine does not fail the gate; each quant keeps its best ratio.
+        suspects = tuple(r.quant for r in results if r.failed)
+        if not suspects:
+            break
+        console.print(f"peer: re-measuring {', '.join(suspects)} to confirm ({attempt + 1}/{CONFIRM_RERUNS})")
+        again = peer.measure(quants=suspects, pairs=args.pairs)
+        measured |= {q: m for q, m in again.items() if m["ratio"] > measured[q]["ratio"]}
+        results = peer.judge(measured, stored, others)
     binding = not provisional(doc, "peer")
     if not binding:
         _say_provisional(console, "peer", cls)
