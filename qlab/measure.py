@@ -6,6 +6,7 @@ probes, and setting the CPU thread count for a stretch of code.
     times = measure.time_calls(fn, "cpu", warmup=1, repeats=5)   # seconds per call (device events on CUDA)
     with measure.threads(1): ...                           # torch's intra-op threads, restored afterwards
     measure.read_bandwidth_gbs("cpu")                      # streaming-read GB/s (best of repeats)
+    with measure.OthersCpu() as o: ...                     # o.share: CPU time other processes took meanwhile
 
 Nothing heavy at import: torch is imported inside the functions.
 """
@@ -123,3 +124,40 @@ def copy_bandwidth_gbs(device="cpu", nbytes: int = 256 << 20, repeats: int = 5) 
     src = torch.ones(nbytes // 4, dtype=torch.float32, device=device)
     dst = torch.zeros_like(src)
     return 2 * src.numel() * 4 / min(time_calls(lambda: dst.copy_(src), device, 1, repeats)) / 1e9
+
+
+class OthersCpu:
+    """Context manager: the share of this machine's CPU time that other processes (and, in a VM, the
+    hypervisor's steal) took while it was open — busy ticks from /proc/stat minus this process's own CPU
+    time, over wall time x CPUs. A 2-thread decode on 2 cores runs 3-20x slower per op while a neighbour
+    computes, so a profile must know. `share` stays None where /proc/stat cannot be read (not Linux)."""
+
+    share: float | None = None
+
+    @staticmethod
+    def _busy() -> tuple[float, int] | None:
+        import os
+
+        try:
+            with open("/proc/stat") as f:
+                lines = f.read().splitlines()
+        except OSError:
+            return None
+        v = [int(x) for x in lines[0].split()[1:]]
+        busy = sum(v[:3]) + sum(v[5:8])   # user nice system (idle iowait) irq softirq steal
+        cpus = sum(1 for ln in lines if ln.startswith("cpu") and ln[3:4].isdigit())
+        return busy / os.sysconf("SC_CLK_TCK"), cpus
+
+    def __enter__(self):
+        import os
+
+        self.t0, self.busy0, self.own0 = time.perf_counter(), self._busy(), sum(os.times()[:2])
+        return self
+
+    def __exit__(self, *exc):
+        import os
+
+        busy, wall = self._busy(), time.perf_counter() - self.t0
+        if busy is not None and self.busy0 is not None and wall > 0:
+            others = (busy[0] - self.busy0[0]) - (sum(os.times()[:2]) - self.own0)
+            self.share = min(1.0, max(0.0, others / (wall * busy[1])))

@@ -425,7 +425,7 @@ def test_tune_stage_times_only_validated_impls(tmp_path, monkeypatch):
 def test_contended_decode_is_measured_again_then_flagged(monkeypatch):
     """A decode timed while other processes held the CPUs is re-measured; the least contended run is kept, and
     flagged when every run was contended. The share is read from /proc/stat where there is one."""
-    from qlab.engine.bench import OthersCpu
+    from qlab.measure import OthersCpu
 
     monkeypatch.setattr(stages, "CONTENDED_PAUSE_S", 0.0)
     logs = []
@@ -444,7 +444,7 @@ def test_contended_decode_is_measured_again_then_flagged(monkeypatch):
 
 def test_probe_under_a_neighbour_is_remeasured_then_noisy(monkeypatch):
     """A steady probe (small spread) while other processes held the CPUs is not a steady machine."""
-    import qlab.engine.bench as bench
+    from qlab import measure
 
     shares = iter([0.7, 0.6])
 
@@ -455,6 +455,6 @@ def test_probe_under_a_neighbour_is_remeasured_then_noisy(monkeypatch):
         def __exit__(self, *exc):
             self.share = next(shares)
 
-    monkeypatch.setattr(bench, "OthersCpu", Busy)
+    monkeypatch.setattr(measure, "OthersCpu", Busy)
     r = microbench._steady(lambda: {"gbs": 10.0, "spread": 0.02})
     assert r["noisy"] and r["remeasured"] and r["others_cpu_share"] == 0.6

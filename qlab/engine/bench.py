@@ -224,7 +224,7 @@ def run_decode_bench(model: str = "qwen3.6-27b", layers: int | None = 4, quant: 
 
     # decode, no instrumentation: the tok/s figure
     samples, side_samples = [], []
-    with OthersCpu() as others:
+    with measure.OthersCpu() as others:
         for _ in range(tokens):
             samples.append(step())
             if side is not None:
@@ -279,43 +279,6 @@ def run_decode_bench(model: str = "qwen3.6-27b", layers: int | None = 4, quant: 
 SETTLED = 1.25
 SETTLE_MAX_STEPS = 12
 SETTLE_BUDGET_S = 60.0
-
-
-class OthersCpu:
-    """Context manager: the share of this machine's CPU time that other processes (and, in a VM, the
-    hypervisor's steal) took while it was open — busy ticks from /proc/stat minus this process's own CPU
-    time, over wall time x CPUs. A 2-thread decode on 2 cores runs 3-20x slower per op while a neighbour
-    computes, so a profile must know. `share` stays None where /proc/stat cannot be read (not Linux)."""
-
-    share: float | None = None
-
-    @staticmethod
-    def _busy() -> tuple[float, int] | None:
-        import os
-
-        try:
-            with open("/proc/stat") as f:
-                lines = f.read().splitlines()
-        except OSError:
-            return None
-        v = [int(x) for x in lines[0].split()[1:]]
-        busy = sum(v[:3]) + sum(v[5:8])   # user nice system (idle iowait) irq softirq steal
-        cpus = sum(1 for ln in lines if ln.startswith("cpu") and ln[3:4].isdigit())
-        return busy / os.sysconf("SC_CLK_TCK"), cpus
-
-    def __enter__(self):
-        import os
-
-        self.t0, self.busy0, self.own0 = time.perf_counter(), self._busy(), sum(os.times()[:2])
-        return self
-
-    def __exit__(self, *exc):
-        import os
-
-        busy, wall = self._busy(), time.perf_counter() - self.t0
-        if busy is not None and self.busy0 is not None and wall > 0:
-            others = (busy[0] - self.busy0[0]) - (sum(os.times()[:2]) - self.own0)
-            self.share = min(1.0, max(0.0, others / (wall * busy[1])))
 
 
 def _timed_step(m: Qwen35, st: DecodeState, device: str, tok: list) -> float:

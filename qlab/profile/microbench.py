@@ -87,10 +87,10 @@ def _steady(probe: Callable[[], dict]) -> dict:
     """Run a probe; if its repeats spread more than NOISY_SPREAD, or other processes held more than CONTENDED
     of the CPUs while it ran, once more, keeping the better run. A run still so is flagged `noisy` with its
     spread: a loaded machine must not look confident."""
-    from qlab.engine.bench import OthersCpu
+    from qlab import measure
 
     def run() -> dict:
-        with OthersCpu() as o:
+        with measure.OthersCpu() as o:
             r = probe()
         return r | ({"others_cpu_share": o.share} if o.share is not None else {})
 
