@@ -29,8 +29,7 @@ sys.path.insert(0, str(REPO))
 from qlab.gates import peer  # noqa: E402
 from qlab.gates.baseline import baseline_path  # noqa: E402
 from qlab.gates.compare import (LIMIT_CAP, LIMIT_FLOOR, LIMIT_MARGIN, PROBES, STAT, is_probe,  # noqa: E402
-                                key, limit_from_spread, load_run, own_probes, probe_time, probes_for, times,
-                                too_noisy)
+                                key, limit_from_spread, load_run, own_probes, probe_time, times, too_noisy)
 from qlab.gates.machine import machine_class  # noqa: E402
 from qlab.gates.run import default_suites, run_suites, temp_json  # noqa: E402
 from qlab.io import write_json_atomic  # noqa: E402
@@ -47,10 +46,11 @@ def timing_runs(n: int) -> list[dict]:
 
 def build_timing(runs: list[dict]) -> tuple[dict, list[dict]]:
     """The baseline document (the last run's JSON, times replaced) and one summary row per benchmark. Each run's
-    time is divided by the probe the gate will divide it by (qlab.gates.compare.probes_for: the benchmark's own,
-    sampled between its rounds, else the run's probe of its kind)."""
+    time is divided by the probe the gate will divide it by: the benchmark's own, sampled between its rounds, where
+    every run has one, else the run's probe of its kind (as qlab.gates.compare.probes_for)."""
     per_run = [(times(r), own_probes(r)) for r in runs]
-    probes = {b: statistics.median(probe_time(t, b) for t, _ in per_run) for b in PROBES}
+    probes = {b: statistics.median(probe_time(t, b) for t, _ in per_run) for b in PROBES
+              if all(probe_time(t, b) for t, _ in per_run)}
     doc, rows = json.loads(json.dumps(runs[-1])), []
     for b in doc["benchmarks"]:
         name = key(b)
@@ -59,8 +59,10 @@ def build_timing(runs: list[dict]) -> tuple[dict, list[dict]]:
             t = statistics.median(pt[name][0] for pt, _ in per_run)
             b["stats"][STAT] = b["stats"]["median"] = t
             continue
-        pairs = [(run[0][name][0], probes_for(name, bound, run, run)[0]) for run in per_run if name in run[0]]
+        # its own probe only where every run has one (as the gate: own probes where both sides have them)
         own = all(name in run[1] for run in per_run)
+        pairs = [(run[0][name][0], run[1][name] if own else probe_time(run[0], bound))
+                 for run in per_run if name in run[0]]
         probe_mid = statistics.median(p for _, p in pairs) if own else probes[bound]
         norm = [t / p for t, p in pairs]
         mid = statistics.median(norm)

@@ -387,3 +387,24 @@ def test_mutation_decode_loop_slowed_1_5x_fails_the_peer_gate(tmp_path, monkeypa
     slowed_run = peer.measure(quants=("Q8_0",), pairs=2)
     (r,) = peer.judge(slowed_run, {"Q8_0": as_is["Q8_0"]["ratio"]}, [])
     assert r.failed, f"ratio {r.ratio:.3f} vs stored {r.stored:.3f}: a 1.5x slower decode loop passed"
+
+
+def test_rebuild_divides_each_run_by_the_probe_the_gate_will_use():
+    """Where every run has the benchmark's own probe, the spread is measured against it (a run whose own probe saw
+    a 1.2x slower machine is 1.2x off against the run-level probe, not against its own)."""
+    import importlib.util
+
+    path = baseline.BASELINE_DIR.parent / "rebuild_baseline.py"
+    spec = importlib.util.spec_from_file_location("rebuild_baseline", path)
+    rb = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rb)
+    runs = [_own_probe(_run(scale_kernels=k), "test_decode_step", 2.0 * k) for k in (1.0, 1.2, 1.0)]
+    doc, rows = rb.build_timing(runs)
+    spread = {r["name"]: r["spread"] for r in rows}
+    assert spread["test_decode_step"] == pytest.approx(1.0) and spread["test_prefill"] == pytest.approx(1.0)
+    (b,) = [b for b in doc["benchmarks"] if b["name"] == "test_decode_step"]
+    assert b["extra_info"]["probe_min_ms"] == pytest.approx(2.0)
+    for r in runs:   # without own probes in every run: the run-level probe, and the 1.2x shows
+        for x in r["benchmarks"]:
+            x["extra_info"].pop("probe_min_ms", None)
+    assert {r["name"]: r["spread"] for r in rb.build_timing(runs)[1]}["test_decode_step"] == pytest.approx(1.2)
