@@ -3,17 +3,24 @@
 
     python -m pytest benchmarks/bench_product.py --benchmark-enable [-k matmul]
 
-- matmul_int8[FMT]: `cpu_int8` at M=1 on an ffn_up matrix (17408 x 5120): Q8_0 and Q5_K in the ggml layout, Q4_K
+- matmul_int8[FMT]: `cpu_int8` at M=1 on ffn_up matrices (17408 x 5120): Q8_0 and Q5_K in the ggml layout, Q4_K
   and Q6_K from their x8 copies; matmul_many_ffn[Q4_K]: gate and up in one call (`Ops.linears`);
   matmul_torch_cpu[IQ4_XS]: the path of a format without an integer kernel.
-- deltanet_step_48: `recurrent_cpu`, one token through 48 layers' states (each its own 3 MiB, as in the model);
-  deltanet_layer_step_48: the fused C layer step (conv, gates, delta rule, gated norm) over 48 layers.
+- deltanet_step_48: `recurrent_cpu`, one token through 48 layers' states (each its own 3 MiB, as in the model), for
+  two sequences; deltanet_layer_step_48: the fused C layer step (conv, gates, delta rule, gated norm), the same.
 - rms_norm_residual / swiglu: the C element-wise ops, 256 calls per sample at hidden / ffn width.
-- attention_decode_32k: `sdpa` decode over a 32K bf16 cache; deltanet_prefill_512 (`chunk_torch`) and
+- attention_decode_32k: `sdpa` decode over a 32K bf16 cache, two layers' caches; deltanet_prefill_512 (`chunk_torch`) and
   attention_prefill_512 (`sdpa`): the prefill paths.
+The memory-bound ones stream at least `STREAM_BYTES` per sample (several matrices, two sequences' states, two
+layers' caches), as decode does: data that fits a cache three times over is partly served from it, by an amount that
+depends on the machine's neighbours (qlab.gates.probes says what that did to the ratios).
 Each sample is milliseconds of work, the gate reads the fastest sample (`min`: load only ever adds time) and
-`extra_info["bound"]` says which probe normalises it (qlab.gates.probes; the delta-rule steps update their states in
-place, so theirs is the read + write one), sampled right before each of its rounds (`probe_min_ms`). The names are the
+`extra_info["bound"]` says which probe normalises it (qlab.gates.probes), sampled right before each of its rounds
+(`probe_min_ms`): what bounds it on a CPU, judged by the bytes/s it reaches against the read probe's. Only the
+integer matmuls stream near the read bandwidth; the delta-rule steps, the torch dequant path and 32K attention
+decode reach a half to a fifth of it and are compute-bound; the element-wise C ops run on one thread. Five runs
+measured against all four probes at once: the delta-rule steps, the dequant path and attention decode spread x1.4-2.0
+over their runs against the memory probes and x1.02-1.25 against the GEMM (README "Regression gates"). The names are the
 switches of qlab.gates.inject (`QLAB_GATE_SLOWDOWN=deltanet_layer_step_48:1.5`), which the mutation test uses.
 """
 
@@ -30,6 +37,8 @@ from qlab.gates.inject import slowed
 
 N_FFN, K_HIDDEN = 17408, 5120
 H, HV, KD, VD, LAYERS = 16, 48, 128, 128, 48
+STREAM_BYTES = 256 << 20   # per sample of a memory-bound path: 8x the 32 MiB L3 of the CI machines
+SEQS = 2                   # the delta-rule steps run two sequences' states (2 x 48 x 3 MiB = 302 MB) per sample
 
 
 @functools.lru_cache(maxsize=2)
@@ -41,6 +50,18 @@ def weight(fmt: str, n: int = N_FFN, k: int = K_HIDDEN):
     raw = np.ascontiguousarray(np.tile(small.raw, (n // 64, 1)))
     scale = None if small.scale is None else np.tile(small.scale, n // 64)
     return QuantizedWeight(fmt, (n, k), raw, scale)
+
+
+@functools.lru_cache(maxsize=1)
+def weights(fmt: str, n: int = N_FFN, k: int = K_HIDDEN) -> tuple:
+    """Distinct copies of `weight(fmt, n, k)` (each its own memory, its own x8 copy) that together hold at least
+    STREAM_BYTES: what one sample streams. One format at a time stays cached."""
+    from qlab.kernels.dequant_matmul import QuantizedWeight
+
+    w = weight(fmt, n, k)
+    copies = -(-STREAM_BYTES // w.raw.nbytes)
+    return tuple(QuantizedWeight(fmt, w.shape, w.raw.copy(), None if w.scale is None else w.scale.copy())
+                 for _ in range(copies))
 
 
 def _x(k: int = K_HIDDEN, m: int = 1) -> torch.Tensor:
@@ -77,27 +98,43 @@ def _bench(benchmark, name: str, fn, *, bound: str, rounds: int, nbytes: int = 0
 def test_matmul_int8(benchmark, fmt):
     from qlab.kernels.dequant_matmul import matmul
 
-    qw, x = weight(fmt), _x()
-    _bench(benchmark, f"matmul_int8[{fmt}]", lambda: matmul(x, qw, impl="cpu_int8"), bound="memory", rounds=30,
-           nbytes=qw.raw.nbytes)
+    qws, x = weights(fmt), _x()
+
+    def calls():
+        for qw in qws:
+            matmul(x, qw, impl="cpu_int8")
+
+    _bench(benchmark, f"matmul_int8[{fmt}]", calls, bound="memory", rounds=25, nbytes=sum(q.raw.nbytes for q in qws))
 
 
 @pytest.mark.parametrize("fmt", ["Q4_K"])
 def test_matmul_many_ffn(benchmark, fmt):
     from qlab.kernels.dequant_matmul import matmul_many
 
-    qws, x = [weight(fmt), weight(fmt, N_FFN + 256)], _x()   # gate and up: two matrices, not one twice
-    _bench(benchmark, f"matmul_many_ffn[{fmt}]", lambda: matmul_many(x, qws, impl="cpu_int8"), bound="memory",
-           rounds=20, nbytes=sum(q.raw.nbytes for q in qws))
+    # gate and up: two matrices of their own shapes per call, as many pairs as STREAM_BYTES takes
+    pairs, x = list(zip(weights(fmt), weights.__wrapped__(fmt, N_FFN + 256))), _x()
+
+    def calls():
+        for pair in pairs:
+            matmul_many(x, list(pair), impl="cpu_int8")
+
+    _bench(benchmark, f"matmul_many_ffn[{fmt}]", calls, bound="memory", rounds=20,
+           nbytes=sum(q.raw.nbytes for pair in pairs for q in pair))
 
 
 @pytest.mark.parametrize("fmt", ["IQ4_XS"])
 def test_matmul_torch_cpu(benchmark, fmt):
     from qlab.kernels.dequant_matmul import matmul
 
-    qw, x = weight(fmt), _x()
-    _bench(benchmark, f"matmul_torch_cpu[{fmt}]", lambda: matmul(x, qw, impl="torch_cpu"), bound="memory",
-           rounds=25, nbytes=qw.raw.nbytes)
+    qws, x = weights(fmt), _x()
+
+    def calls():
+        for qw in qws:
+            matmul(x, qw, impl="torch_cpu")
+
+    # compute-bound on CPUs: torch dequantizes to fp32 first (~7 GB/s here, against ~30 for the integer kernels)
+    _bench(benchmark, f"matmul_torch_cpu[{fmt}]", calls, bound="compute", rounds=20,
+           nbytes=sum(q.raw.nbytes for q in qws))
 
 
 def _gen(seed: int = 42) -> torch.Generator:
@@ -105,30 +142,33 @@ def _gen(seed: int = 42) -> torch.Generator:
 
 
 def test_deltanet_step_48(benchmark):
-    """The decode loop's delta rule (recurrent_cpu, state updated in place), one token through 48 layers."""
+    """The decode loop's delta rule (recurrent_cpu, state updated in place), one token through 48 layers, for SEQS
+    sequences."""
     from qlab.kernels.deltanet import gated_delta_rule
 
     g = _gen()
     q, k = torch.randn(1, 1, H, KD, generator=g), torch.randn(1, 1, H, KD, generator=g)
     v = torch.randn(1, 1, HV, VD, generator=g)
     gate, beta = -torch.rand(1, 1, HV, generator=g) * 0.1, torch.rand(1, 1, HV, generator=g)
-    states0 = torch.randn(LAYERS, 1, HV, KD, VD, generator=g) * 0.1
+    states0 = torch.randn(SEQS * LAYERS, 1, HV, KD, VD, generator=g) * 0.1
     states = states0.clone()
 
     def step():
-        for i in range(LAYERS):
+        for i in range(SEQS * LAYERS):
             gated_delta_rule(q, k, v, gate, beta, initial_state=states[i], output_final_state=False,
                              use_qk_l2norm=True, impl="recurrent_cpu", inplace_state=True)
 
     def reset():   # every round: thousands of steps on one token would decay the states into denormals
         states.copy_(states0)
 
-    _bench(benchmark, "deltanet_step_48", step, setup=reset, bound="memory_rw", rounds=25,
+    # compute-bound: it moves its states at ~13 GB/s where a plain copy moves ~30
+    _bench(benchmark, "deltanet_step_48", step, setup=reset, bound="compute", rounds=25,
            nbytes=2 * states.numel() * 4)
 
 
 def test_deltanet_layer_step_48(benchmark):
-    """The fused C layer step the decode loop calls (Ops.deltanet_decode_layer), 48 layers, 2 threads."""
+    """The fused C layer step the decode loop calls (Ops.deltanet_decode_layer), 48 layers for SEQS sequences, on
+    torch's threads."""
     from qlab.kernels.deltanet import layer_step_cpu
 
     g, D = _gen(), 2 * H * KD + HV * VD
@@ -136,13 +176,13 @@ def test_deltanet_layer_step_48(benchmark):
     b, a = torch.randn(1, HV, generator=g), torch.randn(1, HV, generator=g)
     conv_w, ssm_a = torch.randn(D, 4, generator=g) * 0.5, -torch.rand(HV, generator=g)
     dt_bias, norm_w = torch.randn(HV, generator=g) * 0.1, torch.rand(VD, generator=g) + 0.5
-    conv0 = torch.randn(LAYERS, 1, D, 3, generator=g)
-    states0 = torch.randn(LAYERS, 1, HV, KD, VD, generator=g) * 0.1
+    conv0 = torch.randn(SEQS * LAYERS, 1, D, 3, generator=g)
+    states0 = torch.randn(SEQS * LAYERS, 1, HV, KD, VD, generator=g) * 0.1
     conv, states, out = conv0.clone(), states0.clone(), torch.empty(1, HV * VD)
     threads = torch.get_num_threads()
 
     def step():
-        for i in range(LAYERS):
+        for i in range(SEQS * LAYERS):
             layer_step_cpu.gdn_decode_layer(qkv, z, b, a, conv[i], conv_w, ssm_a, dt_bias, norm_w, states[i], H,
                                             1e-6, threads=threads, out=out)
 
@@ -150,7 +190,7 @@ def test_deltanet_layer_step_48(benchmark):
         conv.copy_(conv0)
         states.copy_(states0)
 
-    _bench(benchmark, "deltanet_layer_step_48", step, setup=reset, bound="memory_rw", rounds=25,
+    _bench(benchmark, "deltanet_layer_step_48", step, setup=reset, bound="compute", rounds=25,   # ~20 GB/s
            nbytes=2 * states.numel() * 4)
 
 
@@ -164,7 +204,7 @@ def test_rms_norm_residual(benchmark):
         for _ in range(256):
             elementwise.rms_norm(x, w, 1e-6, residual=r)
 
-    _bench(benchmark, "rms_norm_residual", calls, bound="compute", rounds=20)
+    _bench(benchmark, "rms_norm_residual", calls, bound="compute_1thread", rounds=20)   # C, one thread
 
 
 def test_swiglu(benchmark):
@@ -177,7 +217,7 @@ def test_swiglu(benchmark):
         for _ in range(256):
             elementwise.swiglu(gate, up)
 
-    _bench(benchmark, "swiglu", calls, bound="compute", rounds=20)
+    _bench(benchmark, "swiglu", calls, bound="compute_1thread", rounds=20)
 
 
 def test_attention_decode_32k(benchmark):
@@ -185,10 +225,16 @@ def test_attention_decode_32k(benchmark):
 
     g, S, HQ, HKV, D = _gen(), 32768, 24, 4, 256
     q = torch.randn(1, HQ, D, generator=g).bfloat16()
-    k, v = (torch.randn(1, HKV, S, D, generator=g).bfloat16() for _ in range(2))
+    caches = [tuple(torch.randn(1, HKV, S, D, generator=g).bfloat16() for _ in range(2)) for _ in range(2)]
     lengths = torch.tensor([S])
-    _bench(benchmark, "attention_decode_32k", lambda: attention.decode(q, k, v, lengths, scale=1 / 16, impl="sdpa"),
-           bound="memory", rounds=20, nbytes=2 * k.numel() * 2)
+
+    def calls():
+        for k, v in caches:
+            attention.decode(q, k, v, lengths, scale=1 / 16, impl="sdpa")
+
+    # compute-bound on CPUs: 6 query rows per KV head make bf16 GEMMs far below the read bandwidth (~7 GB/s)
+    _bench(benchmark, "attention_decode_32k", calls, bound="compute", rounds=20,
+           nbytes=sum(t.numel() * 2 for kv in caches for t in kv))
 
 
 def test_deltanet_prefill_512(benchmark):

@@ -2,7 +2,7 @@
 repeated runs, derive each limit from it by the fixed rule (qlab.gates.compare.limit_from_spread), and measure
 the qlab/llama.cpp decode ratio of the peer gate. Run it on a quiet machine; it prints how long it took.
 
-    python benchmarks/rebuild_baseline.py [--runs 5] [--peer-runs 3] [--pairs 3] [--out FILE]
+    python benchmarks/rebuild_baseline.py [--runs 5] [--peer-runs 3] [--pairs 3] [--out FILE] [--peer-only]
 
 Writes benchmarks/baseline/<class>.json (qlab.gates.baseline), with a gate marked provisional (advisory) when the
 machine was too noisy for it: the timing gate when most benchmarks are too noisy, the peer gate when a peer ratio
@@ -102,10 +102,15 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=3)
     ap.add_argument("--out", default=None, help="default: benchmarks/baseline/<this machine's class>.json")
     ap.add_argument("--note", default="", help="how quiet the machine was, for the record")
+    ap.add_argument("--peer-only", action="store_true",
+                    help="re-measure only the peer ratios, keeping the stored timing baseline of this class")
     a = ap.parse_args()
     if a.runs < 2 or a.peer_runs < 1:
         raise SystemExit("--runs must be >= 2 (a spread needs two runs) and --peer-runs >= 1")
     t0, cls = time.time(), machine_class()
+    out = Path(a.out) if a.out else baseline_path(cls)
+    if a.peer_only:
+        return peer_only(out, a)
     doc, rows = build_timing(timing_runs(a.runs))
     doc["qlab_baseline"] = {
         "class": cls, "cpu": (doc.get("machine_info") or {}).get("cpu", {}).get("brand_raw", platform.processor()),
@@ -117,15 +122,38 @@ def main() -> None:
     }
     # Too noisy to bind (README): most benchmarks flagged, or a peer ratio that spread more than the 15 % drop the
     # peer gate fails on. Its gates then print their verdicts without failing, until a quieter rebuild.
-    noisy_peer = [q for q, p in doc["qlab_baseline"]["peer"].items() if p["spread"] > 1 / (1 - peer.MAX_DROP)]
     doc["qlab_baseline"]["provisional"] = ((["timing"] if 2 * len(doc["qlab_baseline"]["too_noisy"]) > len(rows)
-                                            else []) + (["peer"] if noisy_peer else []))
-    out = Path(a.out) if a.out else baseline_path(cls)
+                                            else []) + (["peer"] if noisy_peer(doc) else []))
     write_json_atomic(out, doc)
     print(f"{'benchmark':36} {'bound':8} {'spread':>7} {'limit':>6}")
     for r in rows:
         print(f"{r['name']:36} {r['bound']:8} x{r['spread']:6.3f} x{r['limit']:5.2f}"
               + ("  TOO NOISY to gate at x1.5: redesign" if r["too_noisy"] else ""))
+    report(doc, out, cls, t0)
+
+
+def noisy_peer(doc: dict) -> list[str]:
+    """Quants whose peer ratio spread over the runs more than the 15 % drop the peer gate fails on."""
+    return [q for q, p in doc["qlab_baseline"]["peer"].items() if p["spread"] > 1 / (1 - peer.MAX_DROP)]
+
+
+def peer_only(out: Path, a) -> None:
+    """Re-measure the peer ratios into the stored baseline `out`, its timing part untouched."""
+    if not out.exists():
+        raise SystemExit(f"{out}: no stored baseline to keep the timing part of; run without --peer-only")
+    t0, doc = time.time(), load_run(out)
+    info = doc["qlab_baseline"]
+    info["peer"] = peer_runs(a.peer_runs, a.pairs)
+    info["peer_measured"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    if a.note:
+        info["peer_note"] = a.note
+    info["provisional"] = [g for g in info.get("provisional") or [] if g != "peer"] + \
+        (["peer"] if noisy_peer(doc) else [])
+    write_json_atomic(out, doc)
+    report(doc, out, info["class"], t0)
+
+
+def report(doc: dict, out: Path, cls: str, t0: float) -> None:
     for q, p in doc["qlab_baseline"]["peer"].items():
         print(f"peer {q}: qlab/llama.cpp {p['ratio']:.3f} (runs {p['runs']}, spread x{p['spread']:.3f})")
     why = {"timing": "most benchmarks too noisy", "peer": "a peer ratio spread > 15 %"}

@@ -4,8 +4,8 @@ that shares no code with it (qlab.gates.probes).
     factor = (t_current / t_baseline) / (probe_current / probe_baseline)
 
 with t the fastest sample (`min`: load on a shared machine only ever adds time) and the probe of the benchmark's
-kind (`extra_info["bound"]`: a 96 MiB read for "memory", a 96 MiB copy for "memory_rw", a fixed BLAS GEMM for
-"compute"). The probe is the benchmark's own where both runs have one (`extra_info["probe_min_ms"]`: sampled
+kind (`extra_info["bound"]`: a 320 MiB read for "memory", a fixed BLAS GEMM for "compute", the same on
+one thread for "compute_1thread"). The probe is the benchmark's own where both runs have one (`extra_info["probe_min_ms"]`: sampled
 between its rounds, so it saw the same moment of the machine), else the run's probe benchmark of that kind.
 A benchmark regresses where factor > its limit. Limits are set in advance from the spread of the benchmark over
 repeated runs (`limit_from_spread`, README "Regression gates") and stored with the baseline; `threshold` overrides
@@ -22,7 +22,8 @@ from pathlib import Path
 
 from qlab.errors import QlabError
 
-PROBES = {"memory": "test_probe_bandwidth", "memory_rw": "test_probe_copy", "compute": "test_probe_matmul"}
+PROBES = {"memory": "test_probe_bandwidth", "compute": "test_probe_matmul",
+          "compute_1thread": "test_probe_matmul_1thread"}
 STAT = "min"
 
 # The rule (README): limit = 1.1 x the spread (max/min over the baseline's runs of the probe-normalised time),
