@@ -12,8 +12,8 @@
 - attention_decode_32k: `sdpa` decode over a 32K bf16 cache, two layers' caches; deltanet_prefill_512 (`chunk_torch`) and
   attention_prefill_512 (`sdpa`): the prefill paths.
 The memory-bound ones stream at least `STREAM_BYTES` per sample (several matrices, two sequences' states, two
-layers' caches), as decode does: data that fits a cache three times over is partly served from it, by an amount that
-depends on the machine's neighbours (qlab.gates.probes says what that did to the ratios).
+layers' caches), as decode does, so that no part of a sample is served from a cache whose share depends on the
+machine's neighbours.
 Each sample is milliseconds of work, the gate reads the fastest sample (`min`: load only ever adds time) and
 `extra_info["bound"]` says which probe normalises it (qlab.gates.probes), sampled right before each of its rounds
 (`probe_min_ms`): what bounds it on a CPU, judged by the bytes/s it reaches against the read probe's. Only the
@@ -32,6 +32,7 @@ import numpy as np
 import pytest
 import torch
 
+import llamacpp_peers as peers
 from qlab.gates import probes
 from qlab.gates.inject import slowed
 
@@ -73,21 +74,30 @@ def _probe(kind: str):
     return probes.make(kind)[0]
 
 
-def _bench(benchmark, name: str, fn, *, bound: str, rounds: int, nbytes: int = 0, flops: int = 0, setup=None):
+def _bench(benchmark, name: str, fn, *, bound: str, rounds: int, nbytes: int = 0, flops: int = 0, setup=None,
+           peer=None):
     """Times `fn` (its fastest sample is the figure) and, right before each of its rounds, one sample of the probe
-    of its kind (`probe_min_ms`): the gate divides the one by the other, both taken at the same moments."""
-    fn, probe, probe_s = slowed(name, fn), _probe(bound), []
+    of its kind (`probe_min_ms`) and one of llama.cpp doing the same work (`peer`, llamacpp_peers.py:
+    `peer_min_ms`): the gate divides the one by whichever of the two the baseline chose, all taken at the same
+    moments."""
+    fn, probe, probe_s, peer_s = slowed(name, fn), _probe(bound), [], []
 
-    def round_setup():
+    def round_setup():   # the peers write only their own outputs, so qlab's inputs stay as `setup` leaves them
         probe_s.append(probes.timed(probe))
+        if peer is not None:
+            peer_s.append(probes.timed(peer))
         if setup is not None:
             setup()
 
     fn() if setup is None else (setup(), fn())   # build kernels, make x8 copies, warm caches
+    if peer is not None:
+        peer()
     benchmark.pedantic(fn, setup=round_setup, rounds=rounds, iterations=1, warmup_rounds=1)
     t = benchmark.stats.stats.min
     benchmark.extra_info.update(bound=bound, path=name, threads=torch.get_num_threads(), min_ms=t * 1e3,
                                 probe_min_ms=min(probe_s) * 1e3)
+    if peer_s:
+        benchmark.extra_info.update(peer_min_ms=min(peer_s) * 1e3)
     if nbytes:
         benchmark.extra_info.update(bytes=nbytes, gbs=round(nbytes / t / 1e9, 2))
     if flops:
@@ -104,7 +114,8 @@ def test_matmul_int8(benchmark, fmt):
         for qw in qws:
             matmul(x, qw, impl="cpu_int8")
 
-    _bench(benchmark, f"matmul_int8[{fmt}]", calls, bound="memory", rounds=25, nbytes=sum(q.raw.nbytes for q in qws))
+    _bench(benchmark, f"matmul_int8[{fmt}]", calls, bound="memory", rounds=25, nbytes=sum(q.raw.nbytes for q in qws),
+           peer=peers.matmuls(qws, x, torch.get_num_threads()))
 
 
 @pytest.mark.parametrize("fmt", ["Q4_K"])
@@ -119,7 +130,8 @@ def test_matmul_many_ffn(benchmark, fmt):
             matmul_many(x, list(pair), impl="cpu_int8")
 
     _bench(benchmark, f"matmul_many_ffn[{fmt}]", calls, bound="memory", rounds=20,
-           nbytes=sum(q.raw.nbytes for pair in pairs for q in pair))
+           nbytes=sum(q.raw.nbytes for pair in pairs for q in pair),
+           peer=peers.matmuls([q for pair in pairs for q in pair], x, torch.get_num_threads()))
 
 
 @pytest.mark.parametrize("fmt", ["IQ4_XS"])
@@ -134,7 +146,7 @@ def test_matmul_torch_cpu(benchmark, fmt):
 
     # compute-bound on CPUs: torch dequantizes to fp32 first (~7 GB/s here, against ~30 for the integer kernels)
     _bench(benchmark, f"matmul_torch_cpu[{fmt}]", calls, bound="compute", rounds=20,
-           nbytes=sum(q.raw.nbytes for q in qws))
+           nbytes=sum(q.raw.nbytes for q in qws), peer=peers.matmuls(qws, x, torch.get_num_threads()))
 
 
 def _gen(seed: int = 42) -> torch.Generator:
@@ -163,7 +175,8 @@ def test_deltanet_step_48(benchmark):
 
     # compute-bound: it moves its states at ~13 GB/s where a plain copy moves ~30
     _bench(benchmark, "deltanet_step_48", step, setup=reset, bound="compute", rounds=25,
-           nbytes=2 * states.numel() * 4)
+           nbytes=2 * states.numel() * 4,
+           peer=peers.deltanet_steps(q, k, v, gate, beta, states, torch.get_num_threads()))
 
 
 def test_deltanet_layer_step_48(benchmark):
@@ -191,7 +204,7 @@ def test_deltanet_layer_step_48(benchmark):
         states.copy_(states0)
 
     _bench(benchmark, "deltanet_layer_step_48", step, setup=reset, bound="compute", rounds=25,   # ~20 GB/s
-           nbytes=2 * states.numel() * 4)
+           nbytes=2 * states.numel() * 4, peer=peers.deltanet_layer_steps(qkv, z, b, a, norm_w, states, H, threads))
 
 
 def test_rms_norm_residual(benchmark):
@@ -204,7 +217,8 @@ def test_rms_norm_residual(benchmark):
         for _ in range(256):
             elementwise.rms_norm(x, w, 1e-6, residual=r)
 
-    _bench(benchmark, "rms_norm_residual", calls, bound="compute_1thread", rounds=20)   # C, one thread
+    _bench(benchmark, "rms_norm_residual", calls, bound="compute_1thread", rounds=20,   # C, one thread
+           peer=peers.rms_norm_residual(x, r, w, 256))
 
 
 def test_swiglu(benchmark):
@@ -217,7 +231,7 @@ def test_swiglu(benchmark):
         for _ in range(256):
             elementwise.swiglu(gate, up)
 
-    _bench(benchmark, "swiglu", calls, bound="compute_1thread", rounds=20)
+    _bench(benchmark, "swiglu", calls, bound="compute_1thread", rounds=20, peer=peers.swiglu(gate, up, 256))
 
 
 def test_attention_decode_32k(benchmark):
@@ -244,7 +258,7 @@ def test_deltanet_prefill_512(benchmark):
     x = make_inputs(1, 512, H, HV, KD, VD, decay="weak")
     _bench(benchmark, "deltanet_prefill_512",
            lambda: gated_delta_rule(**x, use_qk_l2norm=True, impl="chunk_torch", output_final_state=True),
-           bound="compute", rounds=10)
+           bound="compute", rounds=10, peer=peers.deltanet_prefill(x, torch.get_num_threads()))
 
 
 def test_attention_prefill_512(benchmark):

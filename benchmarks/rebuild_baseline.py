@@ -7,8 +7,9 @@ the qlab/llama.cpp decode ratio of the peer gate. Run it on a quiet machine; it 
 Writes benchmarks/baseline/<class>.json (qlab.gates.baseline), with a gate marked provisional (advisory) when the
 machine was too noisy for it: the timing gate when most benchmarks are too noisy, the peer gate when a peer ratio
 spread wider than the 15 % it allows. Per benchmark: the time is the median over runs of
-its fastest sample, rescaled to the median probe; `extra_info` gets `normalised_runs` (each run's time over its
-own probe, divided by their median), `spread` (max / min of those) and `limit`. A benchmark where a 1.5x slowdown
+its fastest sample, rescaled to the median yardstick; `extra_info` gets `yardstick` (its probe, or llama.cpp doing
+the same work: whichever its runs spread least against), `normalised_runs` (each run's time over that yardstick,
+divided by their median), `spread` (max / min of those), `spreads` (against each yardstick) and `limit`. A benchmark where a 1.5x slowdown
 could hide in its spread (1.5 / spread <= limit) is listed as too noisy: redesign it (more work per sample), do
 not loosen it.
 """
@@ -28,8 +29,9 @@ sys.path.insert(0, str(REPO))
 
 from qlab.gates import peer  # noqa: E402
 from qlab.gates.baseline import baseline_path  # noqa: E402
-from qlab.gates.compare import (LIMIT_CAP, LIMIT_FLOOR, LIMIT_MARGIN, PROBES, STAT, is_probe,  # noqa: E402
-                                key, limit_from_spread, load_run, own_probes, probe_time, times, too_noisy)
+from qlab.gates.compare import (LIMIT_CAP, LIMIT_FLOOR, LIMIT_MARGIN, LLAMACPP, PROBES, STAT,  # noqa: E402
+                                is_probe, key, limit_from_spread, load_run, own_peers, own_probes, probe_time,
+                                times, too_noisy)
 from qlab.gates.machine import machine_class  # noqa: E402
 from qlab.gates.run import default_suites, run_suites, temp_json  # noqa: E402
 from qlab.io import write_json_atomic  # noqa: E402
@@ -46,36 +48,51 @@ def timing_runs(n: int) -> list[dict]:
 
 def build_timing(runs: list[dict]) -> tuple[dict, list[dict]]:
     """The baseline document (the last run's JSON, times replaced) and one summary row per benchmark. Each run's
-    time is divided by the probe the gate will divide it by: the benchmark's own, sampled between its rounds, where
-    every run has one, else the run's probe of its kind (as qlab.gates.compare.probes_for)."""
-    per_run = [(times(r), own_probes(r)) for r in runs]
-    probes = {b: statistics.median(probe_time(t, b) for t, _ in per_run) for b in PROBES
-              if all(probe_time(t, b) for t, _ in per_run)}
+    time is divided by each yardstick the gate can use: the probe of its kind (the benchmark's own, sampled
+    between its rounds, where every run has one, else the run's probe of that kind, as
+    qlab.gates.compare.probes_for) and, where every run timed it, llama.cpp doing the same work. The yardstick
+    its runs spread least against is stored (`yardstick`) with that spread and the limit the rule gives it."""
+    per_run = [(times(r), own_probes(r), own_peers(r)) for r in runs]
+    probes = {b: statistics.median(probe_time(t, b) for t, _, _ in per_run) for b in PROBES
+              if all(probe_time(t, b) for t, _, _ in per_run)}
     doc, rows = json.loads(json.dumps(runs[-1])), []
     for b in doc["benchmarks"]:
         name = key(b)
         bound = per_run[-1][0][name][1]
         if is_probe(name):
-            t = statistics.median(pt[name][0] for pt, _ in per_run)
+            t = statistics.median(pt[name][0] for pt, _, _ in per_run)
             b["stats"][STAT] = b["stats"]["median"] = t
             continue
+        present = [run for run in per_run if name in run[0]]
         # its own probe only where every run has one (as the gate: own probes where both sides have them)
-        own = all(name in run[1] for run in per_run)
-        pairs = [(run[0][name][0], run[1][name] if own else probe_time(run[0], bound))
-                 for run in per_run if name in run[0]]
-        probe_mid = statistics.median(p for _, p in pairs) if own else probes[bound]
-        norm = [t / p for t, p in pairs]
-        mid = statistics.median(norm)
-        spread = max(norm) / min(norm)
+        own = all(name in run[1] for run in present)
+        candidates = {"probe": [(run[0][name][0], run[1][name] if own else probe_time(run[0], bound))
+                                for run in present]}
+        if all(name in run[2] for run in present):
+            candidates[LLAMACPP] = [(run[0][name][0], run[2][name]) for run in present]
+        spreads = {k: _spread([t / y for t, y in v]) for k, v in candidates.items()}
+        yardstick = min(spreads, key=spreads.get)
+        pairs = candidates[yardstick]
+        norm = [t / y for t, y in pairs]
+        mid, spread = statistics.median(norm), spreads[yardstick]
         limit = limit_from_spread(spread)
-        b["stats"][STAT] = b["stats"]["median"] = mid * probe_mid
+        yard_mid = statistics.median(y for _, y in pairs) if (own or yardstick == LLAMACPP) else probes[bound]
+        b["stats"][STAT] = b["stats"]["median"] = mid * yard_mid
+        extra = b["extra_info"]
         if own:
-            b["extra_info"]["probe_min_ms"] = round(probe_mid * 1e3, 4)
-        b["extra_info"].update(normalised_runs=[round(v / mid, 4) for v in norm], spread=round(spread, 4),
-                               limit=round(limit, 4))
-        rows.append({"name": name.split("::")[-1], "bound": bound, "spread": spread, "limit": limit,
-                     "too_noisy": too_noisy(spread)})
+            extra["probe_min_ms"] = round(statistics.median(y for _, y in candidates["probe"]) * 1e3, 4)
+        if LLAMACPP in candidates:
+            extra["peer_min_ms"] = round(statistics.median(y for _, y in candidates[LLAMACPP]) * 1e3, 4)
+        extra.update(yardstick=yardstick, normalised_runs=[round(v / mid, 4) for v in norm],
+                     spread=round(spread, 4), limit=round(limit, 4),
+                     spreads={k: round(v, 4) for k, v in spreads.items()})
+        rows.append({"name": name.split("::")[-1], "bound": bound, "yardstick": yardstick, "spread": spread,
+                     "spreads": spreads, "limit": limit, "too_noisy": too_noisy(spread)})
     return doc, rows
+
+
+def _spread(values: list[float]) -> float:
+    return max(values) / min(values)
 
 
 def peer_runs(n: int, pairs: int) -> dict:
@@ -99,7 +116,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=5, help="timing runs (the spread is measured over them)")
     ap.add_argument("--peer-runs", type=int, default=3, help="peer-gate measurements (each --pairs pairs)")
-    ap.add_argument("--pairs", type=int, default=3)
+    ap.add_argument("--pairs", type=int, default=peer.PAIRS, help=f"process pairs per peer measurement "
+                                                                   f"(default {peer.PAIRS}, as the gate)")
     ap.add_argument("--out", default=None, help="default: benchmarks/baseline/<this machine's class>.json")
     ap.add_argument("--note", default="", help="how quiet the machine was, for the record")
     ap.add_argument("--peer-only", action="store_true",
@@ -116,7 +134,8 @@ def main() -> None:
         "class": cls, "cpu": (doc.get("machine_info") or {}).get("cpu", {}).get("brand_raw", platform.processor()),
         "runs": a.runs, "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "note": a.note,
         "rule": f"limit = min({LIMIT_CAP}, max({LIMIT_FLOOR}, {LIMIT_MARGIN} x spread)); spread = max/min over "
-                f"{a.runs} runs of the fastest sample over its in-run probe; too noisy where 1.5 / spread <= limit",
+                f"{a.runs} runs of the fastest sample over its in-run yardstick (its probe or llama.cpp doing the "
+                "same work, whichever spreads less); too noisy where 1.5 / spread <= limit",
         "too_noisy": [r["name"] for r in rows if r["too_noisy"]],
         "peer": peer_runs(a.peer_runs, a.pairs),
     }
@@ -125,10 +144,11 @@ def main() -> None:
     doc["qlab_baseline"]["provisional"] = ((["timing"] if 2 * len(doc["qlab_baseline"]["too_noisy"]) > len(rows)
                                             else []) + (["peer"] if noisy_peer(doc) else []))
     write_json_atomic(out, doc)
-    print(f"{'benchmark':36} {'bound':8} {'spread':>7} {'limit':>6}")
+    print(f"{'benchmark':32} {'bound':15} {'vs probe':>8} {'vs llama.cpp':>12} {'limit':>6}")
     for r in rows:
-        print(f"{r['name']:36} {r['bound']:8} x{r['spread']:6.3f} x{r['limit']:5.2f}"
-              + ("  TOO NOISY to gate at x1.5: redesign" if r["too_noisy"] else ""))
+        sp = {k: f"x{v:.3f}" for k, v in r["spreads"].items()}
+        print(f"{r['name']:32} {r['bound']:15} {sp['probe']:>8} {sp.get(LLAMACPP, '-'):>12} x{r['limit']:5.2f}"
+              f"  ({r['yardstick']})" + ("  TOO NOISY to gate at x1.5: redesign" if r["too_noisy"] else ""))
     report(doc, out, cls, t0)
 
 

@@ -61,11 +61,26 @@ def test_a_common_slowdown_of_every_gated_benchmark_still_fails():
     assert rows and all(r.status == "regressed" for r in rows)
 
 
-def _own_probe(run, name, ms):
+def _own_probe(run, name, ms, field="probe_min_ms"):
     for b in run["benchmarks"]:
         if b["name"] == name:
-            b["extra_info"]["probe_min_ms"] = ms
+            b["extra_info"][field] = ms
     return run
+
+
+def _peer(run, name, ms):
+    """llama.cpp doing benchmark `name`'s work took `ms` between its rounds."""
+    return _own_probe(run, name, ms, "peer_min_ms")
+
+
+def _rebuild_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("rebuild_baseline",
+                                                  baseline.BASELINE_DIR.parent / "rebuild_baseline.py")
+    rb = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rb)
+    return rb
 
 
 def test_a_benchmarks_own_probe_normalises_it_where_both_runs_have_one():
@@ -324,13 +339,15 @@ def _drift(runs: list[dict]) -> dict[str, float]:
 
 
 def _best_of(runs: list[dict]) -> dict:
-    """One run whose every benchmark (probes too) has its fastest time over `runs`, and its own probe's fastest."""
+    """One run whose every benchmark (probes too) has its fastest time over `runs`, and its own probe's and
+    llama.cpp peer's fastest."""
     out = copy.deepcopy(runs[0])
     for b in out["benchmarks"]:
         same = [x for r in runs for x in r["benchmarks"] if x["name"] == b["name"]]
         b["stats"]["min"] = min(x["stats"]["min"] for x in same)
-        if "probe_min_ms" in b["extra_info"]:
-            b["extra_info"]["probe_min_ms"] = min(x["extra_info"]["probe_min_ms"] for x in same)
+        for field in ("probe_min_ms", "peer_min_ms"):
+            if field in b["extra_info"]:
+                b["extra_info"][field] = min(x["extra_info"][field] for x in same)
     return out
 
 
@@ -360,17 +377,23 @@ def test_mutation_every_product_path_slowed_1_5x_fails_the_timing_gate(tmp_path,
     assert len(paths) >= 10 and set(paths) == set(_product_paths(runs["slow"][0]))
     stored = load_class(machine_class())
     binding = stored is not None and not provisional(stored)
-    limits = {b["name"]: b["extra_info"].get("limit") for b in (stored or {"benchmarks": []})["benchmarks"]}
+    stored_info = {b["name"]: b["extra_info"] for b in (stored or {"benchmarks": []})["benchmarks"]}
     noisy = set(stored["qlab_baseline"].get("too_noisy") or []) if binding else set()
+    for b in (b for kind in runs.values() for run in kind for b in run["benchmarks"]):
+        if binding and (stored_info.get(b["name"]) or {}).get("yardstick"):   # the yardstick the gate divides by
+            b["extra_info"]["yardstick"] = stored_info[b["name"]]["yardstick"]
     base = _best_of(runs["plain"])
-    for b in base["benchmarks"]:
-        b["extra_info"]["limit"] = (limits.get(b["name"]) or LIMIT_CAP) if binding else LIMIT_FLOOR
+    for b in base["benchmarks"]:   # judged as the gate judges: the stored limit
+        b["extra_info"]["limit"] = ((stored_info.get(b["name"]) or {}).get("limit") or LIMIT_CAP) if binding \
+            else LIMIT_FLOOR
     drift = {kind: _drift(runs[kind]) for kind in runs}
     unjudged = {n for d in drift.values() for n, f in d.items() if f > MAX_DRIFT}
     rows = {r.name.split("::")[-1]: r for r in compare(base, _best_of(runs["slow"]))}
     judged = set(rows) - noisy - unjudged
     if not judged:
         pytest.skip(f"this machine is too noisy now to judge any path (drift between runs: {drift})")
+    print("mutation: " + ", ".join(f"{n} x{rows[n].factor:.2f} (limit x{rows[n].threshold:.2f}, {rows[n].bound})"
+                                   for n in sorted(judged)) + f"; too noisy {sorted(noisy)}; not judged {sorted(unjudged)}")
     missed = {n: round(rows[n].factor, 3) for n in judged if rows[n].status != "regressed"}
     assert not missed, (f"1.5x slowdowns the gate did not catch (factor <= limit): {missed}; left out as too "
                         f"noisy: {sorted(noisy)}; not judged (its plain or its slowed runs drift > 15 %): {sorted(unjudged)}")
@@ -392,12 +415,7 @@ def test_mutation_decode_loop_slowed_1_5x_fails_the_peer_gate(tmp_path, monkeypa
 def test_rebuild_divides_each_run_by_the_probe_the_gate_will_use():
     """Where every run has the benchmark's own probe, the spread is measured against it (a run whose own probe saw
     a 1.2x slower machine is 1.2x off against the run-level probe, not against its own)."""
-    import importlib.util
-
-    path = baseline.BASELINE_DIR.parent / "rebuild_baseline.py"
-    spec = importlib.util.spec_from_file_location("rebuild_baseline", path)
-    rb = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(rb)
+    rb = _rebuild_module()
     runs = [_own_probe(_run(scale_kernels=k), "test_decode_step", 2.0 * k) for k in (1.0, 1.2, 1.0)]
     doc, rows = rb.build_timing(runs)
     spread = {r["name"]: r["spread"] for r in rows}
@@ -408,3 +426,36 @@ def test_rebuild_divides_each_run_by_the_probe_the_gate_will_use():
         for x in r["benchmarks"]:
             x["extra_info"].pop("probe_min_ms", None)
     assert {r["name"]: r["spread"] for r in rb.build_timing(runs)[1]}["test_decode_step"] == pytest.approx(1.2)
+
+
+def test_the_llamacpp_yardstick_where_the_baseline_chose_it():
+    """The benchmark 1.5x slower while llama.cpp doing the same work was 1.5x slower too (the machine), and the
+    probes held still: not a regression when the baseline's yardstick is llama.cpp; a regression on the probe."""
+    base = _peer(_run(), "test_decode_step", 2.0)
+    cur = _peer(_run(scale_kernels=1.5), "test_decode_step", 3.0)
+    by_probe = {r.name.split("::")[-1]: r for r in compare(base, cur, threshold=1.2)}
+    assert by_probe["test_decode_step"].status == "regressed"
+    for b in base["benchmarks"]:
+        if b["name"] == "test_decode_step":
+            b["extra_info"]["yardstick"] = "llama.cpp"
+    rows = {r.name.split("::")[-1]: r for r in compare(base, cur, threshold=1.2)}
+    assert rows["test_decode_step"].factor == pytest.approx(1.0) and rows["test_decode_step"].bound == "llama.cpp"
+    slower = _peer(_run(scale_kernels=1.5), "test_decode_step", 2.0)   # qlab slower, llama.cpp not: regressed
+    assert {r.name.split("::")[-1]: r for r in compare(base, slower, 1.2)}["test_decode_step"].status == "regressed"
+    del cur["benchmarks"][2]["extra_info"]["peer_min_ms"]   # a current run without it: the probe decides
+    assert {r.name.split("::")[-1]: r for r in compare(base, cur, 1.2)}["test_decode_step"].bound == "memory"
+
+
+def test_rebuild_keeps_the_yardstick_its_runs_spread_least_against():
+    rb = _rebuild_module()
+    # the benchmark tracks llama.cpp exactly and the probe not (x1.3 between runs): llama.cpp is chosen, spread 1
+    runs = [_peer(_run(scale_kernels=k), "test_decode_step", 2.0 * k) for k in (1.0, 1.3, 1.1)]
+    doc, rows = rb.build_timing(runs)
+    row = {r["name"]: r for r in rows}["test_decode_step"]
+    assert row["yardstick"] == "llama.cpp" and row["spread"] == pytest.approx(1.0)
+    assert row["spreads"]["probe"] == pytest.approx(1.3)
+    (b,) = [b for b in doc["benchmarks"] if b["name"] == "test_decode_step"]
+    assert b["extra_info"]["yardstick"] == "llama.cpp" and b["extra_info"]["peer_min_ms"] == pytest.approx(2.2)
+    # llama.cpp wandering where the benchmark does not: the probe is kept
+    runs = [_peer(_run(), "test_decode_step", 2.0 * k) for k in (1.0, 1.3, 1.1)]
+    assert {r["name"]: r for r in rb.build_timing(runs)[1]}["test_decode_step"]["yardstick"] == "probe"

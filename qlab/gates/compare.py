@@ -1,12 +1,15 @@
-"""Compare a pytest-benchmark run with the baseline of its machine class, each benchmark normalised by a probe
-that shares no code with it (qlab.gates.probes).
+"""Compare a pytest-benchmark run with the baseline of its machine class, each benchmark normalised by a
+yardstick that shares no code with it.
 
-    factor = (t_current / t_baseline) / (probe_current / probe_baseline)
+    factor = (t_current / t_baseline) / (yardstick_current / yardstick_baseline)
 
-with t the fastest sample (`min`: load on a shared machine only ever adds time) and the probe of the benchmark's
-kind (`extra_info["bound"]`: a 320 MiB read for "memory", a fixed BLAS GEMM for "compute", the same on
-one thread for "compute_1thread"). The probe is the benchmark's own where both runs have one (`extra_info["probe_min_ms"]`: sampled
-between its rounds, so it saw the same moment of the machine), else the run's probe benchmark of that kind.
+with t the fastest sample (`min`: load on a shared machine only ever adds time). The yardstick is the one the
+baseline chose for the benchmark (`extra_info["yardstick"]`, the one its runs spread least against):
+- "llama.cpp": llama.cpp's ggml doing the same work, timed between the benchmark's rounds (`peer_min_ms`), used
+  where both runs have it;
+- otherwise the probe of the benchmark's kind (qlab.gates.probes; `extra_info["bound"]`: a 320 MiB read for
+  "memory", a fixed BLAS GEMM for "compute", the same on one thread for "compute_1thread"): the benchmark's own,
+  sampled between its rounds, where both runs have one (`probe_min_ms`), else the run's probe benchmark.
 A benchmark regresses where factor > its limit. Limits are set in advance from the spread of the benchmark over
 repeated runs (`limit_from_spread`, README "Regression gates") and stored with the baseline; `threshold` overrides
 them all. Files are pytest-benchmark's own JSON, so a user's saved runs (`--benchmark-save`, `--benchmark-json`)
@@ -22,6 +25,7 @@ from pathlib import Path
 
 from qlab.errors import QlabError
 
+LLAMACPP = "llama.cpp"   # the other yardstick: llama.cpp doing the benchmark's work (benchmarks/llamacpp_peers.py)
 PROBES = {"memory": "test_probe_bandwidth", "compute": "test_probe_matmul",
           "compute_1thread": "test_probe_matmul_1thread"}
 STAT = "min"
@@ -47,8 +51,8 @@ class Comparison:
     name: str
     baseline_s: float
     current_s: float
-    factor: float          # > 1: slower than the baseline, relative to the probe
-    bound: str
+    factor: float          # > 1: slower than the baseline, relative to its yardstick
+    bound: str             # the yardstick it was divided by: a probe kind, or "llama.cpp"
     status: str            # "ok" | "regressed" | "improved" | "new" | "missing"
     threshold: float = float("nan")  # the limit applied to this benchmark
 
@@ -80,14 +84,20 @@ def times(run: dict) -> dict[str, tuple[float, str]]:
     return {key(b): (float(b["stats"][STAT]), bound_of(b.get("extra_info") or {})) for b in run["benchmarks"]}
 
 
-def own_probes(run: dict) -> dict[str, float]:
-    """name -> the fastest sample (s) of the probe a benchmark sampled between its own rounds, where it did."""
+def own_probes(run: dict, field: str = "probe_min_ms") -> dict[str, float]:
+    """name -> the fastest sample (s) of the probe a benchmark sampled between its own rounds, where it did
+    (`field` "peer_min_ms": of llama.cpp doing the same work)."""
     out = {}
     for b in run["benchmarks"]:
-        ms = (b.get("extra_info") or {}).get("probe_min_ms")
+        ms = (b.get("extra_info") or {}).get(field)
         if isinstance(ms, (int, float)) and math.isfinite(ms) and ms > 0:
             out[key(b)] = ms / 1e3
     return out
+
+
+def own_peers(run: dict) -> dict[str, float]:
+    """name -> the fastest sample (s) of llama.cpp doing a benchmark's work between its rounds, where it did."""
+    return own_probes(run, "peer_min_ms")
 
 
 def probes_for(name: str, bound: str, base: tuple[dict, dict], cur: tuple[dict, dict]) -> tuple:
@@ -125,7 +135,9 @@ def compare(baseline: dict, current: dict, threshold: float | None = None,
         raise QlabError(f"normalise {normalise!r}: expected probe or none")
     base, cur = times(baseline), times(current)
     own_base, own_cur = own_probes(baseline), own_probes(current)
+    peer_base, peer_cur = own_peers(baseline), own_peers(current)
     limits = {key(b): (b.get("extra_info") or {}).get("limit") for b in baseline["benchmarks"]}
+    yardsticks = {key(b): (b.get("extra_info") or {}).get("yardstick") for b in baseline["benchmarks"]}
     rows = []
     for name in sorted(set(base) | set(cur)):
         if is_probe(name):
@@ -138,7 +150,10 @@ def compare(baseline: dict, current: dict, threshold: float | None = None,
             continue
         (tb, bound), (tc, _) = base[name], cur[name]
         factor = tc / tb
-        if normalise == "probe":
+        if normalise == "probe" and yardsticks.get(name) == LLAMACPP and name in peer_base and name in peer_cur:
+            factor /= peer_cur[name] / peer_base[name]   # the baseline chose llama.cpp doing the same work
+            bound = LLAMACPP
+        elif normalise == "probe":
             pb, pc = probes_for(name, bound, (base, own_base), (cur, own_cur))
             if not (pb and pc):
                 raise QlabError(f"benchmark {name}: the {bound} probe ({PROBES[bound]}) is missing from the "

@@ -28,6 +28,10 @@ REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "benchmarks" / "bench_decode.py"
 QUANTS = ("Q8_0", "Q4_K_M")
 WIDTH_SCALE, VOCAB, CONTEXT, TOKENS, THREADS = 4, 32768, 32, 16, 2
+# Alternating process pairs per measurement, each engine's best kept. More did not steady it: single processes'
+# decode times vary up to x2 here (each draws its own memory placement and moment), and with 3 or 5 pairs a
+# quant's ratio still moved x1.1-x1.5 between measurements minutes apart.
+PAIRS = 3
 MAX_DROP = 0.15
 FALLBACK_SHARE = 0.7
 
@@ -53,7 +57,7 @@ def cache_dir() -> Path:
     return Path(os.environ.get("QLAB_GATE_SLICES") or qlab_home() / "gate-slices")
 
 
-def measure(quants=QUANTS, pairs: int = 3, directory: Path | None = None) -> dict[str, dict]:
+def measure(quants=QUANTS, pairs: int = PAIRS, directory: Path | None = None) -> dict[str, dict]:
     """Run bench_decode.py on the gate's slice: quant -> {"ratio", "qlab_ms", "llama_ms"}."""
     if not SCRIPT.exists():
         raise QlabError(f"{SCRIPT}: the decode harness is missing (the peer gate runs from a qlab checkout)")
