@@ -32,7 +32,7 @@ from qlab.gates.baseline import baseline_path  # noqa: E402
 from qlab.gates.compare import (LIMIT_CAP, LIMIT_FLOOR, LIMIT_MARGIN, LLAMACPP, PROBES, STAT,  # noqa: E402
                                 is_probe, key, limit_from_spread, load_run, own_peers, own_probes, probe_time,
                                 times, too_noisy)
-from qlab.gates.machine import machine_class  # noqa: E402
+from qlab.gates.machine import cpu_model, machine_class  # noqa: E402
 from qlab.gates.run import default_suites, run_suites, temp_json  # noqa: E402
 from qlab.io import write_json_atomic  # noqa: E402
 
@@ -132,6 +132,7 @@ def main() -> None:
     doc, rows = build_timing(timing_runs(a.runs))
     doc["qlab_baseline"] = {
         "class": cls, "cpu": (doc.get("machine_info") or {}).get("cpu", {}).get("brand_raw", platform.processor()),
+        "cpu_model": cpu_model(),
         "runs": a.runs, "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "note": a.note,
         "rule": f"limit = min({LIMIT_CAP}, max({LIMIT_FLOOR}, {LIMIT_MARGIN} x spread)); spread = max/min over "
                 f"{a.runs} runs of the fastest sample over its in-run yardstick (its probe or llama.cpp doing the "

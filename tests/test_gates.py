@@ -14,7 +14,7 @@ from qlab.cli import main
 from qlab.gates import baseline, peer, snapshots
 from qlab.gates.compare import LIMIT_CAP, LIMIT_FLOOR, compare, limit_from_spread
 from qlab.gates.inject import slowdown_factor, slowed
-from qlab.gates.machine import machine_class
+from qlab.gates.machine import cpu_model, machine_class
 
 
 def _bench(name, median, bound="memory"):
@@ -171,6 +171,22 @@ def test_a_provisional_baseline_shows_but_does_not_fail(tmp_path, capsys):
     base["qlab_baseline"]["provisional"] = ["timing"]
     (tmp_path / "base.json").write_text(json.dumps(base))
     assert main(argv) == 0
+
+
+def test_the_timing_gate_binds_only_on_the_cpu_model_of_its_baseline(tmp_path, monkeypatch, capsys):
+    """Same class, another microarchitecture: the comparison is shown, advisory, and says why."""
+    base = _run()
+    base["qlab_baseline"] = {"class": "x86_64-avx512", "cpu_model": "AuthenticAMD family 26 model 2"}
+    monkeypatch.setattr(baseline, "BASELINE_DIR", tmp_path)
+    (tmp_path / "x86_64-avx512.json").write_text(json.dumps(base))
+    cur = tmp_path / "cur.json"
+    cur.write_text(json.dumps(_run(scale_kernels=2.0)))
+    argv = ["bench", "gate", "--only", "timing", "--class", "x86_64-avx512", "--current", str(cur)]
+    monkeypatch.setattr("qlab.gates.machine.cpu_model", lambda: "AuthenticAMD family 25 model 17")
+    assert main(argv) == 0
+    assert "other CPU model" in capsys.readouterr().out.replace("\n", " ")
+    monkeypatch.setattr("qlab.gates.machine.cpu_model", lambda: "AuthenticAMD family 26 model 2")
+    assert main(argv) == 1
 
 
 def test_a_benchmark_too_noisy_to_gate_is_shown_but_does_not_fail(tmp_path, capsys):
@@ -376,7 +392,8 @@ def test_mutation_every_product_path_slowed_1_5x_fails_the_timing_gate(tmp_path,
     paths = _product_paths(runs["plain"][0])
     assert len(paths) >= 10 and set(paths) == set(_product_paths(runs["slow"][0]))
     stored = load_class(machine_class())
-    binding = stored is not None and not provisional(stored)
+    model = (stored or {}).get("qlab_baseline", {}).get("cpu_model")
+    binding = stored is not None and not provisional(stored) and model in (None, "", cpu_model())
     stored_info = {b["name"]: b["extra_info"] for b in (stored or {"benchmarks": []})["benchmarks"]}
     noisy = set(stored["qlab_baseline"].get("too_noisy") or []) if binding else set()
     for b in (b for kind in runs.values() for run in kind for b in run["benchmarks"]):

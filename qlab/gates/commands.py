@@ -104,6 +104,7 @@ def _timing_baseline(args, cls: str, console) -> tuple[dict, str, bool]:
     from qlab.errors import QlabError
     from qlab.gates.baseline import baseline_path, load_class, stored_classes
     from qlab.gates.compare import load_run
+    from qlab.gates.machine import cpu_model
 
     if args.baseline:
         doc = load_run(args.baseline)
@@ -112,6 +113,13 @@ def _timing_baseline(args, cls: str, console) -> tuple[dict, str, bool]:
     if doc is not None:
         if provisional(doc, "timing"):
             _say_provisional(console, "timing", cls)
+        measured_on, here = (doc.get("qlab_baseline") or {}).get("cpu_model"), cpu_model()
+        if measured_on and here and measured_on != here:
+            console.print(f"[yellow]timing: the {cls} baseline was measured on a {measured_on}, this is a {here}: "
+                          "compared for information only (another microarchitecture of the class runs the kernels "
+                          "and the yardsticks at other ratios); record it with `python benchmarks/rebuild_baseline.py"
+                          " --out FILE` to gate it[/yellow]")
+            return doc, f"{cls} baseline (other CPU model: advisory)", False
         return doc, f"{cls} baseline", not provisional(doc, "timing")
     others = stored_classes()
     if not others:

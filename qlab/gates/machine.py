@@ -35,6 +35,26 @@ def cpu_flags() -> set[str]:
         return set()
 
 
+def cpu_model() -> str:
+    """The CPU's vendor, family and model numbers (e.g. "AuthenticAMD family 25 model 17"), "" where unknown.
+    The timing gate binds only on the model its baseline was measured on: two microarchitectures with the same
+    flags (a Zen 4 and a Zen 5 EPYC) run GEMMs and integer GEMVs at different ratios to each other."""
+    fields = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key in ("vendor_id", "cpu family", "model") and key not in fields:
+                fields[key] = value.strip()
+            if not line.strip() and fields:
+                break
+    except OSError:
+        return ""
+    if len(fields) < 3:
+        return ""
+    return f"{fields['vendor_id']} family {fields['cpu family']} model {fields['model']}"
+
+
 def machine_class(flags: set[str] | None = None, arch: str | None = None) -> str:
     """e.g. "x86_64-avx512", "x86_64-avx2"; other architectures by name ("aarch64", "arm64")."""
     arch = arch or platform.machine()
