@@ -9,18 +9,19 @@
 - deltanet_step_48: `recurrent_cpu`, one token through 48 layers' states (each its own 3 MiB, as in the model), for
   two sequences; deltanet_layer_step_48: the fused C layer step (conv, gates, delta rule, gated norm), the same.
 - rms_norm_residual / swiglu: the C element-wise ops, 256 calls per sample at hidden / ffn width.
-- attention_decode_32k: `sdpa` decode over a 32K bf16 cache, two layers' caches; deltanet_prefill_512 (`chunk_torch`) and
-  attention_prefill_512 (`sdpa`): the prefill paths.
+- attention_decode_32k: `sdpa` decode over a 32K bf16 cache, two layers' caches; deltanet_prefill_512
+  (`chunk_torch`) and attention_prefill_512 (`sdpa`): the prefill paths.
 The memory-bound ones stream at least `STREAM_BYTES` per sample (several matrices, two sequences' states, two
 layers' caches), as decode does, so that no part of a sample is served from a cache whose share depends on the
 machine's neighbours.
 Each sample is milliseconds of work, the gate reads the fastest sample (`min`: load only ever adds time) and
-`extra_info["bound"]` says which probe normalises it (qlab.gates.probes), sampled right before each of its rounds
-(`probe_min_ms`): what bounds it on a CPU, judged by the bytes/s it reaches against the read probe's. Only the
-integer matmuls stream near the read bandwidth; the delta-rule steps, the torch dequant path and 32K attention
-decode reach a half to a fifth of it and are compute-bound; the element-wise C ops run on one thread. Five runs
-measured against all four probes at once: the delta-rule steps, the dequant path and attention decode spread x1.4-2.0
-over their runs against the memory probes and x1.02-1.25 against the GEMM (README "Regression gates"). The names are the
+two yardsticks are sampled right before each of its rounds: the probe of `extra_info["bound"]` (qlab.gates.probes;
+`probe_min_ms`) and llama.cpp doing the same work (llamacpp_peers.py; `peer_min_ms`); the baseline says which one
+divides it (`yardstick`). The bound is what bounds the path on a CPU, judged by the bytes/s it reaches against the
+read probe's: only the integer matmuls stream near the read bandwidth; the delta-rule steps, the torch dequant path
+and 32K attention decode reach a fifth to two thirds of it and are compute-bound; the element-wise C ops run on one
+thread. Five runs measured against every probe at once: the delta-rule steps, the dequant path and attention decode
+spread x1.4-2.0 over their runs against the memory probes and x1.02-1.25 against the GEMM. The names are the
 switches of qlab.gates.inject (`QLAB_GATE_SLOWDOWN=deltanet_layer_step_48:1.5`), which the mutation test uses.
 """
 

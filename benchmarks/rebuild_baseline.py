@@ -9,9 +9,9 @@ machine was too noisy for it: the timing gate when most benchmarks are too noisy
 spread wider than the 15 % it allows. Per benchmark: the time is the median over runs of
 its fastest sample, rescaled to the median yardstick; `extra_info` gets `yardstick` (its probe, or llama.cpp doing
 the same work: whichever its runs spread least against), `normalised_runs` (each run's time over that yardstick,
-divided by their median), `spread` (max / min of those), `spreads` (against each yardstick) and `limit`. A benchmark where a 1.5x slowdown
-could hide in its spread (1.5 / spread <= limit) is listed as too noisy: redesign it (more work per sample), do
-not loosen it.
+divided by their median), `spread` (max / min of those), `spreads` (against each yardstick) and `limit`. A
+benchmark where a 1.5x slowdown could hide in its spread (1.5 / spread <= limit) is listed as too noisy: redesign
+it (more work per sample), do not loosen it.
 """
 
 from __future__ import annotations

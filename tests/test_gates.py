@@ -410,10 +410,12 @@ def test_mutation_every_product_path_slowed_1_5x_fails_the_timing_gate(tmp_path,
     if not judged:
         pytest.skip(f"this machine is too noisy now to judge any path (drift between runs: {drift})")
     print("mutation: " + ", ".join(f"{n} x{rows[n].factor:.2f} (limit x{rows[n].threshold:.2f}, {rows[n].bound})"
-                                   for n in sorted(judged)) + f"; too noisy {sorted(noisy)}; not judged {sorted(unjudged)}")
+                                   for n in sorted(judged))
+          + f"; too noisy {sorted(noisy)}; not judged {sorted(unjudged)}")
     missed = {n: round(rows[n].factor, 3) for n in judged if rows[n].status != "regressed"}
     assert not missed, (f"1.5x slowdowns the gate did not catch (factor <= limit): {missed}; left out as too "
-                        f"noisy: {sorted(noisy)}; not judged (its plain or its slowed runs drift > 15 %): {sorted(unjudged)}")
+                        f"noisy: {sorted(noisy)}; not judged (its plain or its slowed runs drift > 15 %): "
+                        f"{sorted(unjudged)}")
 
 
 @pytest.mark.slow

@@ -8,6 +8,7 @@ import argparse
 import math
 from pathlib import Path
 
+from qlab.gates.peer import PAIRS   # light: the peer gate's constants (its measuring runs a subprocess)
 from qlab.validate import float_arg, int_arg, output_file
 
 GATES = ("timing", "peer", "compile", "golden")
@@ -35,8 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="divide by the in-run probe of each benchmark's kind (default), or compare raw times")
     p.add_argument("--no-confirm", action="store_true", help="fail on the first run (no re-run of suspects)")
     p.add_argument("--save", default=None, type=output_file, help="also write the current run's JSON here")
-    p.add_argument("--pairs", type=int_arg(minimum=1, maximum=20), default=None,
-                   help="alternating qlab/llama.cpp process pairs per quant in the peer gate (default 3)")
+    p.add_argument("--pairs", type=int_arg(minimum=1, maximum=20), default=PAIRS,
+                   help=f"alternating qlab/llama.cpp process pairs per quant in the peer gate (default {PAIRS})")
     p.add_argument("--peer-json", default=None, help=argparse.SUPPRESS)   # tests: a saved peer measurement
     p.add_argument("--only", default=",".join(GATES), help=f"which gates: {','.join(GATES)}")
     p.add_argument("--update-snapshots", action="store_true", help="rewrite the compile and golden snapshots")
@@ -59,9 +60,6 @@ def run(args) -> int:
     from rich.console import Console
 
     from qlab.gates.machine import machine_class
-    from qlab.gates.peer import PAIRS
-
-    args.pairs = args.pairs or PAIRS
 
     console = Console()
     gates = selected_gates(args.only)
