@@ -38,6 +38,7 @@ from qlab.engine.config import QWEN36_27B  # noqa: E402
 from qlab.engine.gguf_io import read_gguf, write_synthetic_gguf  # noqa: E402
 from qlab.engine.model import Qwen35, decode_one_token, prefill  # noqa: E402
 from qlab.engine.ops import default_backend  # noqa: E402
+from qlab.gates.ggml_ops import GgmlTensor  # noqa: E402  (ggml.h's struct ggml_tensor, one home)
 from qlab.testing import rel_rms_error  # noqa: E402
 
 pytestmark = [pytest.mark.peer, pytest.mark.slow]  # 111 s on the 2-core EPYC shared with other jobs (load ~3)
@@ -70,13 +71,6 @@ def qlab_logits(path, tokens: list[int]) -> torch.Tensor:
     outs = [prefill(m, torch.tensor([tokens[:N_PREFILL]]), st, all_logits=True)[0]]
     outs += [decode_one_token(m, torch.tensor([t]), st) for t in tokens[N_PREFILL:]]
     return torch.cat(outs)
-
-
-class GgmlTensor(ctypes.Structure):   # ggml.h's struct ggml_tensor, the fields up to its name
-    _fields_ = [("type", ctypes.c_int), ("buffer", ctypes.c_void_p), ("ne", ctypes.c_int64 * 4),
-                ("nb", ctypes.c_size_t * 4), ("op", ctypes.c_int), ("op_params", ctypes.c_int32 * 16),
-                ("flags", ctypes.c_int32), ("src", ctypes.c_void_p * 10), ("view_src", ctypes.c_void_p),
-                ("view_offs", ctypes.c_size_t), ("data", ctypes.c_void_p), ("name", ctypes.c_char * 64)]
 
 
 def _f32_matrix(t: GgmlTensor) -> np.ndarray | None:
