@@ -6,6 +6,11 @@
 - matmul_int8[FMT]: `cpu_int8` at M=1 on ffn_up matrices (17408 x 5120): Q8_0 and Q5_K in the ggml layout, Q4_K
   and Q6_K from their x8 copies; matmul_many_ffn[Q4_K]: gate and up in one call (`Ops.linears`);
   matmul_torch_cpu[IQ4_XS]: the path of a format without an integer kernel.
+- matmul_int8_1thread[FMT] / matmul_many_ffn_1thread[Q4_K]: the same paths on one thread (what `cpu_int8` runs
+  for a small matrix, and for every matrix when the decode tuner picks one thread), compute-bound: they guard the
+  kernels' per-core code where the all-thread ones, bound by a bandwidth that swings x1.6 with the host's
+  neighbours (33 or 54 GB/s, in epochs of seconds to minutes), spread x1.17-1.35 over runs minutes apart and
+  these x1.04-1.08 (8 runs each, alternating, same hour). They share their path's name (the slowdown switch).
 - deltanet_step_48: `recurrent_cpu`, one token through 48 layers' states (each its own 3 MiB, as in the model), for
   two sequences; deltanet_layer_step_48: the fused C layer step (conv, gates, delta rule, gated norm), the same.
 - rms_norm_residual / swiglu: the C element-wise ops, 256 calls per sample at hidden / ffn width.
@@ -36,6 +41,7 @@ import torch
 import llamacpp_peers as peers
 from qlab.gates import probes
 from qlab.gates.inject import slowed
+from qlab.measure import threads as torch_threads
 
 N_FFN, K_HIDDEN = 17408, 5120
 H, HV, KD, VD, LAYERS = 16, 48, 128, 128, 48
@@ -54,10 +60,11 @@ def weight(fmt: str, n: int = N_FFN, k: int = K_HIDDEN):
     return QuantizedWeight(fmt, (n, k), raw, scale)
 
 
-@functools.lru_cache(maxsize=1)
+@functools.lru_cache(maxsize=4)
 def weights(fmt: str, n: int = N_FFN, k: int = K_HIDDEN) -> tuple:
     """Distinct copies of `weight(fmt, n, k)` (each its own memory, its own x8 copy) that together hold at least
-    STREAM_BYTES: what one sample streams. One format at a time stays cached."""
+    STREAM_BYTES: what one sample streams. The four integer formats stay cached (~2 GB with their x8 copies), so
+    the one-thread benchmarks time the all-thread ones' very buffers."""
     from qlab.kernels.dequant_matmul import QuantizedWeight
 
     w = weight(fmt, n, k)
@@ -105,8 +112,7 @@ def _bench(benchmark, name: str, fn, *, bound: str, rounds: int, nbytes: int = 0
         benchmark.extra_info.update(flops=flops, gflops=round(flops / t / 1e9, 2))
 
 
-@pytest.mark.parametrize("fmt", ["Q8_0", "Q4_K", "Q6_K", "Q5_K"])
-def test_matmul_int8(benchmark, fmt):
+def _matmul_int8(benchmark, fmt: str, bound: str, rounds: int):
     from qlab.kernels.dequant_matmul import matmul
 
     qws, x = weights(fmt), _x()
@@ -115,24 +121,49 @@ def test_matmul_int8(benchmark, fmt):
         for qw in qws:
             matmul(x, qw, impl="cpu_int8")
 
-    _bench(benchmark, f"matmul_int8[{fmt}]", calls, bound="memory", rounds=25, nbytes=sum(q.raw.nbytes for q in qws),
+    _bench(benchmark, f"matmul_int8[{fmt}]", calls, bound=bound, rounds=rounds, nbytes=sum(q.raw.nbytes for q in qws),
            peer=peers.matmuls(qws, x, torch.get_num_threads()))
 
 
-@pytest.mark.parametrize("fmt", ["Q4_K"])
-def test_matmul_many_ffn(benchmark, fmt):
+@pytest.mark.parametrize("fmt", ["Q8_0", "Q4_K", "Q6_K", "Q5_K"])
+def test_matmul_int8(benchmark, fmt):
+    _matmul_int8(benchmark, fmt, "memory", rounds=25)
+
+
+@pytest.mark.parametrize("fmt", ["Q8_0", "Q4_K", "Q6_K", "Q5_K"])
+def test_matmul_int8_1thread(benchmark, fmt):
+    with torch_threads(1):
+        _matmul_int8(benchmark, fmt, "compute_1thread", rounds=20)
+
+
+def _ffn_pairs(fmt: str) -> list:
+    """gate and up: two matrices of their own shapes per call, as many pairs as STREAM_BYTES takes."""
+    return list(zip(weights(fmt), weights.__wrapped__(fmt, N_FFN + 256)))
+
+
+def _matmul_many_ffn(benchmark, fmt: str, bound: str):
     from qlab.kernels.dequant_matmul import matmul_many
 
-    # gate and up: two matrices of their own shapes per call, as many pairs as STREAM_BYTES takes
-    pairs, x = list(zip(weights(fmt), weights.__wrapped__(fmt, N_FFN + 256))), _x()
+    pairs, x = _ffn_pairs(fmt), _x()
 
     def calls():
         for pair in pairs:
             matmul_many(x, list(pair), impl="cpu_int8")
 
-    _bench(benchmark, f"matmul_many_ffn[{fmt}]", calls, bound="memory", rounds=20,
+    _bench(benchmark, f"matmul_many_ffn[{fmt}]", calls, bound=bound, rounds=20,
            nbytes=sum(q.raw.nbytes for pair in pairs for q in pair),
            peer=peers.matmuls([q for pair in pairs for q in pair], x, torch.get_num_threads()))
+
+
+@pytest.mark.parametrize("fmt", ["Q4_K"])
+def test_matmul_many_ffn(benchmark, fmt):
+    _matmul_many_ffn(benchmark, fmt, "memory")
+
+
+@pytest.mark.parametrize("fmt", ["Q4_K"])
+def test_matmul_many_ffn_1thread(benchmark, fmt):
+    with torch_threads(1):
+        _matmul_many_ffn(benchmark, fmt, "compute_1thread")
 
 
 @pytest.mark.parametrize("fmt", ["IQ4_XS"])
@@ -154,9 +185,9 @@ def _gen(seed: int = 42) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def test_deltanet_step_48(benchmark):
+def _deltanet_step_48(benchmark, bound: str):
     """The decode loop's delta rule (recurrent_cpu, state updated in place), one token through 48 layers, for SEQS
-    sequences."""
+    sequences, on torch's threads."""
     from qlab.kernels.deltanet import gated_delta_rule
 
     g = _gen()
@@ -175,12 +206,12 @@ def test_deltanet_step_48(benchmark):
         states.copy_(states0)
 
     # compute-bound: it moves its states at ~13 GB/s where a plain copy moves ~30
-    _bench(benchmark, "deltanet_step_48", step, setup=reset, bound="compute", rounds=25,
+    _bench(benchmark, "deltanet_step_48", step, setup=reset, bound=bound, rounds=25,
            nbytes=2 * states.numel() * 4,
            peer=peers.deltanet_steps(q, k, v, gate, beta, states, torch.get_num_threads()))
 
 
-def test_deltanet_layer_step_48(benchmark):
+def _deltanet_layer_step_48(benchmark, bound: str):
     """The fused C layer step the decode loop calls (Ops.deltanet_decode_layer), 48 layers for SEQS sequences, on
     torch's threads."""
     from qlab.kernels.deltanet import layer_step_cpu
@@ -204,8 +235,28 @@ def test_deltanet_layer_step_48(benchmark):
         conv.copy_(conv0)
         states.copy_(states0)
 
-    _bench(benchmark, "deltanet_layer_step_48", step, setup=reset, bound="compute", rounds=25,   # ~20 GB/s
+    _bench(benchmark, "deltanet_layer_step_48", step, setup=reset, bound=bound, rounds=25,   # ~20 GB/s
            nbytes=2 * states.numel() * 4, peer=peers.deltanet_layer_steps(qkv, z, b, a, norm_w, states, H, threads))
+
+
+# The delta-rule steps on all threads reach a fifth to two thirds of the read bandwidth, enough to drift x1.2
+# between runs with it; their one-thread twins hold still.
+def test_deltanet_step_48(benchmark):
+    _deltanet_step_48(benchmark, "compute")
+
+
+def test_deltanet_step_48_1thread(benchmark):
+    with torch_threads(1):
+        _deltanet_step_48(benchmark, "compute_1thread")
+
+
+def test_deltanet_layer_step_48(benchmark):
+    _deltanet_layer_step_48(benchmark, "compute")
+
+
+def test_deltanet_layer_step_48_1thread(benchmark):
+    with torch_threads(1):
+        _deltanet_layer_step_48(benchmark, "compute_1thread")
 
 
 def test_rms_norm_residual(benchmark):
@@ -252,14 +303,24 @@ def test_attention_decode_32k(benchmark):
            nbytes=sum(t.numel() * 2 for kv in caches for t in kv))
 
 
-def test_deltanet_prefill_512(benchmark):
+def _deltanet_prefill_512(benchmark, bound: str):
     from qlab.kernels.deltanet import gated_delta_rule
     from qlab.kernels.deltanet.inputs import make_inputs
 
     x = make_inputs(1, 512, H, HV, KD, VD, decay="weak")
     _bench(benchmark, "deltanet_prefill_512",
            lambda: gated_delta_rule(**x, use_qk_l2norm=True, impl="chunk_torch", output_final_state=True),
-           bound="compute", rounds=10, peer=peers.deltanet_prefill(x, torch.get_num_threads()))
+           bound=bound, rounds=10, peer=peers.deltanet_prefill(x, torch.get_num_threads()))
+
+
+def test_deltanet_prefill_512(benchmark):
+    _deltanet_prefill_512(benchmark, "compute")
+
+
+def test_deltanet_prefill_512_1thread(benchmark):
+    """chunk_torch's many small torch ops drift x1.1-1.2 between 2-thread runs; on one thread they hold still."""
+    with torch_threads(1):
+        _deltanet_prefill_512(benchmark, "compute_1thread")
 
 
 def test_attention_prefill_512(benchmark):

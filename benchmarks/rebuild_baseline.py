@@ -2,7 +2,8 @@
 repeated runs, derive each limit from it by the fixed rule (qlab.gates.compare.limit_from_spread), and measure
 the qlab/llama.cpp decode ratio of the peer gate. Run it on a quiet machine; it prints how long it took.
 
-    python benchmarks/rebuild_baseline.py [--runs 5] [--peer-runs 3] [--pairs 3] [--out FILE] [--peer-only]
+    python benchmarks/rebuild_baseline.py [--runs 5] [--peer-runs 3] [--pairs 3] [--out FILE]
+                                          [--peer-only | --timing-only]
 
 Writes benchmarks/baseline/<class>.json (qlab.gates.baseline), with a gate marked provisional (advisory) when the
 machine was too noisy for it: the timing gate when most benchmarks are too noisy, the peer gate when a peer ratio
@@ -120,8 +121,12 @@ def main() -> None:
                                                                    f"(default {peer.PAIRS}, as the gate)")
     ap.add_argument("--out", default=None, help="default: benchmarks/baseline/<this machine's class>.json")
     ap.add_argument("--note", default="", help="how quiet the machine was, for the record")
-    ap.add_argument("--peer-only", action="store_true",
-                    help="re-measure only the peer ratios, keeping the stored timing baseline of this class")
+    only = ap.add_mutually_exclusive_group()
+    only.add_argument("--peer-only", action="store_true",
+                      help="re-measure only the peer ratios, keeping the stored timing baseline of this class")
+    only.add_argument("--timing-only", action="store_true",
+                      help="re-measure only the timing baseline (after adding a benchmark), keeping the stored peer "
+                           "ratios of this class")
     a = ap.parse_args()
     if a.runs < 2 or a.peer_runs < 1:
         raise SystemExit("--runs must be >= 2 (a spread needs two runs) and --peer-runs >= 1")
@@ -129,6 +134,7 @@ def main() -> None:
     out = Path(a.out) if a.out else baseline_path(cls)
     if a.peer_only:
         return peer_only(out, a)
+    kept = stored_peer(out) if a.timing_only else None
     doc, rows = build_timing(timing_runs(a.runs))
     doc["qlab_baseline"] = {
         "class": cls, "cpu": (doc.get("machine_info") or {}).get("cpu", {}).get("brand_raw", platform.processor()),
@@ -138,8 +144,10 @@ def main() -> None:
                 f"{a.runs} runs of the fastest sample over its in-run yardstick (its probe or llama.cpp doing the "
                 "same work, whichever spreads less); too noisy where 1.5 / spread <= limit",
         "too_noisy": [r["name"] for r in rows if r["too_noisy"]],
-        "peer": peer_runs(a.peer_runs, a.pairs),
+        "peer": kept["peer"] if kept else peer_runs(a.peer_runs, a.pairs),
     }
+    if kept:
+        doc["qlab_baseline"].update({k: v for k, v in kept.items() if k in ("peer_measured", "peer_note")})
     # Too noisy to bind (README): most benchmarks flagged, or a peer ratio that spread more than the 15 % drop the
     # peer gate fails on. Its gates then print their verdicts without failing, until a quieter rebuild.
     doc["qlab_baseline"]["provisional"] = ((["timing"] if 2 * len(doc["qlab_baseline"]["too_noisy"]) > len(rows)
@@ -156,6 +164,17 @@ def main() -> None:
 def noisy_peer(doc: dict) -> list[str]:
     """Quants whose peer ratio spread over the runs more than the 15 % drop the peer gate fails on."""
     return [q for q, p in doc["qlab_baseline"]["peer"].items() if p["spread"] > 1 / (1 - peer.MAX_DROP)]
+
+
+def stored_peer(out: Path) -> dict:
+    """The peer part of the stored baseline `out` (its ratios and when they were measured), for --timing-only."""
+    if not out.exists():
+        raise SystemExit(f"{out}: no stored baseline to keep the peer ratios of; run without --timing-only")
+    info = load_run(out).get("qlab_baseline") or {}
+    if not info.get("peer"):
+        raise SystemExit(f"{out}: no stored peer ratios to keep; run without --timing-only")
+    info.setdefault("peer_measured", info.get("measured"))
+    return info
 
 
 def peer_only(out: Path, a) -> None:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 
 import torch
+
+from qlab.measure import threads as torch_threads  # noqa: F401  (tests run small shapes on one thread)
 
 DECAYS = {"weak": 0.02, "medium": 1.0, "strong": 20.0}  # g = -rand * scale: exp(g) from ~1 down to ~0
 
@@ -33,12 +34,3 @@ def naive_reference(B, T, H, HV, K, V, decay, with_state, dtype, l2norm=True):
 
 
 
-@contextlib.contextmanager
-def torch_threads(n: int):
-    """Run a block with `n` intra-op threads (small shapes on a shared machine: one thread beats two)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
