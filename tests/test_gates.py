@@ -489,3 +489,21 @@ def test_rebuild_keeps_the_yardstick_its_runs_spread_least_against():
     # llama.cpp wandering where the benchmark does not: the probe is kept
     runs = [_peer(_run(), "test_decode_step", 2.0 * k) for k in (1.0, 1.3, 1.1)]
     assert {r["name"]: r for r in rb.build_timing(runs)[1]}["test_decode_step"]["yardstick"] == "probe"
+
+
+def test_rebuild_timing_only_keeps_the_stored_peer_ratios(tmp_path):
+    """--timing-only (after adding a benchmark) keeps the class's peer ratios and when they were measured; without
+    a stored baseline, or one without peer ratios, it stops with a line naming the file."""
+    rb = _rebuild_module()
+    out = tmp_path / "x86_64-test.json"
+    with pytest.raises(SystemExit, match="no stored baseline"):
+        rb.stored_peer(out)
+    doc = _run()
+    doc["qlab_baseline"] = {"measured": "2026-01-01 00:00 UTC"}
+    out.write_text(json.dumps(doc))
+    with pytest.raises(SystemExit, match="no stored peer ratios"):
+        rb.stored_peer(out)
+    doc["qlab_baseline"]["peer"] = {"Q8_0": {"ratio": 0.8, "runs": [0.8], "spread": 1.0}}
+    out.write_text(json.dumps(doc))
+    kept = rb.stored_peer(out)
+    assert kept["peer"]["Q8_0"]["ratio"] == 0.8 and kept["peer_measured"] == "2026-01-01 00:00 UTC"
