@@ -16,6 +16,9 @@
 - rms_norm_residual / swiglu: the C element-wise ops, 256 calls per sample at hidden / ffn width.
 - attention_decode_32k: `sdpa` decode over a 32K bf16 cache, two layers' caches; deltanet_prefill_512
   (`chunk_torch`) and attention_prefill_512 (`sdpa`): the prefill paths.
+- deltanet_step_48_1thread, deltanet_layer_step_48_1thread, deltanet_prefill_512_1thread: one-thread twins of
+  the DeltaNet paths, whose all-thread runs drifted x1.2 between the mutation test's runs (a fifth to two thirds
+  of the read bandwidth is enough to feel its swings).
 The memory-bound ones stream at least `STREAM_BYTES` per sample (several matrices, two sequences' states, two
 layers' caches), as decode does, so that no part of a sample is served from a cache whose share depends on the
 machine's neighbours.
