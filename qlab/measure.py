@@ -126,6 +126,12 @@ def copy_bandwidth_gbs(device="cpu", nbytes: int = 256 << 20, repeats: int = 5) 
     return 2 * src.numel() * 4 / min(time_calls(lambda: dst.copy_(src), device, 1, repeats)) / 1e9
 
 
+# Other processes (or a hypervisor's steal) taking more than this share of the machine's CPUs make a timing
+# answer for that moment, not for the machine: a 2-thread decode on 2 cores runs 3-20x slower per op while a
+# neighbour computes. Profiles re-measure and flag such runs; the decode tuner does not cache a thread count.
+CONTENDED = 0.25
+
+
 class OthersCpu:
     """Context manager: the share of this machine's CPU time that other processes (and, in a VM, the
     hypervisor's steal) took while it was open — busy ticks from /proc/stat minus this process's own CPU

@@ -30,7 +30,7 @@ def test_tune_stage_tunes_only_what_decode_runs(monkeypatch):
         asked.update(kw)
         return {"quant": kw["quant"], "context": kw["context"], "layers": 4, "threads": 2, "default_threads": 2,
                 "impls": {}, "default_ms_per_token": 10.0, "tuned_ms_per_token": 9.0, "speedup": 1.11,
-                "resolved": [{"op": "deltanet", "impl": "recurrent_cpu"}, {"op": "dequant_matmul", "impl": "cpu_int8"}]}
+                "others_cpu_share": 0.05, "threads_cached": True, "resolved": [{"op": "deltanet", "impl": "recurrent_cpu"}, {"op": "dequant_matmul", "impl": "cpu_int8"}]}
 
     tuned = []
     monkeypatch.setattr(stages, "run_decode_tuner", fake_tune_decode)

@@ -74,12 +74,14 @@ NOISY_SPREAD = 0.25
 EMULATED_BELOW_FP32 = 0.5
 
 
-# A probe during which other processes took more than this share of the CPUs is measured again, then noisy
-# (a steady probe under a steady neighbour: 15.8 vs 48.5 GB/s read on the same 2-core EPYC, minutes apart).
-CONTENDED = 0.25
+# A probe during which other processes took more than qlab.measure.CONTENDED of the CPUs is measured again,
+# then noisy (a steady probe under a steady neighbour: 15.8 vs 48.5 GB/s read on the same 2-core EPYC, minutes
+# apart).
 
 
 def _contended(r: dict) -> bool:
+    from qlab.measure import CONTENDED
+
     return (r.get("others_cpu_share") or 0.0) > CONTENDED
 
 

@@ -175,7 +175,11 @@ def tune_decode_step(doc: dict, opts: ProfileOptions, ctx: Context) -> bool:
     for r in rec["resolved"]:
         runs.setdefault(r["op"], set()).add(r["impl"])
     doc["decode_tuning"] = {k: rec[k] for k in ("quant", "context", "layers", "threads", "default_threads",
-                                                "impls", "default_ms_per_token", "tuned_ms_per_token", "speedup")}
+                                                "impls", "default_ms_per_token", "tuned_ms_per_token", "speedup",
+                                                "others_cpu_share", "threads_cached")}
+    if not rec["threads_cached"]:
+        ctx.log(f"decode tuning: other processes took {100 * rec['others_cpu_share']:.0f} % of the CPUs; its "
+                f"thread count ({rec['threads']}) is not cached, decode runs torch's default")
     doc["decode_tuning"]["runs"] = {op: sorted(v) for op, v in runs.items()}
     ctx.save()
     return True
@@ -329,16 +333,17 @@ def stage_decode(doc: dict, opts: ProfileOptions, ctx: Context) -> None:
     record_extrapolation(doc, opts, ctx)
 
 
-# A decode timed while other processes took more than this share of the machine's CPUs is measured again
-# (after a pause) up to CONTENDED_RETRIES times; the least contended run is kept, and flagged `contended` if
-# it is still above: a loaded machine must not produce a confident profile.
-CONTENDED = 0.25
+# A decode timed while other processes took more than qlab.measure.CONTENDED of the machine's CPUs is measured
+# again (after a pause) up to CONTENDED_RETRIES times; the least contended run is kept, and flagged `contended`
+# if it is still above: a loaded machine must not produce a confident profile.
 CONTENDED_RETRIES = 2
 CONTENDED_PAUSE_S = 10.0
 
 
 def uncontended(run: Callable[[], dict], what: str, log: Callable[[str], None]) -> dict:
     import time
+
+    from qlab.measure import CONTENDED
 
     best: dict | None = None
     for attempt in range(1 + CONTENDED_RETRIES):

@@ -53,6 +53,9 @@ def _run_decode(args, device: str) -> int:
           + ", ".join(f"{k}={v}" for k, v in rec["impls"].items())
           + "; configs: " + (json.dumps(rec["configs"]) if rec["configs"] else "defaults"))
     print("written to the tune cache: the next decode runs this" if rec["written"] else "not written (--no-cache)")
+    if rec["written"] and not rec["threads_cached"]:
+        print(f"thread count not cached: other processes took {100 * rec['others_cpu_share']:.0f} % of the CPUs "
+              "while it was tuned (a neighbour makes fewer threads win); the next decode uses torch's default")
     return 0
 
 
